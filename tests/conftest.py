@@ -1,0 +1,89 @@
+"""Shared fixtures: tiny T5 models and tokenizers built from configs, temporary stores and results folders.
+
+Nothing here touches the network; everything is small enough that a test takes seconds.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from workbench import paths  # noqa: E402
+
+TINY_ARCH = dict(d_model=32, d_ff=64, d_kv=8, num_heads=4, num_layers=2, num_decoder_layers=2)
+
+DIALOGUES = [
+    ("#Person1#: Hi Tom, shall we play tennis on Saturday at 10 am?\n#Person2#: Sure, see you at the park.",
+     "#Person1# invites Tom to play tennis on Saturday at 10 am. Tom agrees."),
+    ("#Person1#: I'd like to book a table for two at 7 pm.\n#Person2#: Certainly, under what name?\n"
+     "#Person1#: Smith.", "#Person1# books a table for two at 7 pm under the name Smith."),
+    ("#Person1#: My car makes a strange noise.\n#Person2#: Bring it in on Monday and we will check the brakes.",
+     "#Person1#'s car makes a noise. #Person2# will check the brakes on Monday."),
+    ("#Person1#: Turn that music down, you idiot!\n#Person2#: Shut up, it is my party.",
+     "#Person1# calls #Person2# an idiot about the loud music."),
+]
+
+
+def rows(n: int = 8) -> list[dict]:
+    out = []
+    for i in range(n):
+        d, s = DIALOGUES[i % len(DIALOGUES)]
+        out.append({"fname": f"t{i}", "dialogue": d, "summary": s, "references": [s], "topic": "test"})
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tmp_path_factory):
+    from workbench import modeling, prompts
+
+    texts = [d for d, _ in DIALOGUES] + [s for _, s in DIALOGUES] + [prompts.zero_shot("x"), prompts.shot_block("x", "y")]
+    tok = modeling.train_tokenizer(texts * 20, vocab_size=400)
+    folder = tmp_path_factory.mktemp("tokenizer")
+    tok.save_pretrained(folder)
+    return modeling.load_tokenizer(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
+    """A tiny FLAN-T5-shaped model (random weights) saved as safetensors with its tokenizer."""
+    from workbench import modeling
+
+    model = modeling.build_model(modeling.demo_config(len(tiny_tokenizer), **TINY_ARCH), seed=0)
+    folder = tmp_path_factory.mktemp("tiny-t5")
+    model.save_pretrained(folder, safe_serialization=True)
+    tiny_tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def tmp_store(tmp_path, monkeypatch):
+    """A fresh local store and results folder for one test."""
+    store_dir, results_dir = tmp_path / "store", tmp_path / "results"
+    monkeypatch.setattr(paths, "STORE_DIR", store_dir)
+    monkeypatch.setattr(paths, "RESULTS_DIR", results_dir)
+    return store_dir
+
+
+@pytest.fixture(autouse=True)
+def _small_threads():
+    torch.set_num_threads(2)
+    yield
+
+
+SHARED = paths.SHARED_DIALOGSUM
+needs_dialogsum = pytest.mark.skipif(not (SHARED / "dialogsum.test.jsonl").exists(),
+                                     reason=f"DialogSum dev/test not found at {SHARED}")
+
+
+def repo_path(*parts) -> Path:
+    return paths.REPO_ROOT.joinpath(*parts)

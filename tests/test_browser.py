@@ -1,0 +1,178 @@
+"""The app in a real browser: headless Chromium driven by selenium against a launched server on tiny models.
+
+Checks that Compare shows four summaries with toxicity scores, that HTML/JS typed by a user or produced by a model
+never runs, that every tab renders (Plotly offline included), and writes screenshots to artifacts/screenshots/.
+Skipped only when chromium or chromedriver is not installed (CI installs both).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from tests import ui_fixtures as uf
+from workbench import paths
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+SHOTS = paths.REPO_ROOT / "artifacts" / "screenshots"
+EVIL = '<img src=x onerror="window.__pwned=1;alert(1)"><script>window.__pwned=2</script>'
+MARKER = "#Person9#"  # a dialogue containing it makes the stub model answer with EVIL
+
+pytestmark = pytest.mark.skipif(not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
+                                reason="chromium and chromedriver are not installed (apt-get install chromium "
+                                       "chromium-driver)")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_tokenizer, tiny_model_dir):
+    patch = pytest.MonkeyPatch()
+    wb = uf.Workbench(tmp_path_factory.mktemp("wb-browser"), tiny_tokenizer, tiny_model_dir, patch)
+    real = wb.models.summarize
+
+    def summarize(prompts_by_slot, *args, **kwargs):  # a "model" that answers with markup, for the XSS check
+        out = real(prompts_by_slot, *args, **kwargs)
+        if MARKER in next(iter(prompts_by_slot.values())) and out["full"].text is not None:
+            out["full"].text = f"{EVIL} #Person1# books a table"
+        return out
+
+    patch.setattr(wb.models, "summarize", summarize)
+    with uf.launched(wb.service) as (_, url):
+        yield url
+    patch.undo()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
+                "--window-size=1400,1600", f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    yield driver
+    driver.quit()
+
+
+def wait(driver, condition, timeout=60, message=""):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.25).until(lambda d: condition(d), message)
+
+
+def css(driver, selector):
+    from selenium.webdriver.common.by import By
+
+    return driver.find_elements(By.CSS_SELECTOR, selector)
+
+
+def open_app(driver, url):
+    driver.get(url)
+    wait(driver, lambda d: css(d, "#compare-dialogue textarea") and css(d, "#wb-status .wb-slot"),
+         message="the app did not render")
+
+
+def open_tab(driver, name):
+    [tab] = [t for t in css(driver, "button[role=tab]") if t.text.strip() == name]
+    tab.click()
+    time.sleep(0.5)
+
+
+def screenshot(driver, name):
+    height = driver.execute_script("return document.body.scrollHeight")
+    driver.set_window_size(1400, min(max(height + 60, 900), 3600))
+    time.sleep(0.5)
+    driver.save_screenshot(str(SHOTS / f"{name}.png"))
+    driver.set_window_size(1400, 1600)
+
+
+def assert_no_script_ran(driver):
+    from selenium.common.exceptions import NoAlertPresentException
+
+    assert driver.execute_script("return typeof window.__pwned") == "undefined"
+    with pytest.raises(NoAlertPresentException):
+        driver.switch_to.alert.text  # noqa: B018
+
+
+def type_into(driver, selector, text):
+    [box] = css(driver, selector)
+    box.clear()
+    driver.execute_script(  # set the value as a paste would, then let the framework see an input event
+        "arguments[0].value = arguments[1]; arguments[0].dispatchEvent(new Event('input', {bubbles: true}));",
+        box, text)
+
+
+def summaries(driver):
+    return [(css(driver, f"#summary-{slot} textarea") or [None])[0] for slot in ("base", "full", "lora", "ppo")]
+
+
+def test_compare_shows_four_summaries_and_runs_no_injected_code(server, browser):
+    open_app(browser, server)
+    dialogue = (f"#Person1#: I'd like to book a table for two at 7 pm. {EVIL}\n#Person2#: Certainly, what name?\n"
+                f"{MARKER}: <script>alert('x')</script>")
+    type_into(browser, "#compare-dialogue textarea", dialogue)
+    type_into(browser, "#compare-reference textarea", f"#Person1# books a table for two. {EVIL}")
+    css(browser, "#compare-run")[0].click()
+    wait(browser, lambda d: all(s is not None and s.get_attribute("value") for s in summaries(d))
+         and len(css(d, ".wb-card .wb-badge")) >= 8, message="four summaries with badges did not appear")
+    cards = [css(browser, f"#card-{slot}")[0].text for slot in ("base", "full", "lora", "ppo")]
+    assert all("toxicity" in c for c in cards) and all("R-1" in c for c in cards)
+    full_text = summaries(browser)[1].get_attribute("value")
+    assert full_text.startswith(EVIL)  # the model's markup is shown as text ...
+    assert not css(browser, "img[src='x']") and not css(browser, "#overlap-full script")  # ... and never parsed
+    assert "onerror" in css(browser, "#overlap-full")[0].text
+    time.sleep(1.0)
+    assert_no_script_ran(browser)
+    screenshot(browser, "compare")
+
+
+def test_empty_input_shows_message(server, browser):
+    open_app(browser, server)
+    type_into(browser, "#compare-dialogue textarea", "   \n  ")
+    css(browser, "#compare-run")[0].click()
+    wait(browser, lambda d: "empty" in (css(d, "#compare-notice")[0].text or ""), message="no empty-input message")
+
+
+def test_prompting_tab(server, browser):
+    open_app(browser, server)
+    open_tab(browser, "Prompting")
+    type_into(browser, "#prompt-dialogue textarea", "#Person1#: Can we meet at noon?\n#Person2#: Yes, at the cafe.")
+    css(browser, "#prompt-run")[0].click()
+    wait(browser, lambda d: (css(d, "#prompt-text textarea") or [None])[0] is not None
+         and "Summarize the following conversation." in css(d, "#prompt-text textarea")[0].get_attribute("value")
+         and "tokens" in css(d, "#prompt-tokens")[0].text, message="the prompt did not appear")
+    assert_no_script_ran(browser)
+    screenshot(browser, "prompting")
+
+
+def test_toxicity_tab(server, browser):
+    open_app(browser, server)
+    open_tab(browser, "Toxicity")
+    type_into(browser, "#tox-text textarea", f"You are a stupid idiot {EVIL}")
+    css(browser, "#tox-score")[0].click()
+    wait(browser, lambda d: "probability toxic" in css(d, "#tox-score-result")[0].text, message="no score shown")
+    css(browser, "#tox-run")[0].click()
+    wait(browser, lambda d: "dialogues from demo" in css(d, "#tox-message")[0].text
+         and len(css(d, "#tox-plot .js-plotly-plot .boxlayer .trace")) >= 4, timeout=120,
+         message="the toxicity sample did not render")
+    assert_no_script_ran(browser)
+    screenshot(browser, "toxicity")
+
+
+def test_dashboard_renders_plotly_offline(server, browser):
+    open_app(browser, server)
+    open_tab(browser, "Dashboard")
+    wait(browser, lambda d: len(css(d, ".js-plotly-plot")) >= 5 and len(css(d, ".js-plotly-plot .main-svg")) >= 5
+         and "measured run" in css(d, "#dash-message")[0].text, message="the dashboard charts did not render")
+    assert len(css(browser, "#dash-rouge .js-plotly-plot .bars .point")) >= 16  # 4 models x 4 ROUGE types
+    assert "ppo-test" in css(browser, "#dash-runs")[0].text
+    screenshot(browser, "dashboard")

@@ -1,0 +1,76 @@
+"""Build the whole offline demo family with one command, each step a trainer run as a user would run it:
+
+    corpus   synthetic DialogSum-style dialogues           -> data/demo/
+    base     tokenizer + span-corruption pretraining       -> store/demo/flan-t5-demo-base
+    full     full fine-tune                                -> store/demo/flan-t5-demo-full
+    lora     LoRA (r=32, alpha=32, q/v)                    -> store/demo/flan-t5-demo-lora
+    reward   reward model from preference pairs           -> store/demo/toxicity-reward
+    ppo      PPO detoxification of the LoRA adapter        -> store/demo/flan-t5-demo-ppo
+
+Each step is evaluated on the whole demo test split (results/) and published to the local store. A step that is
+interrupted resumes from its checkpoint when the command is run again. At the end older store revisions are pruned
+so that only what the workbench serves is committed.
+
+    python -m trainers.build_demo                       # everything (about an hour on 2 CPU cores)
+    python -m trainers.build_demo --steps lora,ppo      # some steps
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+
+from workbench import paths
+
+STEPS = {
+    "corpus": ["-m", "workbench.corpus", "--out", str(paths.DEMO_DATA_DIR), "--n", "2400", "--seed", "0"],
+    "base": ["-m", "trainers.pretrain"],
+    "full": ["-m", "trainers.full"],
+    "lora": ["-m", "trainers.lora"],
+    "reward": ["-m", "trainers.reward"],
+    "ppo": ["-m", "trainers.ppo"],
+}
+DEMO_REPOS = ["demo/flan-t5-demo-base", "demo/flan-t5-demo-full", "demo/flan-t5-demo-lora",
+              "demo/toxicity-reward", "demo/flan-t5-demo-ppo"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated steps (default: all: {','.join(STEPS)})")
+    parser.add_argument("--fresh", action="store_true", help="ignore checkpoints of earlier interrupted runs")
+    parser.add_argument("--no-prune", action="store_true", help="keep older store revisions")
+    args = parser.parse_args(argv)
+    steps = [s.strip() for s in args.steps.split(",") if s.strip()]
+    unknown = [s for s in steps if s not in STEPS]
+    if unknown:
+        parser.error(f"unknown step(s) {', '.join(unknown)}; choose from {', '.join(STEPS)}")
+    started = time.time()
+    timings = {}
+    for i, step in enumerate(steps, 1):
+        print(f"\n=== [{i}/{len(steps)}] {step} ({time.time() - started:.0f}s elapsed) ===", flush=True)
+        cmd = [sys.executable, *STEPS[step]] + (["--fresh"] if args.fresh and step != "corpus" else [])
+        t0 = time.time()
+        result = subprocess.run(cmd, cwd=paths.REPO_ROOT)
+        timings[step] = time.time() - t0
+        if result.returncode != 0:
+            print(f"step {step} failed (exit {result.returncode}); fix it and run the same command again: "
+                  "finished steps are in the store and interrupted ones resume", file=sys.stderr)
+            return result.returncode
+    if not args.no_prune:
+        from workbench.store import LocalStore
+
+        local = LocalStore()
+        for repo in DEMO_REPOS:
+            if local.exists(repo):
+                local.prune(repo, keep=1)
+    print("\n=== done ===")
+    for step, seconds in timings.items():
+        print(f"{step:8} {seconds / 60:6.1f} min")
+    print(f"{'total':8} {(time.time() - started) / 60:6.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Trainer configuration: a dataclass per recipe, filled from defaults < YAML file (--config) < CLI flags.
+
+Every field becomes a `--flag` whose help text is the field's `help` metadata. Unknown YAML keys, wrong types and
+impossible values are reported with the field's name before any heavy work starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, naming the field (and file) that is wrong."""
+
+
+def field(default: Any, help: str, **kwargs) -> Any:  # noqa: A002 - mirrors argparse
+    return dataclasses.field(default=default, metadata={"help": help, **kwargs})
+
+
+def _base_type(tp) -> tuple[type, bool]:
+    """(underlying type, optional?) for annotations like `int`, `str | None`, `float | None`."""
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0], len(args) < len(typing.get_args(tp))
+    return tp, False
+
+
+def _coerce(name: str, value: Any, tp, where: str) -> Any:
+    base, optional = _base_type(tp)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{where}{name}: must not be empty")
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in {"true", "1", "yes", "false", "0", "no"}:
+            return value.lower() in {"true", "1", "yes"}
+    elif base is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+    elif base is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif base is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    elif typing.get_origin(base) is list or base is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return list(value)
+    else:
+        return value
+    kind = getattr(base, "__name__", str(base))
+    raise ConfigError(f"{where}{name}: expected {kind}, got {value!r}")
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--config: file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of option: value, got {type(data).__name__}")
+    return data
+
+
+def build(cls: type[T], values: dict, where: str = "") -> T:
+    """Instantiate `cls` from a plain dict, checking names and types; `where` prefixes error messages."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{where}unknown option(s) {', '.join(unknown)}; valid options: {', '.join(sorted(known))}")
+    coerced = {k: _coerce(k, v, hints[k], where) for k, v in values.items()}
+    config = cls(**coerced)
+    check = getattr(config, "validate", None)
+    if check:
+        check()
+    return config
+
+
+def parse(cls: type[T], argv: list[str] | None, description: str, epilog: str = "") -> T:
+    """Parse `--config FILE` and one `--flag` per field into an instance of `cls`."""
+    parser = argparse.ArgumentParser(description=description, epilog=epilog,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", metavar="FILE", help="YAML file of options; command-line flags override it")
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        base, _ = _base_type(hints[f.name])
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{f.metadata.get('help', '')} (default: {default})"
+        if base is bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            parser.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(), help=help_text)
+    args = vars(parser.parse_args(argv))
+    values = load_yaml(args.pop("config")) if args.get("config") else {}
+    where = "config: " if values else ""
+    values.update({k: v for k, v in args.items() if v is not None and k != "config"})
+    try:
+        return build(cls, values, where)
+    except ConfigError as err:
+        parser.error(str(err))
+        raise  # unreachable: parser.error exits
+
+
+def as_dict(config) -> dict:
+    return dataclasses.asdict(config)

@@ -1,0 +1,82 @@
+"""Evaluate a model from the store or the Hub over a whole split: ROUGE-1/2/L/Lsum with bootstrap 95% CIs and
+toxicity, written as a schema-checked metrics JSON plus per-example outputs in results/.
+
+    python -m trainers.evaluate --model demo/flan-t5-demo-full
+    python -m trainers.evaluate --model demo/flan-t5-demo-lora --base demo/flan-t5-demo-base   # an adapter
+    python -m trainers.evaluate --model google/flan-t5-base --dataset dialogsum-local --method base
+
+Multi-reference rows (DialogSum test: summary1..3) score each prediction against its best-matching reference per
+ROUGE type (rouge_score's score_multi convention).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+
+from trainers import common
+from trainers import config as cfg
+from trainers.config import ConfigError, field
+from workbench import data, evaluation, modeling, toxicity
+from workbench.generation import GenerationSettings
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    model: str = field("demo/flan-t5-demo-full", "model or adapter to evaluate (store name or Hub id)")
+    revision: str = field("main", "its revision")
+    base: str | None = field(None, "base model when --model is a LoRA adapter (default: read from the adapter)")
+    method: str | None = field(None, "label for the run (default: from the model's metrics.json, else 'eval')")
+    dataset: str = field("demo", "dataset: demo, dialogsum-local, a folder/file or a Hub id")
+    split: str = field("test", "split (the whole split is used unless --limit)")
+    limit: int | None = field(None, "only the first N rows")
+    dtype: str = field("fp32", "inference precision: fp32, bf16 or auto")
+    batch_size: int = field(32, "generation batch size")
+    max_new_tokens: int = field(64, "summary length limit")
+    num_beams: int = field(1, "beam search width (1 = greedy)")
+    toxicity: str = field("profanity-check", "toxicity scorer: profanity-check or hf:<model>")
+
+    def validate(self) -> None:
+        if self.batch_size <= 0 or self.max_new_tokens <= 0 or self.num_beams <= 0:
+            raise ConfigError("batch_size, max_new_tokens, num_beams: must be positive")
+        if self.limit is not None and self.limit <= 0:
+            raise ConfigError("limit: must be positive")
+        modeling.resolve_dtype(self.dtype)
+
+
+def load_for_eval(ref: str, revision: str, base: str | None, dtype: str):
+    """(model, tokenizer, base ref) for a full model or a LoRA adapter folder."""
+    folder = common.resolve_model(ref, revision)
+    if (folder / "adapter_config.json").exists():
+        base = base or json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
+        base_folder = common.resolve_model(base)
+        model = modeling.load_adapters(modeling.load_model(base_folder, dtype=dtype), {"adapter": folder})
+        return model, modeling.load_tokenizer(base_folder), base
+    return modeling.load_model(folder, dtype=dtype), modeling.load_tokenizer(folder), ref
+
+
+def main(argv: list[str] | None = None) -> dict:
+    config = cfg.parse(EvalConfig, argv, description=__doc__)
+    watch = common.Stopwatch()
+    rows = data.load_dialogues(config.dataset, config.split, limit=config.limit)
+    scorer = toxicity.load_scorer(config.toxicity)
+    model, tokenizer, base = load_for_eval(config.model, config.revision, config.base, config.dtype)
+    folder = common.resolve_model(config.model, config.revision)
+    method = config.method
+    if method is None:
+        published = folder / "metrics.json"
+        method = json.loads(published.read_text()).get("method", "eval") if published.exists() else "eval"
+    metrics = evaluation.evaluate(
+        model, tokenizer, rows, model_id=config.model, method=method, base_model=base, dataset=config.dataset,
+        split=config.split, revision=folder.name,
+        settings=GenerationSettings(max_new_tokens=config.max_new_tokens, num_beams=config.num_beams),
+        scorer=scorer, params=modeling.count_parameters(model), batch_size=config.batch_size,
+        started_at=watch.started_at, started_clock=watch.clock,
+    )
+    print(evaluation.format_table([metrics]))
+    return metrics
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

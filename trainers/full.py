@@ -1,0 +1,38 @@
+"""Full fine-tuning: every weight of the base model learns to summarize.
+
+    python -m trainers.full                                   # demo family, offline
+    python -m trainers.full --model google/flan-t5-base --dataset knkarthick/dialogsum \
+        --output you/flan-t5-base-dialogsum-full --push-to-hub you/flan-t5-base-dialogsum-full
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+from trainers import config as cfg
+from trainers import sft
+
+
+@dataclasses.dataclass
+class FullConfig(sft.SFTConfig):
+    pass
+
+
+def prepare(model, config: FullConfig):
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model
+
+
+def describe(config: FullConfig) -> dict:
+    return {}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    config = cfg.parse(FullConfig, argv, description=__doc__)
+    return sft.run(config, "full", prepare, describe)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,210 @@
+"""Build the demo family's base model: train a T5 tokenizer on the demo corpus, then pretrain a FLAN-T5-shaped model
+from scratch on the dialogues only (never the summaries) with T5's span-corruption objective, mixed with prefix-LM
+continuation as in T5's LM adaptation. The result writes fluent dialogue but has never seen a summary: an
+un-adapted base for prompting, fine-tuning and LoRA.
+
+    python -m trainers.pretrain                   # writes demo/flan-t5-demo-base to the local store
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import sys
+
+import torch
+
+from trainers import common
+from trainers import config as cfg
+from trainers.config import ConfigError, field
+from workbench import data, evaluation, modeling, paths, prompts, store, toxicity
+from workbench.generation import GenerationSettings
+from workbench.io import atomic_write_jsonl
+
+
+@dataclasses.dataclass
+class PretrainConfig:
+    dataset: str = field("demo", "dialogues to pretrain on (their summaries are never used)")
+    split: str = field("train", "split whose dialogues are used")
+    eval_split: str = field("test", "split for the zero-shot evaluation of the finished base")
+    eval_limit: int | None = field(None, "evaluate only the first N rows (default: all)")
+    output: str = field("demo/flan-t5-demo-base", "store name of the base model")
+    vocab_size: int = field(4000, "tokenizer vocabulary size, including the 100 sentinels")
+    max_steps: int = field(3000, "optimizer steps")
+    batch_size: int = field(16, "batch size")
+    learning_rate: float = field(2e-3, "peak learning rate")
+    warmup_ratio: float = field(0.04, "share of steps for warm-up")
+    max_length: int = field(160, "tokens of dialogue per example (a random window of longer dialogues)")
+    noise_density: float = field(0.15, "share of tokens masked by span corruption")
+    mean_span_length: float = field(3.0, "mean length of a masked span")
+    prefix_lm_share: float = field(0.5, "share of examples that are prefix-LM continuation instead of span corruption")
+    precision: str = field("auto", "auto (bf16 autocast where available), fp32 or bf16")
+    save_dtype: str = field("bf16", "dtype of the published weights")
+    seed: int = field(0, "random seed")
+    logging_steps: int = field(50, "log every N steps")
+    save_steps: int = field(500, "checkpoint every N steps")
+    checkpoint_dir: str | None = field(None, "checkpoint folder (default: runs/pretrain/<output>)")
+    fresh: bool = field(False, "ignore existing checkpoints")
+    toxicity: str = field("profanity-check", "toxicity scorer for the evaluation")
+
+    def validate(self) -> None:
+        if self.vocab_size < 300:
+            raise ConfigError(f"vocab_size: at least 300, got {self.vocab_size}")
+        if not 0 < self.noise_density < 1:
+            raise ConfigError(f"noise_density: must be in (0, 1), got {self.noise_density}")
+        if not 0 <= self.prefix_lm_share <= 1:
+            raise ConfigError(f"prefix_lm_share: must be in [0, 1], got {self.prefix_lm_share}")
+        for name in ("max_steps", "batch_size", "max_length", "logging_steps", "save_steps"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name}: must be positive")
+        store.validate_repo_id(self.output)
+
+
+# ------------------------------------------------------------------------------------------------ objectives
+
+
+def _partition(total: int, parts: int, rng: random.Random) -> list[int]:
+    """`parts` positive integers summing to `total`, uniformly at random."""
+    cuts = sorted(rng.sample(range(1, total), parts - 1))
+    return [b - a for a, b in zip([0, *cuts], [*cuts, total])]
+
+
+def span_corruption(ids: list[int], sentinels: list[int], eos: int, rng: random.Random,
+                    noise_density: float = 0.15, mean_span_length: float = 3.0) -> tuple[list[int], list[int]]:
+    """T5's objective: drop random spans from the input, replacing each by a sentinel; the target lists the spans.
+
+    ids:    a b c d e f g h        -> input:  a b <0> e f g <1>     target: <0> c d <1> h <2> </s>
+    """
+    n = len(ids)
+    noise = min(max(1, round(n * noise_density)), n - 1)
+    spans = max(1, min(round(noise / mean_span_length), noise, n - noise, len(sentinels) - 1))
+    noise_lengths, keep_lengths = _partition(noise, spans, rng), _partition(n - noise, spans, rng)
+    inputs, targets, pos = [], [], 0
+    for i, (keep, drop) in enumerate(zip(keep_lengths, noise_lengths)):
+        inputs += ids[pos : pos + keep] + [sentinels[i]]
+        targets += [sentinels[i]] + ids[pos + keep : pos + keep + drop]
+        pos += keep + drop
+    return inputs + [eos], targets + [sentinels[spans], eos]
+
+
+def prefix_lm(ids: list[int], eos: int, rng: random.Random, max_target: int = 64) -> tuple[list[int], list[int]]:
+    """Continuation: the model reads the start of a dialogue and writes what comes next."""
+    cut = rng.randint(max(1, len(ids) // 4), max(1, 3 * len(ids) // 4))
+    return ids[:cut] + [eos], ids[cut : cut + max_target] + [eos]
+
+
+class PretrainCollator:
+    """Turns tokenised dialogues into a padded batch of (corrupted input, target) pairs, fresh noise every time."""
+
+    def __init__(self, tokenizer, config: PretrainConfig, seed: int):
+        self.tokenizer = tokenizer
+        self.config = config
+        self.rng = random.Random(seed)
+        self.sentinels = [tokenizer.convert_tokens_to_ids(f"<extra_id_{i}>") for i in range(modeling.SENTINELS)]
+
+    def __call__(self, features: list[dict]) -> dict:
+        pairs = []
+        for f in features:
+            ids = [t for t in f["input_ids"] if t != self.tokenizer.eos_token_id]
+            if len(ids) > self.config.max_length:  # a random window: every part of a dialogue gets seen
+                start = self.rng.randrange(len(ids) - self.config.max_length + 1)
+                ids = ids[start : start + self.config.max_length]
+            if self.rng.random() < self.config.prefix_lm_share:
+                pairs.append(prefix_lm(ids, self.tokenizer.eos_token_id, self.rng))
+            else:
+                pairs.append(span_corruption(ids, self.sentinels, self.tokenizer.eos_token_id, self.rng,
+                                             self.config.noise_density, self.config.mean_span_length))
+        return {"input_ids": _pad([p[0] for p in pairs], 0), "attention_mask": _pad([[1] * len(p[0]) for p in pairs], 0),
+                "labels": _pad([p[1] for p in pairs], -100)}
+
+
+def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    return torch.tensor([r + [value] * (width - len(r)) for r in rows])
+
+
+# ------------------------------------------------------------------------------------------------ recipe
+
+
+def tokenizer_texts(rows: list[dict]) -> list[str]:
+    """Text the tokenizer learns its pieces from: the dialogues, their summaries and the prompt templates."""
+    templates = [prompts.zero_shot("x"), prompts.shot_block("x", "y")]
+    return [r["dialogue"] for r in rows] + [r["summary"] for r in rows] + templates * 50
+
+
+def main(argv: list[str] | None = None) -> dict:
+    import datasets
+    from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
+    from transformers.trainer_utils import get_last_checkpoint
+
+    config = cfg.parse(PretrainConfig, argv, description=__doc__)
+    watch = common.Stopwatch()
+    common.seed_everything(config.seed)
+    modeling.quiet_transformers()
+    rows = data.load_dialogues(config.dataset, config.split)
+    eval_rows = data.load_dialogues(config.dataset, config.eval_split, limit=config.eval_limit)
+    scorer = toxicity.load_scorer(config.toxicity)
+
+    ckpt = common.checkpoint_dir(config, "pretrain")
+    common.prepare_checkpoint_dir(ckpt, config.fresh)
+    tok_dir = ckpt / "tokenizer"
+    if (tok_dir / "tokenizer.json").exists():
+        tokenizer = modeling.load_tokenizer(tok_dir)
+    else:
+        tokenizer = modeling.train_tokenizer(tokenizer_texts(rows), vocab_size=config.vocab_size)
+        tokenizer.save_pretrained(tok_dir)
+    print(f"[pretrain] tokenizer: {len(tokenizer)} tokens; {len(rows)} dialogues")
+
+    model = modeling.build_model(modeling.demo_config(len(tokenizer)), seed=config.seed)
+    params = modeling.count_parameters(model)
+    print(f"[pretrain] model: {params['total']:,} parameters, architecture {modeling.DEMO_ARCHITECTURE}")
+    dialogues = tokenizer([r["dialogue"] for r in rows], truncation=True, max_length=512)
+    train = datasets.Dataset.from_dict({"input_ids": dialogues["input_ids"]})
+
+    args = Seq2SeqTrainingArguments(
+        output_dir=str(ckpt), max_steps=config.max_steps, per_device_train_batch_size=config.batch_size,
+        learning_rate=config.learning_rate, warmup_steps=config.warmup_ratio, lr_scheduler_type="cosine",
+        weight_decay=0.01, bf16=common.use_bf16(config.precision), logging_steps=config.logging_steps,
+        save_steps=config.save_steps, save_total_limit=2, seed=config.seed, report_to=[],
+        remove_unused_columns=False, dataloader_num_workers=0,
+    )
+    trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=train,
+                             data_collator=PretrainCollator(tokenizer, config, config.seed))
+    last = get_last_checkpoint(str(ckpt))
+    if last:
+        print(f"[pretrain] resuming from {last}")
+    trainer.train(resume_from_checkpoint=last)
+
+    final = ckpt / "final"
+    common.store_weights(trainer.model, final, config.save_dtype)
+    tokenizer.save_pretrained(final)
+    model = trainer.model.eval()
+    run_id = evaluation.results.new_run_id("base")
+    training = {"method": "pretrain", "objective": "span corruption + prefix LM on dialogues only",
+                "steps": trainer.state.global_step, "batch_size": config.batch_size,
+                "learning_rate": config.learning_rate, "dataset": config.dataset, "split": config.split,
+                "n": len(rows), "seed": config.seed, "vocab_size": len(tokenizer),
+                "final_loss": next((e["loss"] for e in reversed(trainer.state.log_history) if "loss" in e), None),
+                "train_seconds": round(watch.seconds, 1), "log_file": f"logs/{run_id}.jsonl",
+                "architecture": modeling.DEMO_ARCHITECTURE}
+    atomic_write_jsonl(paths.RESULTS_DIR / "logs" / f"{run_id}.jsonl", common.log_history_rows(trainer.state.log_history))
+    metrics = evaluation.evaluate(
+        model, tokenizer, eval_rows, model_id=config.output, method="base", base_model=config.output,
+        dataset=config.dataset, split=config.eval_split, settings=GenerationSettings(), scorer=scorer,
+        params={**params, "trainable": 0, "trainable_share": 0.0}, training=training,
+        started_at=watch.started_at, started_clock=watch.clock, run_id=run_id,
+    )
+    card = store.model_card(config.output, base_model="(none: pretrained from scratch)", method="base",
+                            dataset=config.dataset, metrics=metrics["metrics"], training=training, params=params,
+                            description="Demo base model with FLAN-T5's architecture at small scale, pretrained "
+                                        "on synthetic dialogues only. It writes dialogue; it has not learned to "
+                                        "summarize.")
+    published = store.publish_run(final, config.output, card=card, metrics=metrics)
+    (ckpt / "COMPLETED").write_text(run_id + "\n")
+    print(evaluation.format_table([metrics]))
+    print(f"[pretrain] published {config.output} revision {published['local']}")
+    return metrics
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,161 @@
+"""Supervised fine-tuning on (dialogue -> summary) with transformers' Seq2SeqTrainer, shared by the full and LoRA
+recipes: they differ only in which parameters train. Ends with the whole-split evaluation and a publish."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+from trainers import common
+from trainers.config import ConfigError, field
+from workbench import data, evaluation, modeling, paths, store, toxicity
+from workbench.generation import GenerationSettings
+from workbench.io import atomic_write_jsonl
+
+
+@dataclasses.dataclass
+class SFTConfig:
+    model: str = field("demo/flan-t5-demo-base", "starting model: a local-store name or a Hub id "
+                       "(e.g. google/flan-t5-base)")
+    revision: str = field("main", "revision of the starting model")
+    dataset: str = field("demo", "data: 'demo', 'dialogsum-local' (../shared), a folder/file, or a Hub id "
+                         "(e.g. knkarthick/dialogsum)")
+    train_split: str = field("train", "split to train on")
+    eval_split: str = field("test", "split to evaluate on (the whole split unless --eval-limit)")
+    train_limit: int | None = field(None, "use only the first N training rows (quick runs)")
+    eval_limit: int | None = field(None, "evaluate only the first N rows (quick runs; the default is all)")
+    output: str = field("demo/flan-t5-demo-full", "store name to publish the result under (namespace/name)")
+    push_to_hub: str | None = field(None, "also push to this Hub repo (token from HF_TOKEN or huggingface-cli "
+                                    "login; never printed)")
+    max_steps: int = field(1500, "optimizer steps (0 = use --epochs)")
+    epochs: float = field(1.0, "epochs when --max-steps is 0")
+    batch_size: int = field(16, "training batch size per device")
+    learning_rate: float = field(5e-4, "peak learning rate (linear decay after warm-up)")
+    weight_decay: float = field(0.01, "AdamW weight decay")
+    warmup_ratio: float = field(0.05, "share of steps for linear warm-up")
+    max_source_length: int = field(512, "truncate prompts to this many tokens")
+    max_target_length: int = field(128, "truncate reference summaries to this many tokens")
+    precision: str = field("auto", "training precision: auto (bf16 autocast where the hardware has it), fp32, bf16")
+    save_dtype: str = field("bf16", "dtype of the published weights: bf16, fp16 or fp32")
+    seed: int = field(42, "random seed (data order, dropout, init)")
+    logging_steps: int = field(25, "log the loss every N steps")
+    save_steps: int = field(250, "checkpoint every N steps (a restarted command resumes from the last one)")
+    checkpoint_dir: str | None = field(None, "checkpoint folder (default: runs/<method>/<output>)")
+    fresh: bool = field(False, "ignore existing checkpoints and start over")
+    eval_batch_size: int = field(32, "generation batch size for evaluation")
+    max_new_tokens: int = field(64, "summary length limit at evaluation")
+    toxicity: str = field("profanity-check", "toxicity scorer: profanity-check (offline) or hf:<model>")
+
+    def validate(self) -> None:
+        positive = ["batch_size", "max_source_length", "max_target_length", "logging_steps", "save_steps",
+                    "eval_batch_size", "max_new_tokens"]
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name}: must be positive, got {getattr(self, name)}")
+        if self.max_steps < 0 or (self.max_steps == 0 and self.epochs <= 0):
+            raise ConfigError("max_steps: must be >= 0, and epochs > 0 when max_steps is 0")
+        if not 0 < self.learning_rate < 1:
+            raise ConfigError(f"learning_rate: must be in (0, 1), got {self.learning_rate}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
+        if self.precision not in {"auto", "fp32", "bf16"}:
+            raise ConfigError(f"precision: expected auto, fp32 or bf16, got {self.precision!r}")
+        if self.save_dtype not in {"bf16", "fp16", "fp32"}:
+            raise ConfigError(f"save_dtype: expected bf16, fp16 or fp32, got {self.save_dtype!r}")
+        for name in ("train_limit", "eval_limit"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ConfigError(f"{name}: must be positive")
+        store.validate_repo_id(self.output)
+
+
+def run(config: SFTConfig, method: str, prepare: Callable, describe: Callable[[object], dict]) -> dict:
+    """Train with `prepare(model, config) -> model`, evaluate, publish; returns the metrics dict.
+
+    `describe(config)` returns the method-specific part of the training record (e.g. LoRA rank).
+    """
+    from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
+    from transformers.trainer_utils import get_last_checkpoint
+
+    watch = common.Stopwatch()
+    common.seed_everything(config.seed)
+    modeling.quiet_transformers()
+
+    # Everything that can be wrong with the inputs fails here, before any training.
+    train_rows = data.load_dialogues(config.dataset, config.train_split, limit=config.train_limit)
+    eval_rows = data.load_dialogues(config.dataset, config.eval_split, limit=config.eval_limit)
+    source = common.resolve_model(config.model, config.revision)
+    tokenizer = modeling.load_tokenizer(source)
+    scorer = toxicity.load_scorer(config.toxicity)
+    model = prepare(modeling.load_model(source, dtype="fp32"), config)
+    model.train()
+    params = modeling.count_parameters(model)
+    print(f"[{method}] {config.model}: {params['trainable']:,} trainable of {params['total']:,} parameters "
+          f"({100 * params['trainable_share']:.2f}%); {len(train_rows)} training rows, {len(eval_rows)} eval rows")
+
+    ckpt = common.checkpoint_dir(config, method)
+    common.prepare_checkpoint_dir(ckpt, config.fresh)
+    args = Seq2SeqTrainingArguments(
+        output_dir=str(ckpt),
+        max_steps=config.max_steps if config.max_steps > 0 else -1,
+        num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_ratio,
+        lr_scheduler_type="linear",
+        bf16=common.use_bf16(config.precision),
+        logging_steps=config.logging_steps,
+        save_steps=config.save_steps,
+        save_total_limit=2,
+        seed=config.seed,
+        train_sampling_strategy="group_by_length",
+        report_to=[],
+        dataloader_num_workers=0,
+        remove_unused_columns=True,
+    )
+    trainer = Seq2SeqTrainer(
+        model=model,
+        args=args,
+        train_dataset=common.tokenize_pairs(tokenizer, train_rows, config.max_source_length,
+                                            config.max_target_length),
+        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100, pad_to_multiple_of=8),
+        processing_class=tokenizer,
+    )
+    last = get_last_checkpoint(str(ckpt))
+    if last:
+        print(f"[{method}] resuming from {last}")
+    trainer.train(resume_from_checkpoint=last)
+
+    final = ckpt / "final"
+    common.store_weights(trainer.model, final, config.save_dtype)
+    tokenizer.save_pretrained(final)
+    model = trainer.model.eval()
+
+    run_id = evaluation.results.new_run_id(method)
+    training = {
+        "method": method, "steps": trainer.state.global_step, "epochs": round(trainer.state.epoch or 0, 3),
+        "batch_size": config.batch_size, "learning_rate": config.learning_rate, "precision": config.precision,
+        "dataset": config.dataset, "split": config.train_split, "n": len(train_rows), "seed": config.seed,
+        "final_loss": next((e["loss"] for e in reversed(trainer.state.log_history) if "loss" in e), None),
+        "train_seconds": round(watch.seconds, 1), "log_file": f"logs/{run_id}.jsonl", **describe(config),
+    }
+    atomic_write_jsonl(paths.RESULTS_DIR / "logs" / f"{run_id}.jsonl", common.log_history_rows(trainer.state.log_history))
+    metrics = evaluation.evaluate(
+        model, tokenizer, eval_rows, model_id=config.output, method=method, base_model=config.model,
+        dataset=config.dataset, split=config.eval_split, settings=GenerationSettings(max_new_tokens=config.max_new_tokens),
+        scorer=scorer, params=params, training=training, batch_size=config.eval_batch_size,
+        started_at=watch.started_at, started_clock=watch.clock, run_id=run_id,
+    )
+    card = store.model_card(config.output, base_model=config.model, method=method, dataset=config.dataset,
+                            metrics=metrics["metrics"], training=training, params=params)
+    published = store.publish_run(final, config.output, card=card, metrics=metrics, push_to_hub=config.push_to_hub)
+    (ckpt / "COMPLETED").write_text(run_id + "\n")
+    print(evaluation.format_table([metrics]))
+    print(f"[{method}] published {config.output} revision {published['local']}"
+          + (f" and pushed to {config.push_to_hub}" if published.get("hub") else ""))
+    return metrics
+
+
+def final_folder(config: SFTConfig, method: str) -> Path:
+    return common.checkpoint_dir(config, method) / "final"

@@ -1,0 +1,120 @@
+"""Evaluate a summarizer over a whole split: generate, score ROUGE and toxicity per example, write the run.
+
+Used at the end of every trainer and by `python -m trainers.evaluate`. Outputs land in `results/`:
+`<run_id>.json` (schema-checked metrics) and `outputs/<run_id>.jsonl` (one row per example).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from workbench import paths, prompts, results, scoring
+from workbench.generation import GenerationSettings, generate
+from workbench.io import atomic_write_jsonl
+
+
+def score_outputs(predictions: Sequence[str], rows: Sequence[dict], scorer=None) -> list[dict]:
+    """Per-example records: prediction, references, ROUGE F1s and (with a scorer) toxicity."""
+    rouge = scoring.rouge_per_example(list(predictions), [row["references"] for row in rows])
+    toxicity = scorer.score(list(predictions)) if scorer is not None else [None] * len(rows)
+    return [
+        {"fname": row.get("fname", ""), "topic": row.get("topic", ""), "prediction": pred,
+         "references": row["references"], **r, "toxicity": tox}
+        for row, pred, r, tox in zip(rows, predictions, rouge, toxicity)
+    ]
+
+
+def summarize_scores(records: Sequence[dict], *, seed: int = 0) -> dict:
+    """ROUGE means with bootstrap CIs, and toxicity (if scored)."""
+    metrics = scoring.rouge_summary([{k: r[k] for k in scoring.ROUGE_TYPES} for r in records])
+    if records and records[0].get("toxicity") is not None:
+        metrics["toxicity"] = scoring.mean_ci([r["toxicity"] for r in records], seed=seed)
+    return metrics
+
+
+def evaluate(
+    model,
+    tokenizer,
+    rows: Sequence[dict],
+    *,
+    model_id: str,
+    method: str,
+    base_model: str,
+    dataset: str,
+    split: str,
+    settings: GenerationSettings = GenerationSettings(),
+    scorer=None,
+    params: dict | None = None,
+    training: dict | None = None,
+    revision: str | None = None,
+    batch_size: int = 32,
+    started_at: str | None = None,
+    started_clock: float | None = None,
+    run_id: str | None = None,
+    results_dir: str | Path | None = None,
+    extra_metrics: dict | None = None,
+    predictions: Sequence[str] | None = None,
+    progress: bool = True,
+) -> dict:
+    """Generate summaries for every row with the instruction prompt, score them and write the run's files.
+
+    Returns the metrics dict (also written, schema-checked, to `results_dir/<run_id>.json`). Pass `predictions` when
+    they were already generated (the PPO trainer generates with explicit adapter names).
+    """
+    started_at = started_at or results.utc_now()
+    clock = started_clock or time.time()
+    run_id = run_id or results.new_run_id(method)
+    eval_start = time.time()
+    if predictions is None:
+        predictions = generate(model, tokenizer, [prompts.zero_shot(r["dialogue"]) for r in rows], settings,
+                               batch_size=batch_size, progress=progress)
+    generation_seconds = time.time() - eval_start
+    records = score_outputs(predictions, rows, scorer)
+    results_dir = Path(results_dir or paths.RESULTS_DIR)
+    outputs_file = Path("outputs") / f"{run_id}.jsonl"
+    atomic_write_jsonl(results_dir / outputs_file, records)
+    metrics = {**summarize_scores(records), **(extra_metrics or {})}
+    run = {
+        "schema_version": results.SCHEMA_VERSION,
+        "run_id": run_id,
+        "model_id": model_id,
+        "revision": revision,
+        "method": method,
+        "base_model": base_model,
+        "params": params,
+        "dataset": {"id": dataset, "split": split, "n": len(rows)},
+        "metrics": metrics,
+        "generation": {**settings.as_dict(), "prompt": "zero_shot", "batch_size": batch_size,
+                       "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+                       "seconds": round(generation_seconds, 2),
+                       "scorer": getattr(scorer, "name", None)},
+        "training": training,
+        "git_commit": results.git_commit(),
+        "started_at": started_at,
+        "finished_at": results.utc_now(),
+        "wall_time_s": round(time.time() - clock, 2),
+        "outputs_file": str(outputs_file),
+    }
+    results.write_metrics(run, results_dir / f"{run_id}.json")
+    return run
+
+
+def format_table(runs: Sequence[dict]) -> str:
+    """A plain-text ROUGE/toxicity table for terminals and closing notes."""
+    header = f"{'model':34} {'method':8} {'n':>5} " + " ".join(f"{k:>17}" for k in scoring.ROUGE_TYPES) + \
+        f" {'toxicity':>17}"
+    lines = [header, "-" * len(header)]
+    for run in runs:
+        m = run["metrics"]
+
+        def cell(key):
+            if key not in m:
+                return f"{'-':>17}"
+            e = m[key]
+            return f"{e['mean']:.3f} [{e['ci_low']:.3f},{e['ci_high']:.3f}]".rjust(17)
+
+        lines.append(f"{run['model_id'][:34]:34} {run['method'][:8]:8} {run['dataset']['n']:>5} "
+                     + " ".join(cell(k) for k in scoring.ROUGE_TYPES) + " " + cell("toxicity"))
+    return "\n".join(lines)

@@ -1,0 +1,122 @@
+"""Batched generation shared by the app, the trainers and the evaluator.
+
+Prompts are sorted by length so each batch pads little, generated batch by batch, and returned in the caller's
+order. With a peft model, `adapter_names` routes each prompt through its own adapter ("__base__" for the base
+weights) in the same batch, without touching any global adapter state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+
+BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in mixed-adapter batches
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Decoding settings; greedy by default (the reference recipe's evaluation setting)."""
+
+    max_new_tokens: int = 64
+    num_beams: int = 1
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int = 50
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    min_new_tokens: int = 0
+
+    def __post_init__(self):
+        checks = {
+            "max_new_tokens": 1 <= self.max_new_tokens <= 1024,
+            "num_beams": 1 <= self.num_beams <= 16,
+            "temperature": 0.0 < self.temperature <= 10.0,
+            "top_k": 0 <= self.top_k <= 1000,
+            "top_p": 0.0 < self.top_p <= 1.0,
+            "repetition_penalty": 0.5 <= self.repetition_penalty <= 5.0,
+            "no_repeat_ngram_size": 0 <= self.no_repeat_ngram_size <= 10,
+            "min_new_tokens": 0 <= self.min_new_tokens <= self.max_new_tokens,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"generation setting out of range: {', '.join(f'{b}={getattr(self, b)}' for b in bad)}")
+
+    def to_kwargs(self) -> dict:
+        kwargs = dict(max_new_tokens=self.max_new_tokens, num_beams=self.num_beams, do_sample=self.do_sample,
+                      repetition_penalty=self.repetition_penalty, no_repeat_ngram_size=self.no_repeat_ngram_size,
+                      min_new_tokens=self.min_new_tokens or None)
+        if self.do_sample:
+            kwargs.update(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
+        return kwargs
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def model_input_limit(tokenizer, model=None, default: int = 512) -> int:
+    """The longest input the model is meant to read (T5 uses relative positions; 512 is its training length)."""
+    limit = getattr(tokenizer, "model_max_length", None)
+    return int(limit) if isinstance(limit, int) and 0 < limit < 100_000 else default
+
+
+def count_tokens(tokenizer, text: str) -> int:
+    return len(tokenizer(text, truncation=False).input_ids)
+
+
+def _autocast(model):
+    """Run in the weights' own precision; bf16 weights on CPU get bf16 autocast for the ops that support it."""
+    dtype = next(model.parameters()).dtype
+    device = next(model.parameters()).device
+    if dtype in (torch.bfloat16, torch.float16):
+        return torch.autocast(device_type=device.type, dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def generate(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    settings: GenerationSettings = GenerationSettings(),
+    *,
+    adapter_names: Sequence[str] | None = None,
+    batch_size: int = 16,
+    max_input_tokens: int | None = None,
+    seed: int | None = None,
+    progress: bool = False,
+) -> list[str]:
+    """Generate one text per prompt, batched by length; order is preserved.
+
+    `adapter_names[i]` selects the adapter for `prompts[i]` (peft mixed-adapter batch). Inputs longer than
+    `max_input_tokens` (default: the tokenizer's limit) are truncated.
+    """
+    if adapter_names is not None and len(adapter_names) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(adapter_names)} adapter names")
+    if not prompts:
+        return []
+    limit = max_input_tokens or model_input_limit(tokenizer)
+    device = next(model.parameters()).device
+    lengths = [len(ids) for ids in tokenizer(list(prompts), truncation=True, max_length=limit).input_ids]
+    order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
+    outputs: list[str | None] = [None] * len(prompts)
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if progress:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, desc="generate", unit="batch")
+    if seed is not None:
+        torch.manual_seed(seed)
+    extra = {}
+    for batch in batches:
+        enc = tokenizer([prompts[i] for i in batch], return_tensors="pt", padding=True, truncation=True,
+                        max_length=limit).to(device)
+        if adapter_names is not None:
+            extra["adapter_names"] = [adapter_names[i] for i in batch]
+        with torch.inference_mode(), _autocast(model):
+            out = model.generate(**enc, **settings.to_kwargs(), **extra)
+        for i, text in zip(batch, tokenizer.batch_decode(out, skip_special_tokens=True)):
+            outputs[i] = text.strip()
+    return outputs  # type: ignore[return-value]

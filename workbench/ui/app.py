@@ -1,0 +1,74 @@
+"""The gradio app: a header with the slots' status and four tabs, each built by its own module.
+
+    demo = build_app(service)                     # gr.Blocks with the queue configured
+    demo.launch(**launch_kwargs(), server_name=..., server_port=...)
+
+Gradio 6: theme and css are launch() arguments, not Blocks() arguments.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from workbench.app_service import WorkbenchService
+from workbench.ui import compare, dashboard, models, prompting, toxicity
+
+TITLE = "Dialogue summarization workbench"
+
+CSS = """
+.gradio-container {max-width: 1500px !important; margin: auto;}
+.wb-title {font-size: 1.45rem; font-weight: 700; margin-top: 4px;}
+.wb-subtitle {color: var(--body-text-color-subdued); font-size: 0.92rem;}
+.wb-slots {display: flex; flex-wrap: wrap; gap: 6px; margin: 2px 0 2px 0;}
+.wb-slot {display: flex; gap: 6px; align-items: baseline; border-radius: 8px; padding: 4px 10px;
+          font-size: 0.82rem; border: 1px solid var(--border-color-primary); max-width: 100%; overflow: hidden;
+          text-overflow: ellipsis; white-space: nowrap;}
+.wb-slot-ok {background: #eef7f0;} .wb-slot-bad {background: #fdecec; color: #8a1c1c; white-space: normal;}
+.wb-rev {color: #777; font-family: ui-monospace, monospace; font-size: 0.78rem;}
+.wb-slot-info {color: var(--body-text-color-subdued); font-size: 0.78rem; margin: 2px 0 6px 2px;}
+.wb-notice {border-radius: 8px; padding: 8px 12px; margin: 4px 0; font-size: 0.92rem; white-space: pre-wrap;}
+.wb-error {background: #fdecec; color: #8a1c1c; border: 1px solid #f3b7b7;}
+.wb-warn {background: #fff6e0; color: #6b4a00; border: 1px solid #f1d48a;}
+.wb-ok {background: #eef4fb; color: #1d3f66; border: 1px solid #c9dcf2;}
+.wb-card {border: 1px solid var(--border-color-primary); border-radius: 10px; padding: 8px 10px; min-height: 74px;
+          background: var(--block-background-fill);}
+.wb-card-bad {background: #fdf3f3;}
+.wb-card-title {font-weight: 700; font-size: 1.0rem;}
+.wb-card-model {color: #555; font-size: 0.78rem; overflow-wrap: anywhere;}
+.wb-unavailable {color: #8a1c1c; font-size: 0.85rem; margin-top: 4px; overflow-wrap: anywhere;}
+.wb-metrics {display: flex; flex-wrap: wrap; gap: 4px; margin-top: 6px;}
+.wb-badge {display: inline-block; font-size: 0.76rem; padding: 1px 7px; border-radius: 999px; background: #eef1f5;
+           border: 1px solid #d8dde5; white-space: nowrap;}
+.wb-badge.wb-bad {background: #fde2e2; border-color: #f0a7a7; color: #8a1c1c; font-weight: 600;}
+.wb-badge.wb-rouge {background: #e9f6ec; border-color: #bfe3c8;}
+.wb-badge.wb-muted, .wb-muted {color: #777;}
+.wb-footnote {color: var(--body-text-color-subdued); font-size: 0.8rem;}
+.wb-meter {height: 8px; background: #e8ebef; border-radius: 4px; overflow: hidden; margin-top: 4px;}
+.wb-meter-bar {height: 100%; background: #4C78A8;} .wb-meter-bar.wb-over {background: #d62728;}
+.wb-meter-text {font-size: 0.85rem; margin: 3px 0 4px 0;}
+.wb-score {font-size: 1.0rem; padding: 6px 10px; border-radius: 8px; background: #eef4fb;}
+.wb-score.wb-bad {background: #fde2e2; color: #8a1c1c;}
+"""
+
+
+def launch_kwargs() -> dict:
+    """Arguments for demo.launch() that style the app (Gradio 6 takes theme/css here)."""
+    return {"theme": gr.themes.Soft(primary_hue="blue", neutral_hue="slate"), "css": CSS}
+
+
+def build_app(service: WorkbenchService, *, concurrency: int = 2, max_queue: int = 64) -> gr.Blocks:
+    """The whole app over one service. `concurrency` requests run at once per event (the models serialise their own
+    calls); up to `max_queue` more wait in the queue, beyond that new requests are told the queue is full."""
+    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
+        models.build_header(service, demo)
+        with gr.Tabs():
+            with gr.Tab("Compare", id="compare"):
+                compare.build(service)
+            with gr.Tab("Prompting", id="prompting"):
+                prompting.build(service)
+            with gr.Tab("Toxicity", id="toxicity"):
+                toxicity.build(service)
+            with gr.Tab("Dashboard", id="dashboard"):
+                dashboard.build(service, demo)
+    demo.queue(default_concurrency_limit=concurrency, max_size=max_queue)
+    return demo

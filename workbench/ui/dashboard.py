@@ -1,0 +1,47 @@
+"""Dashboard tab: interactive charts of the measured runs in results/ and the served models' metrics.json."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from workbench.app_service import PUBLISHED_SOURCE, WorkbenchService, published_reference
+from workbench.ui import charts
+from workbench.ui.common import esc
+
+
+def render(service: WorkbenchService, dataset: str | None = None):
+    d = service.dashboard(dataset)
+    cls = "wb-notice wb-ok" if d.datasets else "wb-notice wb-warn wb-empty"
+    message = f'<div class="{cls}">{esc(d.message)}</div>'
+    return (message, gr.Dropdown(choices=d.datasets, value=d.dataset, interactive=bool(d.datasets)),
+            charts.rouge_chart(d.rouge), charts.improvement_chart(d.improvement),
+            charts.params_chart(d.params, d.base_rouge1), charts.toxicity_chart(d.toxicity, d.toxicity_note),
+            charts.curves_chart(d.curves), d.runs)
+
+
+def build(service: WorkbenchService, demo: gr.Blocks) -> None:
+    with gr.Row():
+        message = gr.HTML(elem_id="dash-message")
+        dataset = gr.Dropdown([], value=None, label="Dataset / split of the charts", min_width=200, scale=0)
+        reload = gr.Button("↻ Reload results", size="sm", scale=0, min_width=140, elem_id="dash-reload")
+    with gr.Row():
+        rouge = gr.Plot(label="ROUGE per model", show_label=False, elem_id="dash-rouge")
+        improvement = gr.Plot(label="Improvement over base", show_label=False, elem_id="dash-improvement")
+    with gr.Row():
+        params = gr.Plot(label="Trainable parameters vs ROUGE-1", show_label=False, elem_id="dash-params")
+        toxicity = gr.Plot(label="Toxicity before/after PPO", show_label=False, elem_id="dash-toxicity")
+    curves = gr.Plot(label="Training curves", show_label=False, elem_id="dash-curves")
+    runs = gr.Dataframe(label="Measured runs (provenance)", interactive=False, wrap=True, max_height=360,
+                        elem_id="dash-runs")
+    with gr.Accordion("Published reference numbers — not measured here", open=False):
+        gr.Markdown(f"**Source:** {PUBLISHED_SOURCE}. These numbers were measured by others, on the full-size "
+                    "FLAN-T5-base and the real DialogSum test set; they are shown for orientation only and never "
+                    "enter the charts above.")
+        ref = published_reference()
+        gr.Plot(charts.reference_chart(ref), label="Published ROUGE-1 (reference recipe)", show_label=False)
+        gr.Dataframe(ref, interactive=False, wrap=True)
+
+    outputs = [message, dataset, rouge, improvement, params, toxicity, curves, runs]
+    reload.click(lambda ds: render(service, ds), dataset, outputs, api_name="dashboard")
+    dataset.input(lambda ds: render(service, ds), dataset, outputs, api_name="dashboard_dataset")
+    demo.load(lambda: render(service), None, outputs, api_name="dashboard_load")

@@ -1,0 +1,46 @@
+"""Header: which model serves each slot (or why it is unavailable), and a button that reloads them."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from workbench.app_service import WorkbenchService
+from workbench.ui.common import esc
+
+
+def status_html(summary: dict) -> str:
+    chips = []
+    for row in summary["slots"]:
+        if row["ok"]:
+            rev = esc(str(row["revision"] or "")[:10])
+            chips.append(f'<div class="wb-slot wb-slot-ok" title="{esc(row["model"])} @ {rev}">'
+                         f'<b>✓ {esc(row["label"])}</b><span>{esc(row["model"])}</span>'
+                         f'<span class="wb-rev">@ {rev}</span></div>')
+        else:
+            chips.append(f'<div class="wb-slot wb-slot-bad" title="{esc(row["error"])}"><b>✗ {esc(row["label"])}</b>'
+                         f'<span>unavailable: {esc(row["error"])}</span></div>')
+    scorer = (f"toxicity scorer: {esc(summary['scorer'])}" if summary.get("scorer")
+              else f"toxicity scorer unavailable: {esc(summary.get('scorer_error'))}")
+    info = (f'<div class="wb-slot-info">loaded in {summary["load_seconds"]:.1f} s · {esc(summary["dtype"])} · '
+            f'input limit {summary["max_input_tokens"]} tokens · {scorer}</div>')
+    return f'<div class="wb-slots">{"".join(chips)}</div>{info}'
+
+
+def build_header(service: WorkbenchService, demo: gr.Blocks) -> None:
+    with gr.Row(elem_classes="wb-header"):
+        with gr.Column(scale=5, min_width=320):
+            gr.HTML('<div class="wb-title">Dialogue summarization workbench</div>'
+                    '<div class="wb-subtitle">FLAN-T5 prompted zero/one/few-shot · full fine-tune · LoRA · '
+                    'PPO-detoxified LoRA — side by side, with ROUGE and toxicity</div>')
+        refresh = gr.Button("↻ Refresh models", size="sm", variant="secondary", elem_id="wb-refresh", scale=0,
+                            min_width=150)
+    status = gr.HTML(status_html(service.status_summary()), elem_id="wb-status")
+
+    def reload():
+        return status_html(service.reload())
+
+    def current():
+        return status_html(service.status_summary())
+
+    refresh.click(reload, outputs=status, api_name="refresh", concurrency_limit=1, concurrency_id="reload")
+    demo.load(current, outputs=status, api_name="status")
