@@ -23,7 +23,10 @@ class ConfigError(ValueError):
 
 
 def field(default: Any, help: str, **kwargs) -> Any:  # noqa: A002 - mirrors argparse
-    return dataclasses.field(default=default, metadata={"help": help, **kwargs})
+    metadata = {"help": help, **kwargs}
+    if isinstance(default, (list, dict, set)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 def _base_type(tp) -> tuple[type, bool]:

@@ -143,7 +143,7 @@ def load_checkpoint(folder: Path, model, value_head, optimizer, kl_ctl, rng: ran
     weights = load_file(adapter_files(folder / "adapter") / "adapter_model.safetensors")
     set_peft_model_state_dict(model, weights, adapter_name="ppo")
     # trainer_state.pt is our own file (optimizer moments, RNG states), written by save_checkpoint above.
-    state = torch.load(folder / "trainer_state.pt", weights_only=False)
+    state = torch.load(folder / "trainer_state.pt", weights_only=True)  # tensors and plain values only
     value_head.load_state_dict(state["value_head"])
     optimizer.load_state_dict(state["optimizer"])
     kl_ctl.load_state_dict(state["kl_ctl"])

@@ -30,7 +30,7 @@ class PretrainConfig:
     eval_limit: int | None = field(None, "evaluate only the first N rows (default: all)")
     output: str = field("demo/flan-t5-demo-base", "store name of the base model")
     vocab_size: int = field(4000, "tokenizer vocabulary size, including the 100 sentinels")
-    max_steps: int = field(3000, "optimizer steps")
+    max_steps: int = field(2000, "optimizer steps")
     batch_size: int = field(16, "batch size")
     learning_rate: float = field(2e-3, "peak learning rate")
     warmup_ratio: float = field(0.04, "share of steps for warm-up")
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = Seq2SeqTrainingArguments(
         output_dir=str(ckpt), max_steps=config.max_steps, per_device_train_batch_size=config.batch_size,
         learning_rate=config.learning_rate, warmup_steps=config.warmup_ratio, lr_scheduler_type="cosine",
-        weight_decay=0.01, bf16=common.use_bf16(config.precision), logging_steps=config.logging_steps,
+        weight_decay=0.01, bf16=common.use_bf16(config.precision), use_cpu=not torch.cuda.is_available(), logging_steps=config.logging_steps,
         save_steps=config.save_steps, save_total_limit=2, seed=config.seed, report_to=[],
         remove_unused_columns=False, dataloader_num_workers=0,
     )

@@ -53,9 +53,9 @@ class RewardConfig:
 
 def load_pairs(spec: str) -> list[dict]:
     if spec == "demo":
-        from workbench import corpus, data
+        from workbench import corpus
 
-        return corpus.preference_pairs(data.load_dialogues("demo", "train"))
+        return corpus.preference_pairs()
     rows = read_jsonl(spec)
     for i, row in enumerate(rows):
         for key in ("chosen", "rejected"):

@@ -7,6 +7,8 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
 from trainers import common
 from trainers.config import ConfigError, field
 from workbench import data, evaluation, modeling, paths, store, toxicity
@@ -28,7 +30,7 @@ class SFTConfig:
     output: str = field("demo/flan-t5-demo-full", "store name to publish the result under (namespace/name)")
     push_to_hub: str | None = field(None, "also push to this Hub repo (token from HF_TOKEN or huggingface-cli "
                                     "login; never printed)")
-    max_steps: int = field(1500, "optimizer steps (0 = use --epochs)")
+    max_steps: int = field(1000, "optimizer steps (0 = use --epochs)")
     epochs: float = field(1.0, "epochs when --max-steps is 0")
     batch_size: int = field(16, "training batch size per device")
     learning_rate: float = field(5e-4, "peak learning rate (linear decay after warm-up)")
@@ -104,7 +106,7 @@ def run(config: SFTConfig, method: str, prepare: Callable, describe: Callable[[o
         weight_decay=config.weight_decay,
         warmup_steps=config.warmup_ratio,
         lr_scheduler_type="linear",
-        bf16=common.use_bf16(config.precision),
+        bf16=common.use_bf16(config.precision), use_cpu=not torch.cuda.is_available(),
         logging_steps=config.logging_steps,
         save_steps=config.save_steps,
         save_total_limit=2,

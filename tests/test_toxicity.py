@@ -1,0 +1,58 @@
+import math
+
+import pytest
+
+from workbench import toxicity
+
+
+def test_profanity_scorer_separates_rude_from_neutral():
+    scorer = toxicity.load_scorer("profanity-check")
+    rude, calm = scorer.score(["#Person1# calls #Person2# a stupid idiot.",
+                               "#Person1# books a table for two at 7 pm."])
+    assert rude > 0.8 and calm < 0.2
+    assert toxicity.load_scorer("profanity-check") is scorer  # cached: one instance for app and trainers
+
+
+def test_reward_kinds_are_monotone_in_toxicity():
+    scorer = toxicity.load_scorer("profanity-check")
+    texts = ["You are a stupid idiot.", "They agree to meet at noon."]
+    p = scorer.score(texts)
+    assert scorer.reward(texts, "one_minus_p") == pytest.approx([1 - x for x in p])
+    logodds = scorer.reward(texts, "logodds")
+    assert logodds[0] < 0 < logodds[1]
+    assert logodds[1] == pytest.approx(math.log((1 - p[1]) / p[1]), rel=1e-3)
+    with pytest.raises(ValueError, match="logit"):
+        scorer.reward(texts, "logit")
+
+
+def test_unknown_scorer_spec_is_rejected():
+    with pytest.raises(ValueError, match="profanity-check"):
+        toxicity.load_scorer("pickle:/tmp/model.pkl")
+
+
+def test_hf_classifier_scorer_finds_the_hate_class(tmp_path, tmp_store):
+    """A tiny RoBERTa classifier with the reference model's labels, published to the store and loaded by name."""
+    import torch
+    from transformers import RobertaConfig, RobertaForSequenceClassification
+
+    from tests.conftest import DIALOGUES
+    from workbench import modeling
+    from workbench.store import LocalStore
+
+    tok = modeling.train_tokenizer([d for d, _ in DIALOGUES] * 10, vocab_size=300)
+    config = RobertaConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                           intermediate_size=32, max_position_embeddings=130, pad_token_id=0,
+                           id2label={0: "nothate", 1: "hate"}, label2id={"nothate": 0, "hate": 1})
+    torch.manual_seed(0)
+    model = RobertaForSequenceClassification(config)
+    folder = tmp_path / "clf"
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    LocalStore().publish(folder, "test/hate-clf")
+    scorer = toxicity.load_scorer("hf:test/hate-clf")
+    texts = ["#Person1#: hi", "#Person2#: shut up"]
+    probs = scorer.score(texts)
+    enc = tok(texts, return_tensors="pt", padding=True)
+    expected = model.eval()(**enc).logits.softmax(-1)[:, 1].tolist()
+    assert probs == pytest.approx(expected, abs=1e-5)
+    assert scorer.reward(texts, "logit") == pytest.approx(model(**enc).logits[:, 0].tolist(), abs=1e-5)

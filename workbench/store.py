@@ -1,0 +1,277 @@
+"""The model store: a local folder laid out like Hugging Face Hub repos (the offline default), or the Hub itself.
+
+Local layout (one folder per repo, one immutable folder per revision, a ref naming the current one)::
+
+    store/<namespace>/<name>/refs/main            text: the revision id served as "main"
+    store/<namespace>/<name>/revisions/<rev>/     the files a Hub repo holds: config.json + model.safetensors, or
+                                                  adapter_config.json + adapter_model.safetensors; tokenizer files;
+                                                  README.md (model card); metrics.json
+
+A revision id is a hash of the folder's contents. Publishing copies into a hidden temporary folder, renames it into
+place and only then moves `refs/main` (an atomic file replace), so the workbench sees the old model or the new one,
+never half of one. Weights must be safetensors; pickle-based files are refused on publish and on load.
+
+The Hub path uses `huggingface_hub` (token from the environment or `huggingface-cli login`; never printed or saved).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from workbench import paths
+from workbench.io import atomic_write_json, atomic_write_text
+
+REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".h5", ".msgpack")
+HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "README.md"]
+WEIGHT_FILES = ("model.safetensors", "adapter_model.safetensors", "model.safetensors.index.json")
+
+
+class StoreError(RuntimeError):
+    """A one-line, actionable error about a store or Hub operation."""
+
+
+def validate_repo_id(repo_id: str) -> str:
+    if not isinstance(repo_id, str) or not REPO_ID.match(repo_id) or ".." in repo_id:
+        raise StoreError(f"{repo_id!r} is not a valid repo id: use namespace/name (letters, digits, . _ -)")
+    return repo_id
+
+
+def _validate_revision(revision: str) -> str:
+    if not isinstance(revision, str) or not REVISION.match(revision) or ".." in revision:
+        raise StoreError(f"{revision!r} is not a valid revision")
+    return revision
+
+
+def check_safetensors(folder: str | Path) -> Path:
+    """Refuse folders with pickle-based weights or unreadable safetensors; return the folder."""
+    from safetensors import safe_open
+
+    folder = Path(folder)
+    pickled = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickled:
+        raise StoreError(f"{folder}: refusing pickle-based weight files ({', '.join(pickled)}); "
+                         "only safetensors are loaded")
+    tensors = sorted(folder.glob("*.safetensors"))
+    if not tensors and not (folder / "tokenizer.json").exists():
+        raise StoreError(f"{folder}: no safetensors weights found")
+    for path in tensors:
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                handle.keys()
+        except Exception as err:  # noqa: BLE001 - any parse failure means a corrupt file
+            raise StoreError(f"{path}: corrupt or not a safetensors file ({str(err).splitlines()[0][:120]}); "
+                             "re-publish or re-download it") from None
+    return folder
+
+
+def _content_hash(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(folder)).encode())
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:12]
+
+
+class LocalStore:
+    def __init__(self, root: str | Path | None = None):
+        self._root = Path(root) if root is not None else None
+
+    @property
+    def root(self) -> Path:
+        return self._root if self._root is not None else paths.STORE_DIR
+
+    def repo_dir(self, repo_id: str) -> Path:
+        return self.root / validate_repo_id(repo_id)
+
+    def exists(self, repo_id: str) -> bool:
+        return (self.repo_dir(repo_id) / "refs" / "main").is_file()
+
+    def list_repos(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(f"{ref.parent.parent.parent.name}/{ref.parent.parent.name}"
+                      for ref in self.root.glob("*/*/refs/main"))
+
+    def revisions(self, repo_id: str) -> list[str]:
+        """Published revisions, oldest first."""
+        folder = self.repo_dir(repo_id) / "revisions"
+        if not folder.is_dir():
+            return []
+        found = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+
+        def published_ns(p: Path) -> int:
+            try:
+                return int((p / ".published").read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                return 0
+
+        return [p.name for p in sorted(found, key=lambda p: (published_ns(p), p.name))]
+
+    def head(self, repo_id: str) -> str:
+        ref = self.repo_dir(repo_id) / "refs" / "main"
+        if not ref.is_file():
+            raise StoreError(f"{repo_id}: not in the local store {self.root} (build it with `make demo` or publish "
+                             "it with a trainer)")
+        return ref.read_text().strip()
+
+    def resolve(self, repo_id: str, revision: str = "main") -> Path:
+        rev = self.head(repo_id) if revision == "main" else _validate_revision(revision)
+        folder = self.repo_dir(repo_id) / "revisions" / rev
+        if not folder.is_dir():
+            known = ", ".join(self.revisions(repo_id)) or "none"
+            raise StoreError(f"{repo_id}: revision {revision!r} not found in the local store (known: {known})")
+        return folder
+
+    def publish(self, folder: str | Path, repo_id: str, *, message: str = "") -> str:
+        """Copy `folder` in as a new revision and point refs/main at it; returns the revision id."""
+        folder = check_safetensors(Path(folder))
+        repo = self.repo_dir(repo_id)
+        revisions = repo / "revisions"
+        revisions.mkdir(parents=True, exist_ok=True)
+        rev = _content_hash(folder)
+        target = revisions / rev
+        if not target.exists():
+            staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=revisions))
+            staging.chmod(0o755)
+            try:
+                for path in sorted(folder.iterdir()):
+                    if path.is_file() and not path.name.startswith("."):
+                        shutil.copy2(path, staging / path.name)
+                from workbench import results
+
+                stamp = f"{time.time_ns()} {results.utc_now()} {message}".strip()
+                atomic_write_text(staging / ".published", stamp + "\n")
+                os.replace(staging, target)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+        atomic_write_text(repo / "refs" / "main", rev + "\n")
+        return rev
+
+    def read_metrics(self, repo_id: str, revision: str = "main") -> dict | None:
+        path = self.resolve(repo_id, revision) / "metrics.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def prune(self, repo_id: str, keep: int = 1) -> list[str]:
+        """Delete all but the newest `keep` revisions (never the one refs/main names); returns what was removed."""
+        head = self.head(repo_id)
+        revs = self.revisions(repo_id)
+        keep_set = set(revs[-keep:]) | {head}
+        removed = [r for r in revs if r not in keep_set]
+        for rev in removed:
+            shutil.rmtree(self.repo_dir(repo_id) / "revisions" / rev)
+        return removed
+
+
+class HubStore:
+    """The same operations against the Hugging Face Hub. The token comes from HF_TOKEN or the saved login."""
+
+    def __init__(self):
+        from huggingface_hub import HfApi
+
+        self.api = HfApi()
+
+    def publish(self, folder: str | Path, repo_id: str, *, message: str = "Upload from the workbench") -> str:
+        folder = check_safetensors(Path(folder))
+        validate_repo_id(repo_id)
+        try:
+            self.api.create_repo(repo_id, exist_ok=True)
+            info = self.api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=message,
+                                          allow_patterns=HUB_PATTERNS)
+        except Exception as err:  # noqa: BLE001
+            raise StoreError(f"push to {repo_id} failed: {_hub_reason(err)}") from None
+        return getattr(info, "oid", None) or str(info)
+
+    def resolve(self, repo_id: str, revision: str = "main") -> Path:
+        from huggingface_hub import snapshot_download
+
+        validate_repo_id(repo_id)
+        try:
+            folder = snapshot_download(repo_id, revision=revision, allow_patterns=HUB_PATTERNS)
+        except Exception as err:  # noqa: BLE001
+            raise StoreError(f"{repo_id}@{revision}: could not load from the Hub: {_hub_reason(err)}") from None
+        return check_safetensors(Path(folder))
+
+
+def _hub_reason(err: Exception) -> str:
+    """A one-line reason with advice; never includes a token."""
+    name = type(err).__name__
+    text = str(err).splitlines()[0] if str(err) else name
+    text = re.sub(r"hf_[A-Za-z0-9]{8,}", "hf_***", text)
+    if "RepositoryNotFound" in name or "404" in text:
+        return f"repository not found or private ({name}); check the id and your access"
+    if "RevisionNotFound" in name:
+        return f"revision not found ({name}); check the revision name"
+    if "401" in text or "403" in text or "Unauthorized" in text:
+        return "authentication failed; set HF_TOKEN or run `huggingface-cli login` with a token that has access"
+    if "offline" in text.lower() or "LocalEntryNotFound" in name or "Connection" in name or "Connection" in text:
+        return "the Hub is not reachable (offline?) and the files are not in the local cache"
+    return f"{name}: {text[:200]}"
+
+
+def resolve(ref: str, revision: str = "main", *, allow_paths: bool = False) -> Path:
+    """The folder holding `ref`: a local-store repo first, then the Hub; with allow_paths, also a local folder
+    (trainer CLIs only; the app never accepts paths)."""
+    if allow_paths and ref and (ref.startswith((".", "/", "~")) or Path(ref).expanduser().is_dir()):
+        folder = Path(ref).expanduser()
+        if not folder.is_dir():
+            raise StoreError(f"{ref}: folder not found")
+        return check_safetensors(folder)
+    validate_repo_id(ref)
+    local = LocalStore()
+    if local.exists(ref):
+        return check_safetensors(local.resolve(ref, revision))
+    return HubStore().resolve(ref, revision)
+
+
+def model_card(repo_id: str, *, base_model: str, method: str, dataset: str, metrics: dict | None,
+               training: dict | None, params: dict | None, description: str | None = None) -> str:
+    """A Hub model card: YAML front matter + what it is, how it was trained and what it scored (with CIs)."""
+    is_adapter = method in {"lora", "ppo"}
+    front = ["---", f"library_name: {'peft' if is_adapter else 'transformers'}", "pipeline_tag: summarization",
+             "tags:", "- dialogue-summarization", f"- {method}", "- workbench"]
+    if "/" in base_model and not base_model.startswith("("):
+        front.append(f"base_model: {base_model}")
+    front.append("---")
+    lines = [*front, "", f"# {repo_id}", "",
+             description or f"A {method} model for dialogue summarization, trained from `{base_model}` on `{dataset}`.",
+             "", "| | |", "|---|---|", f"| method | {method} |", f"| base model | `{base_model}` |",
+             f"| data | `{dataset}` |"]
+    if params:
+        share = params.get("trainable_share")
+        lines.append(f"| parameters | {params.get('total', 0):,} total, {params.get('trainable', 0):,} trainable"
+                     + (f" ({share:.2%})" if isinstance(share, float) else "") + " |")
+    if metrics:
+        lines += ["", "## Evaluation", "", "| metric | mean | 95% CI | n |", "|---|---|---|---|"]
+        for key, value in metrics.items():
+            if isinstance(value, dict) and "mean" in value:
+                lines.append(f"| {key} | {value['mean']:.4f} | [{value['ci_low']:.4f}, {value['ci_high']:.4f}] | "
+                             f"{value['n']} |")
+    if training:
+        lines += ["", "## Training", "", "```json", json.dumps(training, indent=2, default=str), "```"]
+    lines += ["", "Weights are safetensors. Generated by the dialogue summarization workbench.", ""]
+    return "\n".join(lines)
+
+
+def publish_run(folder: str | Path, repo_id: str, *, card: str, metrics: dict | None,
+                push_to_hub: str | None = None) -> dict:
+    """Write the card and metrics into `folder`, publish it to the local store and, if asked, to the Hub."""
+    folder = Path(folder)
+    atomic_write_text(folder / "README.md", card)
+    if metrics is not None:
+        atomic_write_json(folder / "metrics.json", metrics)
+    published = {"local": LocalStore().publish(folder, repo_id), "hub": None}
+    if push_to_hub:
+        published["hub"] = HubStore().publish(folder, push_to_hub)
+    return published
