@@ -76,7 +76,7 @@ def tmp_store(tmp_path, monkeypatch):
 
 @pytest.fixture(autouse=True)
 def _small_threads():
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("WORKBENCH_TEST_THREADS", "2")))
     yield
 
 
