@@ -69,7 +69,7 @@ def log_history_rows(log_history: list[dict]) -> list[dict]:
     return [{k: e[k] for k in keep if k in e} for e in log_history if "loss" in e]
 
 
-def store_weights(model, folder: Path, dtype: str) -> None:
+def store_weights(model, folder: Path, dtype: str, base_ref: str | None = None) -> None:
     """Save weights as safetensors. Full models are stored in `dtype` (bf16 halves the demo family's size) and the
     in-memory copy is rounded the same way, so evaluation sees exactly what is published; adapters are small and
     stay fp32, and the frozen base under them is left untouched."""
@@ -77,6 +77,15 @@ def store_weights(model, folder: Path, dtype: str) -> None:
 
     if isinstance(model, PeftModel):
         model.save_pretrained(folder, safe_serialization=True)
+        if base_ref:  # name the base by its store/Hub id, not by the local folder it was loaded from
+            import json
+
+            from workbench.io import atomic_write_json
+
+            config_path = folder / "adapter_config.json"
+            adapter_config = json.loads(config_path.read_text())
+            adapter_config["base_model_name_or_path"] = base_ref
+            atomic_write_json(config_path, adapter_config)
         return
     model.to(modeling.resolve_dtype(dtype)).save_pretrained(folder, safe_serialization=True)
     model.to(torch.float32)

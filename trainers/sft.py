@@ -130,7 +130,7 @@ def run(config: SFTConfig, method: str, prepare: Callable, describe: Callable[[o
     trainer.train(resume_from_checkpoint=last)
 
     final = ckpt / "final"
-    common.store_weights(trainer.model, final, config.save_dtype)
+    common.store_weights(trainer.model, final, config.save_dtype, base_ref=config.model)
     tokenizer.save_pretrained(final)
     model = trainer.model.eval()
 
@@ -140,7 +140,8 @@ def run(config: SFTConfig, method: str, prepare: Callable, describe: Callable[[o
         "batch_size": config.batch_size, "learning_rate": config.learning_rate, "precision": config.precision,
         "dataset": config.dataset, "split": config.train_split, "n": len(train_rows), "seed": config.seed,
         "final_loss": next((e["loss"] for e in reversed(trainer.state.log_history) if "loss" in e), None),
-        "train_seconds": round(watch.seconds, 1), "log_file": f"logs/{run_id}.jsonl", **describe(config),
+        "train_seconds": round(watch.seconds, 1), "log_file": f"logs/{run_id}.jsonl",
+        "resumed_from": Path(last).name if last else None, **describe(config),
     }
     atomic_write_jsonl(paths.RESULTS_DIR / "logs" / f"{run_id}.jsonl", common.log_history_rows(trainer.state.log_history))
     metrics = evaluation.evaluate(
