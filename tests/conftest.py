@@ -87,3 +87,50 @@ needs_dialogsum = pytest.mark.skipif(not (SHARED / "dialogsum.test.jsonl").exist
 
 def repo_path(*parts) -> Path:
     return paths.REPO_ROOT.joinpath(*parts)
+
+
+def publish_tiny_lora(base_dir: Path, tmp_path: Path, base_repo: str = "test/tiny-base",
+                      repo: str = "test/tiny-lora", sharpen: float = 1.0) -> None:
+    """Publish the tiny base and a LoRA adapter on it (random non-zero B, so it differs from the base).
+
+    `sharpen` scales the base's lm_head: a random tiny model is close to uniform over its vocabulary, a trained one
+    is not; a sharper head makes the tiny policy's choices matter as they do in a real model."""
+    import json
+
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    from workbench import modeling
+    from workbench.store import LocalStore
+
+    tokenizer = modeling.load_tokenizer(base_dir)
+    base = modeling.load_model(base_dir, dtype="fp32")
+    if sharpen != 1.0:
+        base.lm_head.weight.data *= sharpen
+        base_dir = tmp_path / "tiny-base-sharp"
+        base.save_pretrained(base_dir)
+        tokenizer.save_pretrained(base_dir)
+    LocalStore().publish(base_dir, base_repo)
+    lora = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=["q", "v", "wo", "lm_head"],
+                                           task_type=TaskType.SEQ_2_SEQ_LM))
+    torch.manual_seed(1)
+    for name, p in lora.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_(0, 0.05)
+    folder = tmp_path / "tiny-lora"
+    lora.save_pretrained(folder)
+    config_path = folder / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    config["base_model_name_or_path"] = base_repo
+    config_path.write_text(json.dumps(config))
+    tokenizer.save_pretrained(folder)
+    LocalStore().publish(folder, repo)
+
+
+def write_rows(folder: Path, all_rows: list[dict]) -> Path:
+    """A DialogSum-style dataset folder (train/validation/test jsonl) from rows."""
+    from workbench.io import atomic_write_jsonl
+
+    for split, part in {"train": all_rows, "validation": all_rows[:2], "test": all_rows[:4]}.items():
+        atomic_write_jsonl(folder / f"{split}.jsonl", [{k: r[k] for k in ("fname", "dialogue", "summary", "topic")}
+                                                       for r in part])
+    return folder

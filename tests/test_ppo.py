@@ -2,7 +2,6 @@
 
 import math
 from collections import Counter
-
 import pytest
 import torch
 
@@ -99,32 +98,12 @@ def test_split_generated_masks_after_the_first_eos():
 @pytest.fixture
 def tiny_policy(tiny_model_dir, tmp_store, tmp_path):
     """A tiny base in the store plus a LoRA adapter (non-zero B, so it differs from the base) as the policy."""
-    from peft import LoraConfig, TaskType, get_peft_model
-
-    from workbench import modeling
-    from workbench.store import LocalStore
-
-    LocalStore().publish(tiny_model_dir, "test/tiny-base")
-    base = modeling.load_model(tiny_model_dir, dtype="fp32")
-    lora = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=["q", "k", "v", "o", "wo"],
-                                           task_type=TaskType.SEQ_2_SEQ_LM))
-    torch.manual_seed(1)
-    for name, p in lora.named_parameters():
-        if "lora_B" in name:
-            p.data.normal_(0, 0.05)
-    folder = tmp_path / "lora"
-    lora.save_pretrained(folder)
-    import json
-
-    cfg = json.loads((folder / "adapter_config.json").read_text())
-    cfg["base_model_name_or_path"] = "test/tiny-base"
-    (folder / "adapter_config.json").write_text(json.dumps(cfg))
-    modeling.load_tokenizer(tiny_model_dir).save_pretrained(folder)
-    LocalStore().publish(folder, "test/tiny-lora")
+    from tests.conftest import publish_tiny_lora
     from trainers.ppo import PPOTrainConfig, load_policy
 
+    publish_tiny_lora(tiny_model_dir, tmp_path, sharpen=6.0)
     config = PPOTrainConfig(policy="test/tiny-lora", batch_size=16, mini_batch_size=8, ppo_epochs=2,
-                            learning_rate=1e-2, max_new_tokens=12, min_new_tokens=4, init_kl_coef=0.05,
+                            learning_rate=1e-3, max_new_tokens=12, min_new_tokens=4, init_kl_coef=0.05,
                             target_kl=6.0, horizon=200)
     model, tokenizer, base_ref, _ = load_policy(config)
     assert base_ref == "test/tiny-base"
@@ -163,7 +142,7 @@ def test_zero_kl_when_policy_equals_reference_despite_padding(tiny_policy):
 
 
 def test_ppo_raises_a_synthetic_reward_with_bounded_kl(tiny_policy):
-    """Reward = share of summary words equal to one target word; PPO must make the model say it more."""
+    """A synthetic reward the start model scores poorly on; PPO must raise it while the KL stays bounded."""
     from tests.conftest import DIALOGUES
     from trainers.ppo import rollout
     from workbench.prompts import zero_shot
@@ -171,13 +150,15 @@ def test_ppo_raises_a_synthetic_reward_with_bounded_kl(tiny_policy):
     model, tok, config = tiny_policy
     torch.manual_seed(0)
     prompts = [zero_shot(DIALOGUES[i % 4][0]) for i in range(config.batch_size)]
-    with torch.no_grad():  # pick a token the start model sometimes says
+
+    torch.manual_seed(0)
+    with torch.no_grad():  # the target: a token the start model says now and then
         seqs = model.generate(**tok(prompts, return_tensors="pt", padding=True), do_sample=True, top_k=0,
                               max_new_tokens=12, adapter_names=["ppo"] * len(prompts))
     counts = Counter(t for t in seqs[:, 1:].flatten().tolist() if t not in tok.all_special_ids)
     target = next(piece for piece in (tok.decode([t]).strip() for t, _ in counts.most_common()) if len(piece) >= 2)
 
-    def reward_fn(texts):  # how often the target piece occurs, saturating at 4
+    def reward_fn(texts):  # how often the target occurs, saturating at 4
         return [min(text.count(target), 4) / 4 for text in texts]
 
     value_head = ppo.ValueHead(model.config.d_model)
@@ -186,12 +167,12 @@ def test_ppo_raises_a_synthetic_reward_with_bounded_kl(tiny_policy):
     optimizer = torch.optim.Adam(params, lr=config.learning_rate)
     kl_ctl = ppo.AdaptiveKLController(config.init_kl_coef, config.target_kl, config.horizon)
     history = []
-    for step in range(30):
+    for step in range(40):
         batch, texts, scores, prepared = rollout(model, value_head, tok, prompts, config, reward_fn, kl_ctl)
         ppo.ppo_update(model, value_head, optimizer, batch, config.ppo_config(), params_to_clip=params)
         kl_ctl.update(prepared["stats"]["kl"], config.batch_size)
         history.append((scores.mean().item(), prepared["stats"]["kl"]))
     start = sum(r for r, _ in history[:5]) / 5
     end = sum(r for r, _ in history[-5:]) / 5
-    assert end > start + 0.15, history
-    assert all(kl < 30 for _, kl in history), history
+    assert end > start + 0.12, history
+    assert all(kl < 15 for _, kl in history), history

@@ -66,7 +66,7 @@ class PPOTrainConfig:
     max_new_tokens: int = field(48, "rollout maximum length")
     top_k: int = field(0, "rollout sampling top-k (0 = off, as the reference recipe)")
     top_p: float = field(1.0, "rollout nucleus sampling p")
-    heated_share: float = field(0.0, "oversample rows whose reference summary is toxic to this share of each "
+    heated_share: float = field(0.5, "oversample rows whose reference summary is toxic to this share of each "
                                 "batch (0 = plain random batches)")
     seed: int = field(0, "random seed")
     save_steps: int = field(10, "checkpoint every N steps (a restarted command resumes)")

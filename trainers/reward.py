@@ -5,8 +5,9 @@ learn the reward from human preferences instead of a proxy classifier), and publ
     python -m trainers.reward --pairs prefs.jsonl --output you/summary-reward
     python -m trainers.ppo --reward reward-model:demo/toxicity-reward
 
-A pairs file is jsonl with `chosen` and `rejected` (and optionally `prompt`, which trl prepends to both). The model
-scores a summary on its own; held-out pairs measure how often it ranks `chosen` above `rejected`.
+A pairs file is jsonl with `chosen` and `rejected` summaries (a `prompt` field may be present and is ignored): like
+the toxicity classifier it replaces, the reward model scores a summary on its own, which is also how PPO queries it.
+Held-out pairs measure how often it ranks `chosen` above `rejected`.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def load_pairs(spec: str) -> list[dict]:
     if spec == "demo":
         from workbench import corpus
 
-        return corpus.preference_pairs()
+        return [{"chosen": p["chosen"], "rejected": p["rejected"]} for p in corpus.preference_pairs()]
     rows = read_jsonl(spec)
     for i, row in enumerate(rows):
         for key in ("chosen", "rejected"):
@@ -63,7 +64,7 @@ def load_pairs(spec: str) -> list[dict]:
                 raise ConfigError(f"{spec} row {i}: field {key!r} is missing or empty")
     if len(rows) < 10:
         raise ConfigError(f"{spec}: {len(rows)} pairs; at least 10 are needed")
-    return [{k: r[k] for k in ("prompt", "chosen", "rejected") if k in r} for r in rows]
+    return [{"chosen": r["chosen"], "rejected": r["rejected"]} for r in rows]
 
 
 def build_reward_model(vocab_size: int, config: RewardConfig):
@@ -76,9 +77,8 @@ def build_reward_model(vocab_size: int, config: RewardConfig):
 
 
 def ranking_accuracy(score, pairs: list[dict]) -> float:
-    join = lambda r, k: r.get("prompt", "") + r[k]  # noqa: E731 - as trl joins them
-    chosen = score([join(r, "chosen") for r in pairs])
-    rejected = score([join(r, "rejected") for r in pairs])
+    chosen = score([r["chosen"] for r in pairs])
+    rejected = score([r["rejected"] for r in pairs])
     return sum(c > r for c, r in zip(chosen, rejected)) / len(pairs)
 
 
