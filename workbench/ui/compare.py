@@ -23,7 +23,7 @@ def card_html(slot: str, entry: dict | None) -> str:
                 f'<div class="wb-card-model">{model}</div>'
                 f'<div class="wb-unavailable">unavailable: {esc(entry.get("error"))}</div></div>')
     shared = ' title="one mixed-adapter batch shared by base, LoRA and PPO"' if entry.get("shared_call") else ""
-    latency = f'<span class="wb-badge"{shared}>⏱ {entry["latency_s"]:.2f} s{"*" if shared else ""}</span>'
+    latency = f'<span class="wb-badge"{shared}>{entry["latency_s"]:.2f} s{"*" if shared else ""}</span>'
     return (f'<div class="wb-card"><div class="wb-card-title">{title}</div>'
             f'<div class="wb-card-model">{model} <span class="wb-rev">@ {rev}</span></div>'
             f'<div class="wb-metrics">{latency}{tox_badge(entry.get("toxicity"))}'
