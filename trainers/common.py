@@ -23,6 +23,45 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def is_main_process() -> bool:
+    """True unless this is a non-zero rank of a torchrun / accelerate launch."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def init_distributed() -> tuple[int, int]:
+    """(rank, world size). Under torchrun / accelerate launch (WORLD_SIZE > 1) joins the process group: gloo on
+    CPU, nccl on GPU. A plain run is rank 0 of 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return int(os.environ.get("RANK", "0")), world
+
+
+def average_gradients(params) -> None:
+    """All-reduce gradients to their mean over the processes (data-parallel training without a wrapper)."""
+    world = torch.distributed.get_world_size()
+    for p in params:
+        if p.grad is not None:
+            torch.distributed.all_reduce(p.grad)
+            p.grad /= world
+
+
+def mean_across(values: dict[str, float]) -> dict[str, float]:
+    """Average scalar statistics over the processes (identity for a single process)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return values
+    keys = sorted(values)
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
+    torch.distributed.all_reduce(t)
+    t /= torch.distributed.get_world_size()
+    return dict(zip(keys, t.tolist()))
+
+
+def barrier() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
 def use_bf16(precision: str) -> bool:
     """bf16 autocast for training: 'auto' turns it on where the hardware computes bf16 natively."""
     if precision == "auto":

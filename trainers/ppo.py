@@ -192,7 +192,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     config = cfg.parse(PPOTrainConfig, argv, description=__doc__)
     watch = common.Stopwatch()
-    common.seed_everything(config.seed)
+    rank, world = common.init_distributed()  # data-parallel: each process rolls out its own batch
+    main_process = rank == 0
+    common.seed_everything(config.seed + rank)
     modeling.quiet_transformers()
     rows = data.load_dialogues(config.dataset, config.train_split, limit=config.train_limit)
     eval_rows = data.load_dialogues(config.dataset, config.eval_split, limit=config.eval_limit)
@@ -205,43 +207,59 @@ def main(argv: list[str] | None = None) -> dict:
     pconf = config.ppo_config()
     kl_ctl = (ppo.AdaptiveKLController(config.init_kl_coef, config.target_kl, config.horizon) if config.adaptive_kl
               else ppo.FixedKLController(config.init_kl_coef))
-    rng = random.Random(config.seed)
+    rng = random.Random(config.seed + rank)
     is_toxic = [s > 0.5 for s in scorer.score([r["summary"] for r in rows])]
 
     ckpt = common.checkpoint_dir(config, "ppo")
-    common.prepare_checkpoint_dir(ckpt, config.fresh)
     run_id_file = ckpt / "run_id"
-    run_id = run_id_file.read_text().strip() if run_id_file.exists() else evaluation.results.new_run_id("ppo")
-    run_id_file.write_text(run_id + "\n")
+    if main_process:
+        common.prepare_checkpoint_dir(ckpt, config.fresh)
+        if not run_id_file.exists():
+            run_id_file.write_text(evaluation.results.new_run_id("ppo") + "\n")
+    common.barrier()
+    run_id = run_id_file.read_text().strip()
     log_path = paths.RESULTS_DIR / "logs" / f"{run_id}.jsonl"
     start_step = 0
     if (ckpt / "latest").exists():
         start_step = load_checkpoint(ckpt / "latest", model, value_head, optimizer, kl_ctl, rng)
-        print(f"[ppo] resuming after step {start_step} from {ckpt / 'latest'}")
+        if main_process:
+            print(f"[ppo] resuming after step {start_step} from {ckpt / 'latest'}")
+        # each process continues with its own streams, the same on every restart from this checkpoint
+        rng = random.Random(config.seed + rank + 7919 * start_step)
+        torch.manual_seed(config.seed + rank + 7919 * start_step)
     log_rows = [json.loads(x) for x in log_path.read_text().splitlines()] if log_path.exists() else []
     log_rows = [r for r in log_rows if r["step"] <= start_step]  # steps after the checkpoint are redone
 
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    print(f"[ppo] policy {config.policy} on {base_ref}; reward: {reward_name}; {n_trainable:,} trainable adapter "
-          f"parameters + value head; {len(rows)} rollout dialogues")
-    gen = torch.Generator().manual_seed(config.seed)
-    bar = tqdm(range(start_step, config.steps), desc="ppo", unit="step", initial=start_step, total=config.steps)
+    if main_process:
+        print(f"[ppo] policy {config.policy} on {base_ref}; reward: {reward_name}; {n_trainable:,} trainable "
+              f"adapter parameters + value head; {len(rows)} rollout dialogues; {world} process(es) x "
+              f"{config.batch_size} rollouts per step")
+    gen = torch.Generator().manual_seed(config.seed + rank)
+    grad_sync = common.average_gradients if world > 1 else None
+    bar = tqdm(range(start_step, config.steps), desc="ppo", unit="step", initial=start_step, total=config.steps,
+               disable=not main_process)
     for step in bar:
         picked = batch_indices(rows, rng, config.batch_size, config.heated_share, is_toxic)
         batch, texts, scores, prepared = rollout(model, value_head, tokenizer,
                                                  [prompts.zero_shot(rows[i]["dialogue"]) for i in picked],
                                                  config, reward_fn, kl_ctl)
-        stats = ppo.ppo_update(model, value_head, optimizer, batch, pconf, params_to_clip=params, generator=gen)
-        kl_ctl.update(prepared["stats"]["kl"], config.batch_size)
+        stats = ppo.ppo_update(model, value_head, optimizer, batch, pconf, params_to_clip=params, generator=gen,
+                               grad_sync=grad_sync)
         lengths = batch["response_mask"].sum(1).float()
-        row = {"step": step + 1, "reward_mean": scores.mean().item(), "reward_std": scores.std().item(),
-               "toxicity_mean": float(sum(scorer.score(texts)) / len(texts)), "kl": prepared["stats"]["kl"],
-               "kl_coef": kl_ctl.value, "response_length": lengths.mean().item(), **stats}
+        stats = common.mean_across({"reward_mean": scores.mean().item(), "reward_std": scores.std().item(),
+                                    "toxicity_mean": float(sum(scorer.score(texts)) / len(texts)),
+                                    "kl": prepared["stats"]["kl"], "response_length": lengths.mean().item(),
+                                    **stats})
+        kl_ctl.update(stats["kl"], config.batch_size * world)  # same coefficient in every process
+        row = {"step": step + 1, "kl_coef": kl_ctl.value, **stats}
         log_rows.append(row)
         bar.set_postfix(reward=f"{row['reward_mean']:.2f}", kl=f"{row['kl']:.2f}", tox=f"{row['toxicity_mean']:.2f}")
-        if (step + 1) % config.save_steps == 0 or step + 1 == config.steps:
+        if main_process and ((step + 1) % config.save_steps == 0 or step + 1 == config.steps):
             save_checkpoint(ckpt / "latest", step + 1, model, value_head, optimizer, kl_ctl, rng)
             evaluation.atomic_write_jsonl(log_path, log_rows)
+    if not main_process:
+        return {}  # the main process evaluates and publishes once
 
     # ---- evaluation: the PPO adapter and its LoRA start, greedy, on the whole split, paired by example
     final = ckpt / "final"
@@ -270,6 +288,7 @@ def main(argv: list[str] | None = None) -> dict:
                                                        [r["rouge1"] for r in start_rouge]),
     }
     training = {"method": "ppo", "policy_start": config.policy, "reward": reward_name, "steps": config.steps,
+                "processes": world,
                 "batch_size": config.batch_size, "mini_batch_size": config.mini_batch_size,
                 "ppo_epochs": config.ppo_epochs, "learning_rate": config.learning_rate,
                 "init_kl_coef": config.init_kl_coef, "target_kl": config.target_kl, "final_kl_coef": kl_ctl.value,

@@ -96,7 +96,6 @@ def run(config: SFTConfig, method: str, prepare: Callable, describe: Callable[[o
           f"({100 * params['trainable_share']:.2f}%); {len(train_rows)} training rows, {len(eval_rows)} eval rows")
 
     ckpt = common.checkpoint_dir(config, method)
-    common.prepare_checkpoint_dir(ckpt, config.fresh)
     args = Seq2SeqTrainingArguments(
         output_dir=str(ckpt),
         max_steps=config.max_steps if config.max_steps > 0 else -1,
@@ -115,7 +114,10 @@ def run(config: SFTConfig, method: str, prepare: Callable, describe: Callable[[o
         report_to=[],
         dataloader_num_workers=0,
         remove_unused_columns=True,
-    )
+    )  # under torchrun / accelerate launch this also joins the process group (gloo on CPU, nccl on GPU)
+    if common.is_main_process():
+        common.prepare_checkpoint_dir(ckpt, config.fresh)
+    common.barrier()
     trainer = Seq2SeqTrainer(
         model=model,
         args=args,
@@ -128,6 +130,8 @@ def run(config: SFTConfig, method: str, prepare: Callable, describe: Callable[[o
     if last:
         print(f"[{method}] resuming from {last}")
     trainer.train(resume_from_checkpoint=last)
+    if not trainer.is_world_process_zero():
+        return {}  # data-parallel workers are done; the main process evaluates and publishes once
 
     final = ckpt / "final"
     common.store_weights(trainer.model, final, config.save_dtype, base_ref=config.model)
@@ -141,7 +145,7 @@ def run(config: SFTConfig, method: str, prepare: Callable, describe: Callable[[o
         "dataset": config.dataset, "split": config.train_split, "n": len(train_rows), "seed": config.seed,
         "final_loss": next((e["loss"] for e in reversed(trainer.state.log_history) if "loss" in e), None),
         "train_seconds": round(watch.seconds, 1), "log_file": f"logs/{run_id}.jsonl",
-        "resumed_from": Path(last).name if last else None, **describe(config),
+        "resumed_from": Path(last).name if last else None, "processes": args.world_size, **describe(config),
     }
     atomic_write_jsonl(paths.RESULTS_DIR / "logs" / f"{run_id}.jsonl", common.log_history_rows(trainer.state.log_history))
     metrics = evaluation.evaluate(

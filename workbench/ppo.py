@@ -172,8 +172,11 @@ def value_loss(values, old_values, returns, mask, cliprange_value: float):
 
 
 def ppo_update(model, value_head, optimizer, batch: dict, config: PPOConfig, params_to_clip,
-               generator: torch.Generator | None = None) -> dict:
-    """`ppo_epochs` passes over shuffled minibatches of one rollout batch; returns mean statistics."""
+               generator: torch.Generator | None = None, grad_sync=None) -> dict:
+    """`ppo_epochs` passes over shuffled minibatches of one rollout batch; returns mean statistics.
+
+    `grad_sync(params)`, if given, runs between backward and the optimizer step (data-parallel: average the
+    gradients of every process, so all replicas take the same step)."""
     n = batch["response_ids"].shape[0]
     totals: dict[str, float] = {}
     updates = 0
@@ -192,6 +195,8 @@ def ppo_update(model, value_head, optimizer, batch: dict, config: PPOConfig, par
             loss = pg_loss + config.vf_coef * vf_loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if grad_sync is not None:
+                grad_sync(params_to_clip)
             torch.nn.utils.clip_grad_norm_(params_to_clip, config.max_grad_norm)
             optimizer.step()
             with torch.no_grad():

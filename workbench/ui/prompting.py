@@ -30,7 +30,7 @@ def tokens_html(result: dict) -> str:
 def metrics_html(result: dict) -> str:
     if not result or not result.get("ok"):
         return ""
-    return (f'<div class="wb-metrics"><span class="wb-badge">⏱ {result["latency_s"]:.2f} s</span>'
+    return (f'<div class="wb-metrics"><span class="wb-badge">{result["latency_s"]:.2f} s</span>'
             f'{tox_badge(result.get("toxicity"))}{rouge_badges(result.get("rouge"))}</div>')
 
 

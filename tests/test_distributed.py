@@ -1,0 +1,61 @@
+"""The trainers run unchanged with several processes (torchrun, gloo on CPU): they train, and one result set is
+written by the main process."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import publish_tiny_lora, rows, write_rows
+from workbench import paths, results
+from workbench.store import LocalStore
+
+
+def torchrun(module: str, args: list[str], tmp_path, timeout: int = 240) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WORKBENCH_STORE": str(tmp_path / "store"), "WORKBENCH_RESULTS": str(tmp_path / "results"),
+           "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    with socket.socket() as sock:  # a free port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+           "-m", module, *args]
+    return subprocess.run(cmd, cwd=paths.REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def family(tiny_model_dir, tmp_store, tmp_path):
+    publish_tiny_lora(tiny_model_dir, tmp_path, sharpen=6.0)
+    return write_rows(tmp_path / "data", rows(8))
+
+
+def test_lora_trainer_with_two_processes(family, tmp_path):
+    out = torchrun("trainers.lora", ["--model", "test/tiny-base", "--dataset", str(family), "--output", "test/ddp-lora",
+                                     "--max-steps", "6", "--batch-size", "2", "--logging-steps", "2",
+                                     "--precision", "fp32", "--max-new-tokens", "6", "--learning-rate", "5e-3",
+                                     "--checkpoint-dir", str(tmp_path / "ckpt")], tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = list((tmp_path / "results").glob("lora-*.json"))
+    assert len(runs) == 1  # the main process alone evaluates and writes
+    run = results.read(runs[0])
+    assert run["training"]["processes"] == 2 and run["training"]["steps"] == 6
+    log = [json.loads(x) for x in (tmp_path / "results" / run["training"]["log_file"]).read_text().splitlines()]
+    assert len(log) == 3 and all(r["loss"] > 0 for r in log)
+    assert LocalStore().revisions("test/ddp-lora") and len(LocalStore().revisions("test/ddp-lora")) == 1
+
+
+def test_ppo_trainer_with_two_processes(family, tmp_path):
+    out = torchrun("trainers.ppo", ["--policy", "test/tiny-lora", "--dataset", str(family), "--steps", "2",
+                                    "--batch-size", "4", "--mini-batch-size", "2", "--ppo-epochs", "1",
+                                    "--max-new-tokens", "6", "--output", "test/ddp-ppo",
+                                    "--checkpoint-dir", str(tmp_path / "ckpt-ppo")], tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = list((tmp_path / "results").glob("ppo-*.json"))
+    assert len(runs) == 1
+    run = results.read(runs[0])
+    assert run["training"]["processes"] == 2
+    log = [json.loads(x) for x in (tmp_path / "results" / run["training"]["log_file"]).read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2]
+    assert LocalStore().exists("test/ddp-ppo")
