@@ -28,7 +28,10 @@ STEPS = {
     "corpus": ["-m", "workbench.corpus", "--out", str(paths.DEMO_DATA_DIR), "--n", "2400", "--seed", "0"],
     "base": ["-m", "trainers.pretrain"],
     "full": ["-m", "trainers.full"],
-    "lora": ["-m", "trainers.lora"],
+    # At 6M parameters and without FLAN's instruction tuning, adapters on q and v alone cannot learn the task
+    # (measured: ROUGE-1 0.194, below the base's 0.210); the demo adapter covers every linear layer of the blocks.
+    # The trainer's defaults stay the reference recipe's (r=32, alpha=32, q and v) for FLAN-T5-base.
+    "lora": ["-m", "trainers.lora", "--target-modules", "q,k,v,o,wi_0,wi_1,wo", "--learning-rate", "3e-3"],
     "reward": ["-m", "trainers.reward"],
     "ppo": ["-m", "trainers.ppo"],
 }
