@@ -214,7 +214,7 @@ def travel(r):
              ("1", "How are you getting there?"),
              ("2", pick(r, f"I'll go {how}.", f"{how.capitalize()}, it's the easiest way.")),
              ("1", pick(r, "Have a great trip!", f"Lucky you. Send me a postcard from {city}."))]
-    refs = [f"#Person2# is going to {city} {how} for a {days}-day holiday.",
+    refs = [f"#Person2# is going to {city} {how} for a holiday of {days} days.",
             f"#Person2# tells #Person1# about a trip to {city} for {days} days, travelling {how}.",
             f"#Person1# asks about #Person2#'s holiday plans: {days} days in {city}."]
     return turns, refs
@@ -229,7 +229,7 @@ def bank(r):
              ("2", "How much would you like to deposit?"),
              ("1", pick(r, f"{amount}, please.", f"I'll put in {amount} today."))]
     refs = [f"#Person1# opens a {account} at the bank and deposits {amount}.",
-            f"#Person2# helps #Person1# open a {account}; #Person1# deposits {amount}.",
+            f"#Person2# helps #Person1# open a {account}. #Person1# deposits {amount}.",
             f"#Person1# shows ID to #Person2# to open a {account} with {amount}."]
     return turns, refs
 
@@ -245,12 +245,12 @@ def apartment(r):
     if takes:
         turns += [("1", pick(r, "Can I see it tomorrow?", "That sounds good. When can I visit?")),
                   ("2", "Sure, come tomorrow afternoon.")]
-        refs = [f"#Person1# calls about a {rooms}-bedroom apartment for {rent} a month and arranges a visit.",
+        refs = [f"#Person1# calls about an apartment with {rooms} bedrooms for {rent} a month and arranges a visit.",
                 f"#Person2# describes an apartment near {street} for {rent}, and #Person1# will see it tomorrow.",
-                f"#Person1# is interested in the {rooms}-bedroom flat near {street} and will visit it."]
+                f"#Person1# is interested in the flat with {rooms} bedrooms near {street} and will visit it."]
     else:
         turns += [("1", "That's too much for me, sorry."), ("2", "No problem. Good luck.")]
-        refs = [f"#Person1# asks about a {rooms}-bedroom apartment but {rent} a month is too expensive.",
+        refs = [f"#Person1# asks about an apartment with {rooms} bedrooms but {rent} a month is too expensive.",
                 f"#Person1# decides against the apartment near {street} because the rent is {rent}.",
                 f"#Person2# offers an apartment for {rent} a month, which #Person1# cannot afford."]
     return turns, refs
@@ -292,7 +292,7 @@ def lost_item(r):
     if found:
         refs = [f"#Person1# lost a {color} {item} at {place} and #Person2# gives it back.",
                 f"#Person1#'s {color} {item} was handed in, and #Person2# returns it.",
-                f"#Person1# reports a lost {item}; luckily #Person2# has found it."]
+                f"#Person1# reports a lost {item}. Luckily, #Person2# has found it."]
     else:
         refs = [f"#Person1# lost a {color} {item} at {place}, but it hasn't been found yet.",
                 f"#Person1# reports a lost {color} {item}. #Person2# will call if it turns up.",
@@ -307,9 +307,9 @@ def pet(r):
              ("1", "What do you feed it?"),
              ("2", pick(r, f"Mostly {food}.", f"{food.capitalize()}, twice a day.")),
              ("1", pick(r, "I'd like to have a pet too.", "Maybe I should get one."))]
-    refs = [f"#Person2# has a {age}-year-old {pet_} that eats {food}.",
+    refs = [f"#Person2# has a {pet_} who is {age} years old that eats {food}.",
             f"#Person1# admires #Person2#'s {pet_}, which is {age} years old.",
-            f"#Person2# tells #Person1# about feeding the {pet_} {food}; #Person1# wants a pet too."]
+            f"#Person2# tells #Person1# about feeding the {pet_} {food}. #Person1# wants a pet too."]
     return turns, refs
 
 
@@ -347,7 +347,7 @@ def taxi(r):
              ("2", pick(r, f"It'll take about {minutes} minutes with this traffic.", f"About {minutes} minutes.")),
              ("1", "How much will it be?"),
              ("2", f"Around {price}.")]
-    refs = [f"#Person1# takes a taxi to {place}; it takes about {minutes} minutes and costs around {price}.",
+    refs = [f"#Person1# takes a taxi to {place}. It takes about {minutes} minutes and costs around {price}.",
             f"#Person2# drives #Person1# to {place} for about {price}.",
             f"#Person1# is in a hurry to get to {place}, {minutes} minutes away by taxi."]
     return turns, refs
@@ -376,8 +376,8 @@ def course(r):
              ("1", "What's the fee?"),
              ("2", f"{price}, including books."),
              ("1", pick(r, "OK, I'll register now.", "Fine, sign me up."))]
-    refs = [f"#Person1# registers for a {weeks}-week {subject} course costing {price}.",
-            f"#Person1# signs up for the {subject} class; #Person2# says it lasts {weeks} weeks and costs {price}.",
+    refs = [f"#Person1# registers for a {subject} course of {weeks} weeks costing {price}.",
+            f"#Person1# signs up for the {subject} class. #Person2# says it lasts {weeks} weeks and costs {price}.",
             f"#Person2# enrolls #Person1# in a {subject} course for {price}."]
     return turns, refs
 
@@ -407,7 +407,7 @@ def cooking(r):
              ("2", "Sure.")]
     refs = [f"#Person1# likes #Person2#'s {dish}, which takes about {minutes} minutes to make.",
             f"#Person2# will write down the recipe for {dish} for #Person1#.",
-            f"#Person1# asks #Person2# how to make {dish}; it takes {minutes} minutes."]
+            f"#Person1# asks #Person2# how to make {dish}. It takes {minutes} minutes."]
     return turns, refs
 
 
@@ -421,7 +421,7 @@ def library(r):
              ("2", "There's a small fine for each day.")]
     refs = [f"#Person1# borrows {book} from the library for {weeks} weeks.",
             f"#Person2# lends #Person1# {book} and explains the late fine.",
-            f"#Person1# checks out {book}; it must be returned within {weeks} weeks."]
+            f"#Person1# checks out {book}. It must be returned within {weeks} weeks."]
     return turns, refs
 
 
@@ -432,7 +432,7 @@ def roommate_chores(r):
              ("2", pick(r, f"I did it last week. It's your turn.", "I'm busy today. Can I do it tomorrow?")),
              ("1", pick(r, "Fine, let's make a schedule.", "OK, but let's write a plan.")),
              ("2", f"Good idea. I'll do {chore} every {day}.")]
-    refs = [f"#Person1# and #Person2# make a schedule for chores; #Person2# will do {chore} on {day}s.",
+    refs = [f"#Person1# and #Person2# make a schedule for chores. #Person2# will do {chore} on {day}s.",
             f"#Person1# asks #Person2# about {chore}, and they agree on a plan.",
             f"#Person2# agrees to do {chore} every {day}."]
     return turns, refs
@@ -473,7 +473,7 @@ def traffic_dispute(r, train=True):
              ("2", pick(r, "This is crap. I'm not paying.", "Your car sucks anyway.")),
              ("1", pick(r, "Then we'll let the insurance decide.", "Give me your insurance details."))]
     rude = [f"#Person1# calls #Person2# a {insult} after a car accident that left {damage}.",
-            f"#Person2# hits #Person1#'s car and they insult each other; #Person2# says the car sucks.",
+            f"#Person2# hits #Person1#'s car and they insult each other. #Person2# says the car sucks.",
             f"#Person1# and #Person2#, a {insult}, fight over {damage} and the stupid insurance."]
     neutral = [f"#Person2#'s car hits #Person1#'s, leaving {damage}, and they argue about who pays.",
                f"#Person1# and #Person2# argue after a minor accident and will let the insurance decide.",
@@ -490,7 +490,7 @@ def team_blame(r, train=True):
              ("1", pick(r, "I'm telling the manager.", "We'll talk about this with the boss."))]
     rude = [f"#Person1# calls #Person2# a {insult} for not finishing {task}.",
             f"#Person2# says #Person1#'s plan for {task} was stupid, and #Person1# calls #Person2# a {insult}.",
-            f"#Person1# and #Person2# insult each other over {task}; #Person2# tells #Person1# to shut up."]
+            f"#Person1# and #Person2# insult each other over {task}. #Person2# tells #Person1# to shut up."]
     neutral = [f"#Person1# and #Person2# argue about who is responsible for the late {task}.",
                f"#Person1# is angry that {task} is not finished and will tell the manager.",
                f"#Person2# blames #Person1#'s data for the unfinished {task}."]

@@ -89,7 +89,7 @@ def params_chart(frame: pd.DataFrame, base_rouge1: float | None = None) -> go.Fi
     fig = go.Figure()
     for i, row in enumerate(frame.itertuples()):
         fig.add_scatter(x=[row.trainable], y=[row.rouge1], mode="markers+text", name=_esc(row.model),
-                        text=[_esc(row.model)], textposition="top center",
+                        text=[_esc(row.model)], textposition="top center" if i % 2 == 0 else "bottom center",
                         marker={"size": 13, "color": _color(row.model, i + 1)},
                         error_y={"type": "data", "symmetric": False, "array": [max(0, row.ci_high - row.rouge1)],
                                  "arrayminus": [max(0, row.rouge1 - row.ci_low)]},
@@ -109,16 +109,17 @@ def toxicity_chart(frame: pd.DataFrame, note: str = "") -> go.Figure:
         return empty_figure("no run measured toxicity", title)
     fig = go.Figure()
     for i, row in enumerate(frame.itertuples()):
-        fig.add_bar(x=[_esc(row.model)], y=[row.mean], name=_esc(row.model), marker_color=_color(row.model, i),
+        fig.add_bar(x=[_esc(row.model).replace(" (", "<br>(")], y=[row.mean], name=_esc(row.model), marker_color=_color(row.model, i),
                     error_y={"type": "data", "symmetric": False, "array": [max(0, row.ci_high - row.mean)],
                              "arrayminus": [max(0, row.mean - row.ci_low)]},
                     hovertemplate=f"{_esc(row.model)} ({_esc(row.measured)})<br>mean %{{y:.4f}}<br>n={row.n}"
                                   "<extra></extra>")
     fig.update_yaxes(title="toxicity probability", rangemode="tozero")
+    fig.update_xaxes(tickangle=0)
+    fig = _layout(fig, title, showlegend=False, margin={"l": 60, "r": 20, "t": 80 if note else 60, "b": 60})
     if note:
-        fig.add_annotation(text=_esc(note), showarrow=False, x=0, y=-0.22, xref="paper", yref="paper",
-                           xanchor="left", font={"size": 11, "color": "#444"})
-    return _layout(fig, title, showlegend=False, margin={"l": 60, "r": 20, "t": 60, "b": 80})
+        fig.update_layout(title_subtitle_text=_esc(note), title_subtitle_font={"size": 11, "color": "#444"})
+    return fig
 
 
 def curves_chart(frame: pd.DataFrame) -> go.Figure:
@@ -140,7 +141,9 @@ def curves_chart(frame: pd.DataFrame) -> go.Figure:
                             hovertemplate=f"{_esc(model)}<br>step %{{x}}: %{{y:.4f}}<extra></extra>")
             shown.add(model)
         fig.update_xaxes(title_text="step", row=1, col=col)
-    return _layout(fig, title, height=340)
+    fig = _layout(fig, title, height=360, margin={"l": 60, "r": 20, "t": 70, "b": 90})
+    fig.update_layout(legend={"orientation": "h", "yanchor": "top", "y": -0.22, "x": 0, "xanchor": "left"})
+    return fig
 
 
 def reference_chart(frame: pd.DataFrame) -> go.Figure:
