@@ -46,11 +46,11 @@ class PPOTrainConfig:
     reward: str = field("profanity-check:logodds", "reward: profanity-check[:logodds|one_minus_p], "
                         "hf:<model>[:logit|logodds|one_minus_p], or reward-model:<store name>")
     toxicity: str = field("profanity-check", "scorer for the before/after toxicity evaluation")
-    steps: int = field(40, "PPO steps (one rollout batch each)")
+    steps: int = field(60, "PPO steps (one rollout batch each)")
     batch_size: int = field(32, "rollouts per step")
     mini_batch_size: int = field(8, "minibatch size for the PPO epochs")
     ppo_epochs: int = field(4, "optimisation epochs over each rollout batch")
-    learning_rate: float = field(2e-4, "Adam learning rate for the adapter and value head")
+    learning_rate: float = field(3e-4, "Adam learning rate for the adapter and value head")
     init_kl_coef: float = field(0.1, "initial KL penalty coefficient")
     target_kl: float = field(4.0, "target KL (sum over a summary's tokens) for the adaptive controller")
     adaptive_kl: bool = field(True, "adapt the KL coefficient towards --target-kl")
