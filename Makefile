@@ -26,5 +26,8 @@ demo: $(VENV)/.installed         ## rebuild the whole demo family (corpus, token
 bench: $(VENV)/.installed        ## speed and memory benchmarks at FLAN-T5-base scale
 	$(PY) -m benchmarks $(ARGS)
 
+load: $(VENV)/.installed         ## 20 concurrent gradio_client users for two minutes against the demo family
+	$(PY) -m benchmarks.load $(ARGS)
+
 clean-venv:
 	rm -rf $(VENV)

@@ -7,18 +7,15 @@ Skipped only when chromium or chromedriver is not installed (CI installs both).
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
 import pytest
 
 from tests import ui_fixtures as uf
-from workbench import paths
+from tests.browser_kit import (CHROMEDRIVER, CHROMIUM, SHOTS, chrome, css, open_app, open_tab, screenshot, type_into,
+                               wait)
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-SHOTS = paths.REPO_ROOT / "artifacts" / "screenshots"
 EVIL = '<img src=x onerror="window.__pwned=1;alert(1)"><script>window.__pwned=2</script>'
 MARKER = "#Person9#"  # a dialogue containing it makes the stub model answer with EVIL
 
@@ -47,52 +44,10 @@ def server(tmp_path_factory, tiny_tokenizer, tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-                "--window-size=1400,1600", f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(60)
+    driver = chrome(tmp_path_factory.mktemp("chromium-profile"))
     SHOTS.mkdir(parents=True, exist_ok=True)
     yield driver
     driver.quit()
-
-
-def wait(driver, condition, timeout=60, message=""):
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, timeout, poll_frequency=0.25).until(lambda d: condition(d), message)
-
-
-def css(driver, selector):
-    from selenium.webdriver.common.by import By
-
-    return driver.find_elements(By.CSS_SELECTOR, selector)
-
-
-def open_app(driver, url):
-    driver.get(url)
-    wait(driver, lambda d: css(d, "#compare-dialogue textarea") and css(d, "#wb-status .wb-slot"),
-         message="the app did not render")
-
-
-def open_tab(driver, name):
-    [tab] = [t for t in css(driver, "button[role=tab]") if t.text.strip() == name]
-    tab.click()
-    time.sleep(0.5)
-
-
-def screenshot(driver, name):
-    height = driver.execute_script("return document.body.scrollHeight")
-    driver.set_window_size(1400, min(max(height + 60, 900), 3600))
-    time.sleep(0.5)
-    driver.save_screenshot(str(SHOTS / f"{name}.png"))
-    driver.set_window_size(1400, 1600)
 
 
 def assert_no_script_ran(driver):
@@ -101,14 +56,6 @@ def assert_no_script_ran(driver):
     assert driver.execute_script("return typeof window.__pwned") == "undefined"
     with pytest.raises(NoAlertPresentException):
         driver.switch_to.alert.text  # noqa: B018
-
-
-def type_into(driver, selector, text):
-    [box] = css(driver, selector)
-    box.clear()
-    driver.execute_script(  # set the value as a paste would, then let the framework see an input event
-        "arguments[0].value = arguments[1]; arguments[0].dispatchEvent(new Event('input', {bubbles: true}));",
-        box, text)
 
 
 def summaries(driver):
@@ -123,7 +70,8 @@ def test_compare_shows_four_summaries_and_runs_no_injected_code(server, browser)
     type_into(browser, "#compare-reference textarea", f"#Person1# books a table for two. {EVIL}")
     css(browser, "#compare-run")[0].click()
     wait(browser, lambda d: all(s is not None and s.get_attribute("value") for s in summaries(d))
-         and len(css(d, ".wb-card .wb-badge")) >= 8, message="four summaries with badges did not appear")
+         and len(css(d, ".wb-card .wb-badge")) >= 8, timeout=120,
+         message="four summaries with badges did not appear")
     cards = [css(browser, f"#card-{slot}")[0].text for slot in ("base", "full", "lora", "ppo")]
     assert all("toxicity" in c for c in cards) and all("R-1" in c for c in cards)
     full_text = summaries(browser)[1].get_attribute("value")

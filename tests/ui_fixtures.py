@@ -152,6 +152,16 @@ class Workbench:
         self.service = WorkbenchService(self.models, results_dir=self.results_dir)
 
 
+def handmade_revision(store_dir: Path, repo: str, files: dict[str, bytes | Path]) -> None:
+    """A store revision written by hand (not through publish), as a tampered or foreign store would hold it."""
+    folder = store_dir / repo / "revisions" / "handmade"
+    folder.mkdir(parents=True)
+    for name, content in files.items():
+        (folder / name).write_bytes(content.read_bytes() if isinstance(content, Path) else content)
+    (store_dir / repo / "refs").mkdir()
+    (store_dir / repo / "refs" / "main").write_text("handmade\n")
+
+
 @contextlib.contextmanager
 def launched(service, **build_kwargs):
     """Build and launch the app on a free local port; yields (demo, url); closes it afterwards."""

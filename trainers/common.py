@@ -1,17 +1,25 @@
-"""What every recipe shares: seeding, precision, loading the starting model, tokenising, publishing a run."""
+"""What every recipe shares: seeding, precision, loading the starting model, tokenising, checkpoints that survive a
+kill, and finishing a run (evaluate, publish, record) so that a run killed at any point completes when the same
+command runs again."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import re
 import shutil
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from workbench import modeling, prompts, results, store
+from trainers.config import ConfigError
+from workbench import data, modeling, paths, prompts, results, store
+from workbench.io import atomic_write_text
 from workbench.paths import REPO_ROOT
 
 RUNS_DIR = Path(os.environ.get("WORKBENCH_RUNS", REPO_ROOT / "runs"))  # checkpoints; not committed
@@ -57,6 +65,14 @@ def mean_across(values: dict[str, float]) -> dict[str, float]:
     return dict(zip(keys, t.tolist()))
 
 
+def end_distributed() -> None:
+    """Leave the process group. A worker that exits with it still open can die with SIGABRT (gloo's threads are torn
+    down mid-flight), and the launcher then kills the main process while it evaluates."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()  # all ranks leave together: none tears down its connections mid-collective
+        torch.distributed.destroy_process_group()
+
+
 def barrier() -> None:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
@@ -77,14 +93,152 @@ def checkpoint_dir(config, method: str) -> Path:
 
 
 def prepare_checkpoint_dir(path: Path, fresh: bool) -> None:
-    """A completed run (marked by COMPLETED) or `fresh=True` starts over; otherwise checkpoints are kept."""
-    if path.exists() and (fresh or (path / "COMPLETED").exists()):
+    """A completed run (marked by COMPLETED) or `fresh=True` starts over; otherwise checkpoints are kept. A finished
+    run is never overwritten: the new run gets a new run id and a new store revision."""
+    done = path / "COMPLETED"
+    if path.exists() and (fresh or done.exists()):
+        if done.exists():
+            print(f"[run] the last run in {path} ({done.read_text().strip()}) finished; starting a new run "
+                  "(its results and store revision stay as they are)")
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
 
 
-def resolve_model(ref: str, revision: str = "main") -> Path:
-    return store.resolve(ref, revision, allow_paths=True)
+def resolve_model(ref: str, revision: str = "main", *, field: str = "model") -> Path:
+    """A store name, Hub id or local folder; a failure names the option it came from."""
+    try:
+        return store.resolve(ref, revision, allow_paths=True)
+    except store.StoreError as err:
+        raise store.StoreError(f"{field}: {err}") from None
+
+
+def load_rows(source: str, split: str, *, limit: int | None = None, fields: str = "dataset") -> list[dict]:
+    """Rows of a split; a failure names the options that chose it (e.g. "dataset / train_split")."""
+    try:
+        return data.load_dialogues(source, split, limit=limit)
+    except data.DataError as err:
+        raise data.DataError(f"{fields}: {err}") from None
+
+
+# ------------------------------------------------------------------------------------------------ command line
+
+USER_ERRORS = (ConfigError, data.DataError, store.StoreError)
+
+
+def cli(main: Callable[[list[str]], object], argv: list[str] | None = None) -> int:
+    """Run a trainer's `main` as a command. A mistake in what was asked for (options, data, model names) prints one
+    line naming the option and exits with status 2 (the trainers check these before loading any model)."""
+    try:
+        main(sys.argv[1:] if argv is None else argv)
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ checkpoints
+
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+_CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
+_WEIGHT_FILES = ("model.safetensors", "adapter_model.safetensors", "model.safetensors.index.json")
+
+
+def _complete_checkpoint(path: Path, step: int) -> bool:
+    """transformers writes a checkpoint in place (weights, optimizer, scheduler, RNG, then trainer_state.json), so a
+    process killed while saving leaves a folder that looks like a checkpoint but cannot be resumed from."""
+    if not all((path / name).is_file() for name in _CHECKPOINT_FILES):
+        return False
+    if not any((path / name).is_file() for name in _WEIGHT_FILES):
+        return False
+    try:
+        return json.loads((path / "trainer_state.json").read_text()).get("global_step") == step
+    except (OSError, ValueError):
+        return False
+
+
+def last_checkpoint(folder: Path, *, remove_incomplete: bool = False) -> str | None:
+    """The newest complete transformers checkpoint in `folder` (None if there is none). With `remove_incomplete`
+    (the main process, before the others look), half-written ones left by a kill are deleted."""
+    if not folder.is_dir():
+        return None
+    found = sorted(((int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := _CHECKPOINT.match(p.name))),
+                   reverse=True)
+    for step, path in found:
+        if _complete_checkpoint(path, step):
+            return str(path)
+        if remove_incomplete:
+            print(f"[checkpoint] {path.name} is incomplete (the run was killed while saving it); removing it")
+            shutil.rmtree(path, ignore_errors=True)
+    return None
+
+
+def run_id_for(ckpt: Path, method: str) -> str:
+    """The run's id, fixed when its checkpoint folder starts: a resumed run keeps its id, so a run killed at any point
+    and finished later is recorded once. Call from every process (it waits for the main one)."""
+    path = ckpt / "run_id"
+    if is_main_process() and not path.exists():
+        atomic_write_text(path, results.new_run_id(method) + "\n")
+    barrier()
+    return path.read_text().strip()
+
+
+# ------------------------------------------------------------------------------------------------ finishing a run
+
+
+def finish_run(*, run_id: str, ckpt: Path, folder: Path, output: str, push_to_hub: str | None,
+               evaluate: Callable[[], dict], card: Callable[[dict], str]) -> dict:
+    """Evaluate, publish and record a trained run, in an order that survives a kill at any point.
+
+    1. `evaluate()` -> the metrics record (per-example outputs are written, the record is not)
+    2. publish `folder` to the local store as a new revision (atomic: refs/main moves only once it is complete)
+    3. write results/<run_id>.json with that revision (atomic, never overwritten): the run is now recorded
+    4. push to the Hub if asked; 5. mark the checkpoint folder COMPLETED (the next run of the command starts afresh)
+
+    Run again after a kill, the same command resumes the training (nothing left to do), then does only what had not
+    been done: a run already published (the store's current revision carries its run id) is not evaluated or
+    published again, and a recorded run is only pushed.
+    """
+    path = paths.RESULTS_DIR / f"{run_id}.json"
+    for leftover in paths.RESULTS_DIR.glob(f".{run_id}.json.*.tmp"):  # a write that a kill interrupted
+        leftover.unlink(missing_ok=True)
+    if path.exists():
+        run = results.read(path)
+        print(f"[{run['method']}] run {run_id} is already evaluated and published ({output} revision "
+              f"{run.get('revision')}); finishing it")
+    else:
+        run = _published_run(output, run_id)
+        if run is None:
+            run = evaluate()
+            run["revision"] = store.publish_local(folder, output, card=card(run), metrics=run)
+        else:
+            print(f"[{run['method']}] run {run_id} is already published ({output} revision {run['revision']}); "
+                  "recording it")
+        results.write_metrics(run, path)
+    if push_to_hub:
+        try:
+            store.HubStore().publish(folder, push_to_hub)
+        except store.StoreError as err:
+            print(f"error: {err}\nThe run itself is complete: {output} revision {run['revision']} in the local store, "
+                  f"results/{run_id}.json. Run the same command again to retry the push.", file=sys.stderr)
+            raise SystemExit(1) from None
+        print(f"[{run['method']}] pushed {output} to the Hub as {push_to_hub}")
+    atomic_write_text(ckpt / "COMPLETED", run_id + "\n")
+    return run
+
+
+def _published_run(output: str, run_id: str) -> dict | None:
+    """The metrics record of `run_id` if the store's current revision of `output` is that run's publication."""
+    local = store.LocalStore()
+    if not local.exists(output):
+        return None
+    try:
+        revision = local.head(output)
+        run = local.read_metrics(output, revision)
+        if not isinstance(run, dict) or run.get("run_id") != run_id:
+            return None
+        return {**results.validate(run), "revision": revision}
+    except (store.StoreError, OSError, ValueError):  # ValueError: unreadable JSON or a record off the schema
+        return None
 
 
 def tokenize_pairs(tokenizer, rows, max_source_length: int, max_target_length: int):

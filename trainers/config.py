@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -54,13 +55,16 @@ def _coerce(name: str, value: Any, tp, where: str) -> Any:
         if isinstance(value, str) and value.strip().lstrip("-").isdigit():
             return int(value)
     elif base is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+        if number is not None and math.isfinite(number):
+            return number
     elif base is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
@@ -71,8 +75,25 @@ def _coerce(name: str, value: Any, tp, where: str) -> Any:
             return list(value)
     else:
         return value
-    kind = getattr(base, "__name__", str(base))
+    kind = {"float": "a finite number", "int": "a whole number"}.get(getattr(base, "__name__", ""),
+                                                                      getattr(base, "__name__", str(base)))
     raise ConfigError(f"{where}{name}: expected {kind}, got {value!r}")
+
+
+def check_repo_id(name: str, value: str) -> None:
+    """A store name / Hub repo id (namespace/name) for option `name`."""
+    from workbench.store import StoreError, validate_repo_id
+
+    try:
+        validate_repo_id(value)
+    except StoreError as err:
+        raise ConfigError(f"{name}: {err}") from None
+
+
+def check_scorer(name: str, spec: str) -> None:
+    """A toxicity scorer spec: profanity-check or hf:<model>."""
+    if spec != "profanity-check" and not (spec.startswith("hf:") and len(spec) > 3):
+        raise ConfigError(f"{name}: expected profanity-check or hf:<model id>, got {spec!r}")
 
 
 def load_yaml(path: str | Path) -> dict:

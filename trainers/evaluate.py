@@ -17,8 +17,8 @@ import sys
 
 from trainers import common
 from trainers import config as cfg
-from trainers.config import ConfigError, field
-from workbench import data, evaluation, modeling, toxicity
+from trainers.config import ConfigError, check_scorer, field
+from workbench import evaluation, modeling, results, toxicity
 from workbench.generation import GenerationSettings
 
 
@@ -42,7 +42,11 @@ class EvalConfig:
             raise ConfigError("batch_size, max_new_tokens, num_beams: must be positive")
         if self.limit is not None and self.limit <= 0:
             raise ConfigError("limit: must be positive")
-        modeling.resolve_dtype(self.dtype)
+        if self.dtype not in {"fp32", "bf16", "fp16", "auto"}:
+            raise ConfigError(f"dtype: expected fp32, bf16, fp16 or auto, got {self.dtype!r}")
+        if self.method is not None and self.method not in results.METHODS:
+            raise ConfigError(f"method: expected one of {', '.join(sorted(results.METHODS))}, got {self.method!r}")
+        check_scorer("toxicity", self.toxicity)
 
 
 def load_for_eval(ref: str, revision: str, base: str | None, dtype: str):
@@ -50,7 +54,7 @@ def load_for_eval(ref: str, revision: str, base: str | None, dtype: str):
     folder = common.resolve_model(ref, revision)
     if (folder / "adapter_config.json").exists():
         base = base or json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
-        base_folder = common.resolve_model(base)
+        base_folder = common.resolve_model(base, field="base")
         model = modeling.load_adapters(modeling.load_model(base_folder, dtype=dtype), {"adapter": folder})
         return model, modeling.load_tokenizer(base_folder), base
     return modeling.load_model(folder, dtype=dtype), modeling.load_tokenizer(folder), ref
@@ -59,10 +63,10 @@ def load_for_eval(ref: str, revision: str, base: str | None, dtype: str):
 def main(argv: list[str] | None = None) -> dict:
     config = cfg.parse(EvalConfig, argv, description=__doc__)
     watch = common.Stopwatch()
-    rows = data.load_dialogues(config.dataset, config.split, limit=config.limit)
+    rows = common.load_rows(config.dataset, config.split, limit=config.limit, fields="dataset / split")
+    folder = common.resolve_model(config.model, config.revision)  # a wrong name fails here, before any loading
     scorer = toxicity.load_scorer(config.toxicity)
     model, tokenizer, base = load_for_eval(config.model, config.revision, config.base, config.dtype)
-    folder = common.resolve_model(config.model, config.revision)
     method = config.method
     if method is None:
         published = folder / "metrics.json"
@@ -79,4 +83,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(common.cli(main))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 
+from trainers import common
 from trainers import config as cfg
 from trainers import sft
 
@@ -35,4 +36,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(common.cli(main))

@@ -26,8 +26,8 @@ import torch
 
 from trainers import common
 from trainers import config as cfg
-from trainers.config import ConfigError, field
-from workbench import data, evaluation, modeling, paths, ppo, prompts, rewards, scoring, store, toxicity
+from trainers.config import ConfigError, check_repo_id, check_scorer, field
+from workbench import evaluation, modeling, paths, ppo, prompts, rewards, scoring, store, toxicity
 from workbench.generation import GenerationSettings, generate
 from workbench.io import atomic_write_json
 
@@ -43,14 +43,17 @@ class PPOTrainConfig:
     eval_limit: int | None = field(None, "evaluate only the first N rows")
     output: str = field("demo/flan-t5-demo-ppo", "store name of the PPO adapter")
     push_to_hub: str | None = field(None, "also push to this Hub repo (token from the environment; never printed)")
-    reward: str = field("profanity-check:logodds", "reward: profanity-check[:logodds|one_minus_p], "
-                        "hf:<model>[:logit|logodds|one_minus_p], or reward-model:<store name>")
+    reward: str = field("profanity-check:one_minus_p", "reward: profanity-check[:one_minus_p|logodds], "
+                        "hf:<model>[:logit|logodds|one_minus_p], or reward-model:<store name>. Offline default "
+                        "1 - p(toxic): it saturates on clean text, so only toxic summaries are pushed; log-odds keeps "
+                        "rewarding ever cleaner text, which the demo policy found by writing shorter summaries "
+                        "(ROUGE-1 -0.14 vs -0.002 here)")
     toxicity: str = field("profanity-check", "scorer for the before/after toxicity evaluation")
     steps: int = field(60, "PPO steps (one rollout batch each)")
     batch_size: int = field(32, "rollouts per step")
     mini_batch_size: int = field(8, "minibatch size for the PPO epochs")
     ppo_epochs: int = field(4, "optimisation epochs over each rollout batch")
-    learning_rate: float = field(3e-4, "Adam learning rate for the adapter and value head")
+    learning_rate: float = field(1e-4, "Adam learning rate for the adapter and value head")
     init_kl_coef: float = field(0.1, "initial KL penalty coefficient")
     target_kl: float = field(4.0, "target KL (sum over a summary's tokens) for the adaptive controller")
     adaptive_kl: bool = field(True, "adapt the KL coefficient towards --target-kl")
@@ -89,7 +92,11 @@ class PPOTrainConfig:
             raise ConfigError("heated_share: must be in [0, 1)")
         if self.init_kl_coef < 0 or self.target_kl <= 0:
             raise ConfigError("init_kl_coef: must be >= 0; target_kl: must be positive")
-        store.validate_repo_id(self.output)
+        check_reward("reward", self.reward)
+        check_scorer("toxicity", self.toxicity)
+        check_repo_id("output", self.output)
+        if self.push_to_hub is not None:
+            check_repo_id("push_to_hub", self.push_to_hub)
 
     def ppo_config(self) -> ppo.PPOConfig:
         return ppo.PPOConfig(
@@ -100,6 +107,21 @@ class PPOTrainConfig:
             max_grad_norm=self.max_grad_norm)
 
 
+def check_reward(name: str, spec: str) -> None:
+    """A reward spec (see --reward)."""
+    kind, _, rest = spec.partition(":")
+    if kind == "reward-model":
+        if not rest.startswith((".", "/", "~")):  # a store name; a local folder is checked when it loads
+            check_repo_id(name, rest)
+        return
+    if kind == "hf" and rest:
+        return
+    if kind == "profanity-check" and rest in ("", "logodds", "one_minus_p"):
+        return
+    raise ConfigError(f"{name}: expected profanity-check[:logodds|one_minus_p], hf:<model>[:logit|logodds|"
+                      f"one_minus_p] or reward-model:<store name>, got {spec!r}")
+
+
 # ------------------------------------------------------------------------------------------------ setup
 
 
@@ -107,9 +129,11 @@ def load_policy(config: PPOTrainConfig):
     """(peft model with 'ref' frozen and 'ppo' trainable adapters on one base, tokenizer, base ref, lora folder)."""
     from peft import PeftModel
 
-    lora_folder = common.resolve_model(config.policy)
+    lora_folder = common.resolve_model(config.policy, field="policy")
+    if not (lora_folder / "adapter_config.json").is_file():
+        raise ConfigError(f"policy: {config.policy} is not a LoRA adapter (no adapter_config.json)")
     base_ref = config.base or json.loads((lora_folder / "adapter_config.json").read_text())["base_model_name_or_path"]
-    base_folder = common.resolve_model(base_ref)
+    base_folder = common.resolve_model(base_ref, field="base")
     base = modeling.load_model(base_folder, dtype="fp32")
     model = PeftModel.from_pretrained(base, str(lora_folder), adapter_name="ref", is_trainable=False,
                                       use_safetensors=True)
@@ -120,15 +144,27 @@ def load_policy(config: PPOTrainConfig):
 
 
 def save_checkpoint(folder: Path, step: int, model, value_head, optimizer, kl_ctl, rng: random.Random) -> None:
-    """Write a checkpoint to a temporary folder and rename it: a kill never leaves a half-written one."""
-    tmp = folder.parent / f".tmp-{folder.name}"
+    """Write a checkpoint to a temporary folder, then swap it in: the previous checkpoint is moved aside (not deleted)
+    until the new one is in place, so a kill at any moment leaves one complete checkpoint (see latest_checkpoint)."""
+    tmp, old = folder.parent / f".tmp-{folder.name}", folder.parent / f".old-{folder.name}"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp / "adapter", selected_adapters=["ppo"], safe_serialization=True)
     torch.save({"step": step, "value_head": value_head.state_dict(), "optimizer": optimizer.state_dict(),
                 "kl_ctl": kl_ctl.state_dict(), "rng": rng.getstate(), "torch_rng": torch.get_rng_state()},
                tmp / "trainer_state.pt")
-    shutil.rmtree(folder, ignore_errors=True)
+    if folder.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        folder.rename(old)
     tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def latest_checkpoint(ckpt: Path) -> Path | None:
+    """The checkpoint to resume from: `latest`, or the previous one if a kill interrupted the swap in between."""
+    for name in ("latest", ".old-latest"):
+        if (ckpt / name / "trainer_state.pt").is_file():
+            return ckpt / name
+    return None
 
 
 def adapter_files(folder: Path) -> Path:
@@ -196,8 +232,10 @@ def main(argv: list[str] | None = None) -> dict:
     main_process = rank == 0
     common.seed_everything(config.seed + rank)
     modeling.quiet_transformers()
-    rows = data.load_dialogues(config.dataset, config.train_split, limit=config.train_limit)
-    eval_rows = data.load_dialogues(config.dataset, config.eval_split, limit=config.eval_limit)
+    rows = common.load_rows(config.dataset, config.train_split, limit=config.train_limit,
+                            fields="dataset / train_split")
+    eval_rows = common.load_rows(config.dataset, config.eval_split, limit=config.eval_limit,
+                                 fields="dataset / eval_split")
     reward_fn, reward_name = rewards.load_reward(config.reward)
     scorer = toxicity.load_scorer(config.toxicity)
     model, tokenizer, base_ref, lora_folder = load_policy(config)
@@ -211,19 +249,16 @@ def main(argv: list[str] | None = None) -> dict:
     is_toxic = [s > 0.5 for s in scorer.score([r["summary"] for r in rows])]
 
     ckpt = common.checkpoint_dir(config, "ppo")
-    run_id_file = ckpt / "run_id"
     if main_process:
         common.prepare_checkpoint_dir(ckpt, config.fresh)
-        if not run_id_file.exists():
-            run_id_file.write_text(evaluation.results.new_run_id("ppo") + "\n")
-    common.barrier()
-    run_id = run_id_file.read_text().strip()
+    run_id = common.run_id_for(ckpt, "ppo")  # waits for the main process
     log_path = paths.RESULTS_DIR / "logs" / f"{run_id}.jsonl"
     start_step = 0
-    if (ckpt / "latest").exists():
-        start_step = load_checkpoint(ckpt / "latest", model, value_head, optimizer, kl_ctl, rng)
+    resume = latest_checkpoint(ckpt)
+    if resume is not None:
+        start_step = load_checkpoint(resume, model, value_head, optimizer, kl_ctl, rng)
         if main_process:
-            print(f"[ppo] resuming after step {start_step} from {ckpt / 'latest'}")
+            print(f"[ppo] resuming after step {start_step} from {resume} (run {run_id})")
         # each process continues with its own streams, the same on every restart from this checkpoint
         rng = random.Random(config.seed + rank + 7919 * start_step)
         torch.manual_seed(config.seed + rank + 7919 * start_step)
@@ -256,8 +291,10 @@ def main(argv: list[str] | None = None) -> dict:
         log_rows.append(row)
         bar.set_postfix(reward=f"{row['reward_mean']:.2f}", kl=f"{row['kl']:.2f}", tox=f"{row['toxicity_mean']:.2f}")
         if main_process and ((step + 1) % config.save_steps == 0 or step + 1 == config.steps):
-            save_checkpoint(ckpt / "latest", step + 1, model, value_head, optimizer, kl_ctl, rng)
+            # the log first: rows past the checkpoint a kill falls back to are dropped and redone on resume
             evaluation.atomic_write_jsonl(log_path, log_rows)
+            save_checkpoint(ckpt / "latest", step + 1, model, value_head, optimizer, kl_ctl, rng)
+    common.end_distributed()  # training is over: no more collectives
     if not main_process:
         return {}  # the main process evaluates and publishes once
 
@@ -271,55 +308,65 @@ def main(argv: list[str] | None = None) -> dict:
     atomic_write_json(final / "adapter_config.json", adapter_config)
     tokenizer.save_pretrained(final)
     settings = GenerationSettings(max_new_tokens=64)
-    dialogue_prompts = [prompts.zero_shot(r["dialogue"]) for r in eval_rows]
-    start_outputs = generate(model, tokenizer, dialogue_prompts, settings, adapter_names=["ref"] * len(eval_rows),
-                             batch_size=config.eval_batch_size, progress=True)
-    start_tox = scorer.score(start_outputs)
-    start_rouge = scoring.rouge_per_example(start_outputs, [r["references"] for r in eval_rows])
-    ppo_outputs = generate(model, tokenizer, dialogue_prompts, settings, adapter_names=["ppo"] * len(eval_rows),
-                           batch_size=config.eval_batch_size, progress=True)
-    ppo_tox = scorer.score(ppo_outputs)
-    ppo_rouge = scoring.rouge_per_example(ppo_outputs, [r["references"] for r in eval_rows])
-    extra = {
-        "toxicity_start": scoring.mean_ci(start_tox),
-        "toxicity_diff_vs_start": scoring.paired_diff_ci(ppo_tox, start_tox),
-        "rouge1_start": scoring.mean_ci([r["rouge1"] for r in start_rouge]),
-        "rouge1_diff_vs_start": scoring.paired_diff_ci([r["rouge1"] for r in ppo_rouge],
-                                                       [r["rouge1"] for r in start_rouge]),
-    }
-    training = {"method": "ppo", "policy_start": config.policy, "reward": reward_name, "steps": config.steps,
-                "processes": world,
-                "batch_size": config.batch_size, "mini_batch_size": config.mini_batch_size,
-                "ppo_epochs": config.ppo_epochs, "learning_rate": config.learning_rate,
-                "init_kl_coef": config.init_kl_coef, "target_kl": config.target_kl, "final_kl_coef": kl_ctl.value,
-                "sampling": {"top_k": config.top_k, "top_p": config.top_p, "min_new_tokens": config.min_new_tokens,
-                             "max_new_tokens": config.max_new_tokens},
-                "dataset": config.dataset, "split": config.train_split, "n": len(rows), "seed": config.seed,
-                "train_seconds": round(watch.seconds, 1), "log_file": f"logs/{run_id}.jsonl",
-                "examples": [{"fname": r["fname"], "before": b, "after": a}
-                             for r, b, a, tb, ta in zip(eval_rows, start_outputs, ppo_outputs, start_tox, ppo_tox)
-                             if tb > 0.5][:5]}
     n_params = modeling.count_parameters(model)
     params_record = {"total": n_params["total"], "trainable": n_trainable,
                      "trainable_share": n_trainable / n_params["total"]}
-    metrics = evaluation.evaluate(
-        model, tokenizer, eval_rows, model_id=config.output, method="ppo", base_model=base_ref,
-        dataset=config.dataset, split=config.eval_split, settings=settings, scorer=scorer, params=params_record,
-        training=training, batch_size=config.eval_batch_size, started_at=watch.started_at,
-        started_clock=watch.clock, run_id=run_id, extra_metrics=extra, predictions=ppo_outputs,
-    )
-    card = store.model_card(config.output, base_model=base_ref, method="ppo", dataset=config.dataset,
-                            metrics=metrics["metrics"], training=training, params=params_record,
-                            description=f"PPO-detoxified LoRA adapter, started from {config.policy}.")
-    published = store.publish_run(final, config.output, card=card, metrics=metrics, push_to_hub=config.push_to_hub)
-    (ckpt / "COMPLETED").write_text(run_id + "\n")
+
+    def evaluate() -> dict:
+        dialogue_prompts = [prompts.zero_shot(r["dialogue"]) for r in eval_rows]
+        start_outputs = generate(model, tokenizer, dialogue_prompts, settings,
+                                 adapter_names=["ref"] * len(eval_rows), batch_size=config.eval_batch_size,
+                                 progress=True)
+        start_tox = scorer.score(start_outputs)
+        start_rouge = scoring.rouge_per_example(start_outputs, [r["references"] for r in eval_rows])
+        ppo_outputs = generate(model, tokenizer, dialogue_prompts, settings, adapter_names=["ppo"] * len(eval_rows),
+                               batch_size=config.eval_batch_size, progress=True)
+        ppo_tox = scorer.score(ppo_outputs)
+        ppo_rouge = scoring.rouge_per_example(ppo_outputs, [r["references"] for r in eval_rows])
+        extra = {
+            "toxicity_start": scoring.mean_ci(start_tox),
+            "toxicity_diff_vs_start": scoring.paired_diff_ci(ppo_tox, start_tox),
+            "rouge1_start": scoring.mean_ci([r["rouge1"] for r in start_rouge]),
+            "rouge1_diff_vs_start": scoring.paired_diff_ci([r["rouge1"] for r in ppo_rouge],
+                                                           [r["rouge1"] for r in start_rouge]),
+        }
+        training = {"method": "ppo", "policy_start": config.policy, "reward": reward_name, "steps": config.steps,
+                    "processes": world,
+                    "batch_size": config.batch_size, "mini_batch_size": config.mini_batch_size,
+                    "ppo_epochs": config.ppo_epochs, "learning_rate": config.learning_rate,
+                    "init_kl_coef": config.init_kl_coef, "target_kl": config.target_kl,
+                    "final_kl_coef": kl_ctl.value,
+                    "sampling": {"top_k": config.top_k, "top_p": config.top_p,
+                                 "min_new_tokens": config.min_new_tokens, "max_new_tokens": config.max_new_tokens},
+                    "dataset": config.dataset, "split": config.train_split, "n": len(rows), "seed": config.seed,
+                    "train_seconds": round(watch.seconds, 1), "log_file": f"logs/{run_id}.jsonl",
+                    "resumed_from_step": start_step or None,
+                    "examples": [{"fname": r["fname"], "before": b, "after": a}
+                                 for r, b, a, tb in zip(eval_rows, start_outputs, ppo_outputs, start_tox)
+                                 if tb > 0.5][:5]}
+        return evaluation.evaluate(
+            model, tokenizer, eval_rows, model_id=config.output, method="ppo", base_model=base_ref,
+            dataset=config.dataset, split=config.eval_split, settings=settings, scorer=scorer,
+            params=params_record, training=training, batch_size=config.eval_batch_size,
+            started_at=watch.started_at, started_clock=watch.clock, run_id=run_id, extra_metrics=extra,
+            predictions=ppo_outputs, write=False,
+        )
+
+    def card(metrics: dict) -> str:
+        return store.model_card(config.output, base_model=base_ref, method="ppo", dataset=config.dataset,
+                                metrics=metrics["metrics"], training=metrics["training"], params=params_record,
+                                description=f"PPO-detoxified LoRA adapter, started from {config.policy}.")
+
+    metrics = common.finish_run(run_id=run_id, ckpt=ckpt, folder=final, output=config.output,
+                                push_to_hub=config.push_to_hub, evaluate=evaluate, card=card)
     print(evaluation.format_table([metrics]))
-    d = extra["toxicity_diff_vs_start"]
-    print(f"[ppo] toxicity {extra['toxicity_start']['mean']:.4f} -> {metrics['metrics']['toxicity']['mean']:.4f} "
+    m = metrics["metrics"]
+    d = m["toxicity_diff_vs_start"]
+    print(f"[ppo] toxicity {m['toxicity_start']['mean']:.4f} -> {m['toxicity']['mean']:.4f} "
           f"(paired diff {d['mean']:+.4f}, 95% CI [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}], n={d['n']})")
-    print(f"[ppo] published {config.output} revision {published['local']}")
+    print(f"[ppo] published {config.output} revision {metrics['revision']} (run {run_id})")
     return metrics
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(common.cli(main))

@@ -13,13 +13,14 @@ Held-out pairs measure how often it ranks `chosen` above `rejected`.
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 import sys
 from pathlib import Path
 
 from trainers import common
 from trainers import config as cfg
-from trainers.config import ConfigError, field
+from trainers.config import ConfigError, check_repo_id, field
 from workbench import modeling, paths, results, store
 from workbench.io import atomic_write_jsonl, read_jsonl
 
@@ -49,7 +50,9 @@ class RewardConfig:
                 raise ConfigError(f"{name}: must be positive")
         if self.pairs != "demo" and not Path(self.pairs).is_file():
             raise ConfigError(f"pairs: file not found: {self.pairs}")
-        store.validate_repo_id(self.output)
+        check_repo_id("output", self.output)
+        if self.push_to_hub is not None:
+            check_repo_id("push_to_hub", self.push_to_hub)
 
 
 def load_pairs(spec: str) -> list[dict]:
@@ -57,13 +60,16 @@ def load_pairs(spec: str) -> list[dict]:
         from workbench import corpus
 
         return [{"chosen": p["chosen"], "rejected": p["rejected"]} for p in corpus.preference_pairs()]
-    rows = read_jsonl(spec)
+    try:
+        rows = read_jsonl(spec)
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ConfigError(f"pairs: {spec} is not a jsonl file of pairs ({str(err)[:120]})") from None
     for i, row in enumerate(rows):
         for key in ("chosen", "rejected"):
-            if not isinstance(row.get(key), str) or not row[key].strip():
-                raise ConfigError(f"{spec} row {i}: field {key!r} is missing or empty")
+            if not isinstance(row, dict) or not isinstance(row.get(key), str) or not row[key].strip():
+                raise ConfigError(f"pairs: {spec} row {i}: field {key!r} is missing or empty")
     if len(rows) < 10:
-        raise ConfigError(f"{spec}: {len(rows)} pairs; at least 10 are needed")
+        raise ConfigError(f"pairs: {spec} has {len(rows)} pairs; at least 10 are needed")
     return [{"chosen": r["chosen"], "rejected": r["rejected"]} for r in rows]
 
 
@@ -84,7 +90,6 @@ def ranking_accuracy(score, pairs: list[dict]) -> float:
 
 def main(argv: list[str] | None = None) -> dict:
     import datasets
-    from transformers.trainer_utils import get_last_checkpoint
     from trl import RewardConfig as TrlRewardConfig, RewardTrainer
 
     from workbench.rewards import LearnedReward
@@ -97,10 +102,12 @@ def main(argv: list[str] | None = None) -> dict:
     random.Random(config.seed).shuffle(pairs)
     n_test = max(1, round(len(pairs) * config.held_out))
     train_pairs, test_pairs = pairs[n_test:], pairs[:n_test]
-    tokenizer = modeling.load_tokenizer(common.resolve_model(config.tokenizer))
+    tokenizer = modeling.load_tokenizer(common.resolve_model(config.tokenizer, field="tokenizer"))
     model = build_reward_model(len(tokenizer), config)
     ckpt = common.checkpoint_dir(config, "reward")
     common.prepare_checkpoint_dir(ckpt, config.fresh)
+    common.last_checkpoint(ckpt, remove_incomplete=True)  # a run killed while saving leaves half a checkpoint
+    run_id = common.run_id_for(ckpt, "reward")
     args = TrlRewardConfig(
         output_dir=str(ckpt), max_steps=config.max_steps, per_device_train_batch_size=config.batch_size,
         learning_rate=config.learning_rate, max_length=config.max_length, seed=config.seed, logging_steps=25,
@@ -108,13 +115,12 @@ def main(argv: list[str] | None = None) -> dict:
     )
     trainer = RewardTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(train_pairs),
                             processing_class=tokenizer)
-    trainer.train(resume_from_checkpoint=get_last_checkpoint(str(ckpt)))
+    trainer.train(resume_from_checkpoint=common.last_checkpoint(ckpt))
     final = ckpt / "final"
     trainer.model.save_pretrained(final, safe_serialization=True)
     tokenizer.save_pretrained(final)
     reward = LearnedReward(final, max_length=config.max_length)
     accuracy = ranking_accuracy(reward, test_pairs)
-    run_id = results.new_run_id("reward")
     atomic_write_jsonl(paths.RESULTS_DIR / "logs" / f"{run_id}.jsonl",
                        common.log_history_rows(trainer.state.log_history))
     record = {"run_id": run_id, "method": "reward", "pairs": config.pairs, "n_train": len(train_pairs),
@@ -126,15 +132,27 @@ def main(argv: list[str] | None = None) -> dict:
                             modeling.count_parameters(trainer.model),
                             description=f"Reward model trained on preference pairs with trl's RewardTrainer. "
                                         f"Held-out ranking accuracy: {accuracy:.3f} on {len(test_pairs)} pairs.")
-    published = store.publish_run(final, config.output, card=card, metrics=None, push_to_hub=config.push_to_hub)
-    from workbench.io import atomic_write_json
+    from workbench.io import atomic_write_json, atomic_write_text
 
-    atomic_write_json(paths.RESULTS_DIR / "reward" / f"{run_id}.json", record)
-    (ckpt / "COMPLETED").write_text(run_id + "\n")
+    path = paths.RESULTS_DIR / "reward" / f"{run_id}.json"
+    if path.exists():  # killed after recording itself: published already, the record stays as written
+        record = json.loads(path.read_text())
+    else:
+        record["revision"] = store.publish_local(final, config.output, card=card, metrics=None)
+        atomic_write_json(path, record)
+    if config.push_to_hub:
+        try:
+            store.HubStore().publish(final, config.push_to_hub)
+        except store.StoreError as err:
+            print(f"error: {err}\nThe reward model itself is complete ({config.output} revision "
+                  f"{record['revision']} in the local store). Run the same command again to retry the push.",
+                  file=sys.stderr)
+            raise SystemExit(1) from None
+    atomic_write_text(ckpt / "COMPLETED", run_id + "\n")
     print(f"[reward] held-out ranking accuracy {accuracy:.3f} on {len(test_pairs)} pairs "
-          f"(chance 0.5); published {config.output} revision {published['local']}")
+          f"(chance 0.5); published {config.output} revision {record['revision']}")
     return record
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(common.cli(main))

@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 
 from trainers import common
-from trainers.config import ConfigError, field
-from workbench import data, evaluation, modeling, paths, store, toxicity
+from trainers.config import ConfigError, check_repo_id, check_scorer, field
+from workbench import evaluation, modeling, paths, store, toxicity
 from workbench.generation import GenerationSettings
 from workbench.io import atomic_write_jsonl
 
@@ -28,8 +28,8 @@ class SFTConfig:
     train_limit: int | None = field(None, "use only the first N training rows (quick runs)")
     eval_limit: int | None = field(None, "evaluate only the first N rows (quick runs; the default is all)")
     output: str = field("demo/flan-t5-demo-full", "store name to publish the result under (namespace/name)")
-    push_to_hub: str | None = field(None, "also push to this Hub repo (token from HF_TOKEN or huggingface-cli "
-                                    "login; never printed)")
+    push_to_hub: str | None = field(None, "also push to this Hub repo (token from HF_TOKEN or `hf auth "
+                                    "login`; never printed)")
     max_steps: int = field(1000, "optimizer steps (0 = use --epochs)")
     epochs: float = field(1.0, "epochs when --max-steps is 0")
     batch_size: int = field(16, "training batch size per device")
@@ -38,6 +38,10 @@ class SFTConfig:
     warmup_ratio: float = field(0.05, "share of steps for linear warm-up")
     max_source_length: int = field(512, "truncate prompts to this many tokens")
     max_target_length: int = field(128, "truncate reference summaries to this many tokens")
+    group_by_length: bool = field(False, "batch examples of similar length together (less padding, faster). Off by "
+                                  "default: where length tracks the topic, as in the demo corpus, each batch then "
+                                  "holds one topic and the model learns to ignore the dialogue (measured on the demo "
+                                  "corpus after 300 steps: ROUGE-1 0.38 with it, 0.66 without)")
     precision: str = field("auto", "training precision: auto (bf16 autocast where the hardware has it), fp32, bf16")
     save_dtype: str = field("bf16", "dtype of the published weights: bf16, fp16 or fp32")
     seed: int = field(42, "random seed (data order, dropout, init)")
@@ -68,7 +72,10 @@ class SFTConfig:
         for name in ("train_limit", "eval_limit"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be positive")
-        store.validate_repo_id(self.output)
+        check_scorer("toxicity", self.toxicity)
+        check_repo_id("output", self.output)
+        if self.push_to_hub is not None:
+            check_repo_id("push_to_hub", self.push_to_hub)
 
 
 def run(config: SFTConfig, method: str, prepare: Callable, describe: Callable[[object], dict]) -> dict:
@@ -77,15 +84,16 @@ def run(config: SFTConfig, method: str, prepare: Callable, describe: Callable[[o
     `describe(config)` returns the method-specific part of the training record (e.g. LoRA rank).
     """
     from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
-    from transformers.trainer_utils import get_last_checkpoint
 
     watch = common.Stopwatch()
     common.seed_everything(config.seed)
     modeling.quiet_transformers()
 
     # Everything that can be wrong with the inputs fails here, before any training.
-    train_rows = data.load_dialogues(config.dataset, config.train_split, limit=config.train_limit)
-    eval_rows = data.load_dialogues(config.dataset, config.eval_split, limit=config.eval_limit)
+    train_rows = common.load_rows(config.dataset, config.train_split, limit=config.train_limit,
+                                  fields="dataset / train_split")
+    eval_rows = common.load_rows(config.dataset, config.eval_split, limit=config.eval_limit,
+                                 fields="dataset / eval_split")
     source = common.resolve_model(config.model, config.revision)
     tokenizer = modeling.load_tokenizer(source)
     scorer = toxicity.load_scorer(config.toxicity)
@@ -110,14 +118,15 @@ def run(config: SFTConfig, method: str, prepare: Callable, describe: Callable[[o
         save_steps=config.save_steps,
         save_total_limit=2,
         seed=config.seed,
-        train_sampling_strategy="group_by_length",
+        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
         report_to=[],
         dataloader_num_workers=0,
         remove_unused_columns=True,
     )  # under torchrun / accelerate launch this also joins the process group (gloo on CPU, nccl on GPU)
     if common.is_main_process():
         common.prepare_checkpoint_dir(ckpt, config.fresh)
-    common.barrier()
+        common.last_checkpoint(ckpt, remove_incomplete=True)  # a run killed while saving leaves half a checkpoint
+    run_id = common.run_id_for(ckpt, method)  # waits for the main process
     trainer = Seq2SeqTrainer(
         model=model,
         args=args,
@@ -126,11 +135,13 @@ def run(config: SFTConfig, method: str, prepare: Callable, describe: Callable[[o
         data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100, pad_to_multiple_of=8),
         processing_class=tokenizer,
     )
-    last = get_last_checkpoint(str(ckpt))
-    if last:
-        print(f"[{method}] resuming from {last}")
+    last = common.last_checkpoint(ckpt)
+    if last and common.is_main_process():
+        print(f"[{method}] resuming from {last} (run {run_id})")
     trainer.train(resume_from_checkpoint=last)
-    if not trainer.is_world_process_zero():
+    main_process = trainer.is_world_process_zero()
+    common.end_distributed()  # training is over: no more collectives
+    if not main_process:
         return {}  # data-parallel workers are done; the main process evaluates and publishes once
 
     final = ckpt / "final"
@@ -138,29 +149,34 @@ def run(config: SFTConfig, method: str, prepare: Callable, describe: Callable[[o
     tokenizer.save_pretrained(final)
     model = trainer.model.eval()
 
-    run_id = evaluation.results.new_run_id(method)
     training = {
         "method": method, "steps": trainer.state.global_step, "epochs": round(trainer.state.epoch or 0, 3),
         "batch_size": config.batch_size, "learning_rate": config.learning_rate, "precision": config.precision,
+        "group_by_length": config.group_by_length,
         "dataset": config.dataset, "split": config.train_split, "n": len(train_rows), "seed": config.seed,
         "final_loss": next((e["loss"] for e in reversed(trainer.state.log_history) if "loss" in e), None),
         "train_seconds": round(watch.seconds, 1), "log_file": f"logs/{run_id}.jsonl",
         "resumed_from": Path(last).name if last else None, "processes": args.world_size, **describe(config),
     }
     atomic_write_jsonl(paths.RESULTS_DIR / "logs" / f"{run_id}.jsonl", common.log_history_rows(trainer.state.log_history))
-    metrics = evaluation.evaluate(
-        model, tokenizer, eval_rows, model_id=config.output, method=method, base_model=config.model,
-        dataset=config.dataset, split=config.eval_split, settings=GenerationSettings(max_new_tokens=config.max_new_tokens),
-        scorer=scorer, params=params, training=training, batch_size=config.eval_batch_size,
-        started_at=watch.started_at, started_clock=watch.clock, run_id=run_id,
-    )
-    card = store.model_card(config.output, base_model=config.model, method=method, dataset=config.dataset,
-                            metrics=metrics["metrics"], training=training, params=params)
-    published = store.publish_run(final, config.output, card=card, metrics=metrics, push_to_hub=config.push_to_hub)
-    (ckpt / "COMPLETED").write_text(run_id + "\n")
+
+    def evaluate() -> dict:
+        return evaluation.evaluate(
+            model, tokenizer, eval_rows, model_id=config.output, method=method, base_model=config.model,
+            dataset=config.dataset, split=config.eval_split,
+            settings=GenerationSettings(max_new_tokens=config.max_new_tokens), scorer=scorer, params=params,
+            training=training, batch_size=config.eval_batch_size, started_at=watch.started_at,
+            started_clock=watch.clock, run_id=run_id, write=False,
+        )
+
+    def card(metrics: dict) -> str:
+        return store.model_card(config.output, base_model=config.model, method=method, dataset=config.dataset,
+                                metrics=metrics["metrics"], training=training, params=params)
+
+    metrics = common.finish_run(run_id=run_id, ckpt=ckpt, folder=final, output=config.output,
+                                push_to_hub=config.push_to_hub, evaluate=evaluate, card=card)
     print(evaluation.format_table([metrics]))
-    print(f"[{method}] published {config.output} revision {published['local']}"
-          + (f" and pushed to {config.push_to_hub}" if published.get("hub") else ""))
+    print(f"[{method}] published {config.output} revision {metrics['revision']} (run {run_id})")
     return metrics
 
 

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     from workbench.modelset import SLOTS, ModelSet, ModelSetConfig, ModelSetError
 
     started = time.time()
-    try:
+    try:  # a broken models config is reported in one line before any model is loaded
         config = ModelSetConfig.load(args.models)
     except ModelSetError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[workbench] loading models from {args.models} ...", flush=True)
     modelset = ModelSet(config, device=args.device)
     print(f"[workbench] models loaded in {time.time() - started:.1f} s "
-          f"({str(modelset.dtype).replace('torch.', '')}, input limit {modelset.max_input_tokens} tokens)")
+          f"({modelset.precision}, input limit {modelset.max_input_tokens} tokens)")
     for slot in SLOTS:
         print(f"  {'ok ' if modelset.status[slot].ok else 'N/A'}  {modelset.status[slot].describe()}")
     scorer = getattr(modelset.scorer, "name", None)

@@ -68,7 +68,10 @@ PUBLISHED_REFERENCE = [
 PUBLISHED_SOURCE = ('DeepLearning.AI / AWS "Generative AI with Large Language Models", lab 2 notebook: ROUGE-1 on '
                     "DialogSum from a pre-computed CSV (not measured by this workbench)")
 
-_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ufeff]")
+# control characters (newline and tab stay), bidi overrides/isolates, BOM, lone surrogates, non-characters
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ufeff\ud800-\udfff"
+                      "\ufffe\uffff]")
+RELOAD_MIN_INTERVAL_S = 30.0  # "Refresh models" re-reads every model: at most this often, whoever asks
 
 
 class InputError(ValueError):
@@ -124,16 +127,22 @@ def parse_shots(text: str) -> list[tuple[str, str]]:
     return shots
 
 
+def _shown(value, limit: int = 40) -> str:
+    """A user's value quoted back in a message, cut short."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _number(value, name: str, low: float, high: float, *, integer: bool = False) -> float:
     try:
         number = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be a number") from None
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"{name} must be a number (got {_shown(value)})") from None
     if not math.isfinite(number) or not low <= number <= high:
-        raise InputError(f"{name} must be between {low:g} and {high:g} (got {value})")
+        raise InputError(f"{name} must be between {low:g} and {high:g} (got {_shown(value)})")
     if integer:
         if number != int(number):
-            raise InputError(f"{name} must be a whole number (got {value})")
+            raise InputError(f"{name} must be a whole number (got {_shown(value)})")
         return int(number)
     return number
 
@@ -142,7 +151,7 @@ def generation_settings(decoding: str = "greedy", max_new_tokens=64, num_beams=4
                         top_p=0.9) -> GenerationSettings:
     """Bounded decoding settings from UI/API values; greedy unless asked otherwise."""
     if decoding not in DECODING:
-        raise InputError(f"decoding must be one of: {', '.join(DECODING)}")
+        raise InputError(f"decoding must be one of: {', '.join(DECODING)} (got {_shown(decoding)})")
     limits = {k: _number(v, k, *GEN_RANGES[k], integer=k in ("max_new_tokens", "num_beams"))
               for k, v in dict(max_new_tokens=max_new_tokens, num_beams=num_beams, temperature=temperature,
                                top_p=top_p).items()}
@@ -213,6 +222,8 @@ class WorkbenchService:
         self._results_dir = Path(results_dir) if results_dir else None
         self._rows: dict[tuple[str, str], list[dict]] = {}
         self._rows_lock = threading.Lock()
+        self._reload_lock = threading.Lock()
+        self._last_reload = float("-inf")
 
     @property
     def results_dir(self) -> Path:
@@ -234,8 +245,20 @@ class WorkbenchService:
                 "max_input_tokens": ms.max_input_tokens, "dtype": str(ms.dtype).replace("torch.", "")}
 
     def reload(self) -> dict:
-        self.models.reload()
-        return self.status_summary()
+        """Re-read every slot (new revisions, a Hub that came back). On a public Space anyone can press the button,
+        so a reload within RELOAD_MIN_INTERVAL_S of the last one (or while one runs) only reports the status."""
+        if not self._reload_lock.acquire(blocking=False):
+            return {**self.status_summary(), "notice": "a reload is already running"}
+        try:
+            wait = self._last_reload + RELOAD_MIN_INTERVAL_S - time.monotonic()
+            if wait > 0:
+                return {**self.status_summary(), "notice": f"the models were reloaded just now; try again in "
+                                                           f"{math.ceil(wait)} s"}
+            self.models.reload()
+            self._last_reload = time.monotonic()
+            return self.status_summary()
+        finally:
+            self._reload_lock.release()
 
     # -------------------------------------------------------------------------------------------- data
 
@@ -251,8 +274,8 @@ class WorkbenchService:
         return out
 
     def rows(self, dataset: str, split: str) -> list[dict]:
-        if dataset not in DATASET_SPLITS:
-            raise InputError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASET_SPLITS)}")
+        if not isinstance(dataset, str) or dataset not in DATASET_SPLITS:
+            raise InputError(f"unknown dataset {_shown(dataset)}; choose one of: {', '.join(DATASET_SPLITS)}")
         key = (dataset, split)
         with self._rows_lock:
             if key not in self._rows:
@@ -272,7 +295,7 @@ class WorkbenchService:
         for row in self.rows(dataset, DATASET_SPLITS.get(dataset, ("test",))[0]):
             if row["fname"] == example_id:
                 return row
-        raise InputError(f"no example {example_id!r} in {dataset}")
+        raise InputError(f"no example {_shown(example_id)} in {dataset}")
 
     def example_fields(self, dataset: str, example_id: str) -> dict:
         """What the UI fills in when an example is picked: the dialogue and its reference(s)."""
@@ -367,7 +390,7 @@ class WorkbenchService:
                 shot_info = self.draw_shots(dataset, n_shots, seed, exclude=dialogue)
                 shot_pairs = [(r["dialogue"], r["summary"]) for r in shot_info]
             else:
-                raise InputError("shot source must be 'dataset' or 'typed'")
+                raise InputError(f"shot source must be 'dataset' or 'typed' (got {_shown(shot_source)})")
         except InputError as err:
             return _refusal(err)
         ms = self.models
@@ -404,7 +427,7 @@ class WorkbenchService:
         if n == 0:
             return []
         if dataset not in DATASET_SPLITS:
-            raise InputError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASET_SPLITS)}")
+            raise InputError(f"unknown dataset {_shown(dataset)}; choose one of: {', '.join(DATASET_SPLITS)}")
         pool = [r for r in self.rows(dataset, DATASET_SPLITS[dataset][1]) if r["dialogue"].strip() != exclude.strip()]
         if len(pool) < n:
             raise InputError(f"{dataset} has only {len(pool)} rows to draw shots from")
@@ -438,7 +461,7 @@ class WorkbenchService:
             seed = _number(seed, "seed", 0, SEED_MAX, integer=True)
             settings = generation_settings("greedy", max_new_tokens)
             if dataset not in DATASET_SPLITS:
-                raise InputError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASET_SPLITS)}")
+                raise InputError(f"unknown dataset {_shown(dataset)}; choose one of: {', '.join(DATASET_SPLITS)}")
             rows = self.rows(dataset, DATASET_SPLITS[dataset][0])
         except InputError as err:
             return _refusal(err)

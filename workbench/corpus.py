@@ -541,6 +541,20 @@ def generate_corpus(n: int = 2400, seed: int = 0) -> dict[str, list[dict]]:
     return corpus
 
 
+def extra_dialogues(n: int, seed: int, exclude: set[str] = frozenset()) -> list[str]:
+    """`n` dialogues WITHOUT their summaries, drawn like training rows from a seed of their own: more text for
+    pretraining the demo base. A dialogue equal to one in `exclude` (pass the evaluation splits) is skipped, so the
+    base never reads a dialogue it is later evaluated on."""
+    rng = random.Random(seed)
+    topics = sorted(SCENARIOS)
+    out: list[str] = []
+    while len(out) < n:
+        dialogue = make_row(rng, rng.choice(topics), "train", len(out))["dialogue"]
+        if dialogue not in exclude:
+            out.append(dialogue)
+    return out
+
+
 def write_corpus(corpus: dict[str, list[dict]], out: str | Path) -> dict[str, Path]:
     out = Path(out)
     return {split: atomic_write_jsonl(out / f"{split}.jsonl", rows) for split, rows in corpus.items()}

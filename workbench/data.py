@@ -102,10 +102,13 @@ def load_dialogues(source: str = DEMO, split: str = "test", *, limit: int | None
         builder = FILE_SUFFIXES.get(located.suffix)
         if builder is None:
             raise DataError(f"{located}: unsupported file type (use .jsonl, .csv or .parquet)")
+        if located.stat().st_size == 0:
+            raise DataError(f"{located}: the split is empty")
         try:
             table = datasets.load_dataset(builder, data_files=str(located), split="train")
         except Exception as err:  # datasets wraps parse errors in several types
-            raise DataError(f"{located}: could not be parsed as {builder}: {err}") from err
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            raise DataError(f"{located}: could not be parsed as {builder}: {reason}") from err
         origin = str(located)
     else:
         try:

@@ -57,11 +57,13 @@ def evaluate(
     extra_metrics: dict | None = None,
     predictions: Sequence[str] | None = None,
     progress: bool = True,
+    write: bool = True,
 ) -> dict:
     """Generate summaries for every row with the instruction prompt, score them and write the run's files.
 
     Returns the metrics dict (also written, schema-checked, to `results_dir/<run_id>.json`). Pass `predictions` when
-    they were already generated (the PPO trainer generates with explicit adapter names).
+    they were already generated (the PPO trainer generates with explicit adapter names). With `write=False` the record
+    is validated and returned but not written (trainers write it once the model is published, with its revision).
     """
     started_at = started_at or results.utc_now()
     clock = started_clock or time.time()
@@ -97,7 +99,10 @@ def evaluate(
         "wall_time_s": round(time.time() - clock, 2),
         "outputs_file": str(outputs_file),
     }
-    results.write_metrics(run, results_dir / f"{run_id}.json")
+    if write:
+        results.write_metrics(run, results_dir / f"{run_id}.json")
+    else:
+        results.validate(run)
     return run
 
 

@@ -23,6 +23,7 @@ from workbench import modeling, paths, store, toxicity
 from workbench.generation import BASE_ADAPTER, GenerationSettings, generate
 
 SLOTS = ("base", "full", "lora", "ppo")
+DTYPES = ("auto", "int8", "fp32", "bf16", "fp16")  # how the app serves; see modeling.serving_precision
 ADAPTER_SLOTS = ("lora", "ppo")
 LABELS = {"base": "Base (zero-shot)", "full": "Full fine-tune", "lora": "LoRA", "ppo": "PPO (detoxified LoRA)"}
 DEFAULT_CONFIG = paths.REPO_ROOT / "configs" / "models" / "demo.yaml"
@@ -51,7 +52,12 @@ class ModelSetConfig:
         path = Path(path) if path else DEFAULT_CONFIG
         if not path.is_file():
             raise ModelSetError(f"{path}: models config not found")
-        raw = yaml.safe_load(path.read_text()) or {}
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            where = getattr(err, "problem_mark", None)
+            line = f" (line {where.line + 1})" if where is not None else ""
+            raise ModelSetError(f"{path}: not valid YAML{line}: {getattr(err, 'problem', None) or err}") from None
         if not isinstance(raw, dict):
             raise ModelSetError(f"{path}: expected a mapping of slot: {{ref: ...}}")
         known = set(SLOTS) | {"toxicity", "toxicity_fallback", "dtype"}
@@ -73,8 +79,11 @@ class ModelSetConfig:
             slots[slot] = SlotSpec(entry["ref"], str(entry.get("revision", "main")), entry.get("fallback"))
         if "base" not in slots:
             raise ModelSetError(f"{path}: the base slot is required")
+        dtype = str(raw.get("dtype", "auto"))
+        if dtype not in DTYPES:
+            raise ModelSetError(f"{path}: dtype: expected one of {', '.join(DTYPES)}, got {dtype!r}")
         return cls(slots=slots, toxicity=str(raw.get("toxicity", "profanity-check")),
-                   toxicity_fallback=raw.get("toxicity_fallback"), dtype=str(raw.get("dtype", "auto")))
+                   toxicity_fallback=raw.get("toxicity_fallback"), dtype=dtype)
 
 
 @dataclasses.dataclass
@@ -84,6 +93,7 @@ class SlotStatus:
     revision: str | None = None
     folder: Path | None = None
     error: str | None = None
+    note: str | None = None  # e.g. why the fallback is served instead of the configured model
 
     @property
     def ok(self) -> bool:
@@ -91,7 +101,8 @@ class SlotStatus:
 
     def describe(self) -> str:
         if self.ok:
-            return f"{LABELS[self.slot]}: {self.ref} @ {str(self.revision)[:12]}"
+            note = f" ({self.note})" if self.note else ""
+            return f"{LABELS[self.slot]}: {self.ref} @ {str(self.revision)[:12]}{note}"
         return f"{LABELS[self.slot]}: unavailable — {self.error}"
 
 
@@ -103,17 +114,20 @@ class Summary:
     error: str | None = None
 
 
-def _resolve(spec: SlotSpec) -> tuple[str, Path]:
-    """The folder for a slot, trying its fallback when the primary cannot be had. Returns (ref used, folder)."""
+def _resolve(spec: SlotSpec) -> tuple[str, Path, str | None]:
+    """The folder for a slot, trying its fallback when the primary cannot be had.
+
+    Returns (ref used, folder, note); the note says why the fallback is served, so the UI can show it."""
     try:
-        return spec.ref, store.resolve(spec.ref, spec.revision)
+        return spec.ref, store.resolve(spec.ref, spec.revision), None
     except store.StoreError as primary:
         if not spec.fallback:
             raise
         try:
-            return spec.fallback, store.resolve(spec.fallback, "main")
+            folder = store.resolve(spec.fallback, "main")
         except store.StoreError:
             raise primary from None
+        return spec.fallback, folder, f"fallback for {spec.ref}, which failed: {_one_line(primary)}"
 
 
 def _revision_of(folder: Path) -> str:
@@ -126,7 +140,8 @@ class ModelSet:
     def __init__(self, config: ModelSetConfig | None = None, *, device: str | None = None):
         self.config = config or ModelSetConfig.load()
         self.device = device
-        self.dtype = modeling.resolve_dtype(self.config.dtype, device)
+        self.precision = modeling.serving_precision(self.config.dtype, device)
+        self.dtype = self.precision.dtype  # what the activations compute in
         self.status: dict[str, SlotStatus] = {s: SlotStatus(s, error="not configured") for s in SLOTS}
         self.base_model = None  # PeftModel with adapters, or the plain base model
         self.full_model = None
@@ -148,10 +163,10 @@ class ModelSet:
         specs = self.config.slots
         if "base" in specs:
             try:
-                ref, folder = _resolve(specs["base"])
+                ref, folder, note = _resolve(specs["base"])
                 tokenizer = modeling.load_tokenizer(folder)
                 base_model = modeling.load_model(folder, dtype=self.dtype, device=self.device)
-                status["base"] = SlotStatus("base", ref, _revision_of(folder), folder)
+                status["base"] = SlotStatus("base", ref, _revision_of(folder), folder, note=note)
             except Exception as err:  # noqa: BLE001 - any failure makes the slot unavailable, never the app
                 status["base"] = SlotStatus("base", specs["base"].ref, error=_one_line(err))
         adapters = {}
@@ -162,9 +177,9 @@ class ModelSet:
                 status[slot] = SlotStatus(slot, specs[slot].ref, error="needs the base model, which did not load")
                 continue
             try:
-                ref, folder = _resolve(specs[slot])
+                ref, folder, note = _resolve(specs[slot])
                 adapters[slot] = folder
-                status[slot] = SlotStatus(slot, ref, _revision_of(folder), folder)
+                status[slot] = SlotStatus(slot, ref, _revision_of(folder), folder, note=note)
             except Exception as err:  # noqa: BLE001
                 status[slot] = SlotStatus(slot, specs[slot].ref, error=_one_line(err))
         for slot, folder in list(adapters.items()):
@@ -172,12 +187,15 @@ class ModelSet:
                 base_model = self._attach(base_model, slot, folder)
             except Exception as err:  # noqa: BLE001
                 status[slot] = SlotStatus(slot, status[slot].ref, error=_one_line(err))
+        if base_model is not None:
+            base_model = modeling.prepare_for_inference(base_model, self.precision)
         if "full" in specs:
             try:
-                ref, folder = _resolve(specs["full"])
+                ref, folder, note = _resolve(specs["full"])
                 full_tokenizer = modeling.load_tokenizer(folder)
-                full_model = modeling.load_model(folder, dtype=self.dtype, device=self.device)
-                status["full"] = SlotStatus("full", ref, _revision_of(folder), folder)
+                full_model = modeling.prepare_for_inference(
+                    modeling.load_model(folder, dtype=self.dtype, device=self.device), self.precision)
+                status["full"] = SlotStatus("full", ref, _revision_of(folder), folder, note=note)
             except Exception as err:  # noqa: BLE001
                 status["full"] = SlotStatus("full", specs["full"].ref, error=_one_line(err))
         scorer, scorer_error = self._load_scorer()

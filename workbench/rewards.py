@@ -1,7 +1,7 @@
 """Rewards for PPO, built on the same scorers the app and evaluator use.
 
 Specs:
-    profanity-check[:KIND]        offline classifier; KIND one_minus_p | logodds (default)
+    profanity-check[:KIND]        offline classifier; KIND one_minus_p (default) | logodds
     hf:<model>[:KIND]             a Hub/store sequence classifier, e.g. hf:facebook/roberta-hate-speech-dynabench-r4-target
                                   with KIND logit (the reference recipe: raw "nothate" logit), logodds or one_minus_p
     reward-model:<store name>     a reward model trained by `python -m trainers.reward` (its raw score)
@@ -54,5 +54,5 @@ def load_reward(spec: str) -> tuple[RewardFn, str]:
     else:
         name, _, kind = spec.partition(":")
         scorer = toxicity.load_scorer(name)
-        kind = kind or "logodds"
+        kind = kind or "one_minus_p"
     return (lambda texts: scorer.reward(list(texts), kind=kind)), f"{scorer.name} ({kind})"

@@ -11,7 +11,7 @@ A revision id is a hash of the folder's contents. Publishing copies into a hidde
 place and only then moves `refs/main` (an atomic file replace), so the workbench sees the old model or the new one,
 never half of one. Weights must be safetensors; pickle-based files are refused on publish and on load.
 
-The Hub path uses `huggingface_hub` (token from the environment or `huggingface-cli login`; never printed or saved).
+The Hub path uses `huggingface_hub` (token from the environment or `hf auth login`; never printed or saved).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-
 REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".h5", ".msgpack")
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "README.md"]
+HASH_NAME = re.compile(r"^[0-9a-f]{12}$")  # revisions published by LocalStore are named by _content_hash
 WEIGHT_FILES = ("model.safetensors", "adapter_model.safetensors", "model.safetensors.index.json")
 
 
@@ -52,17 +53,20 @@ def _validate_revision(revision: str) -> str:
 
 
 def check_safetensors(folder: str | Path) -> Path:
-    """Refuse folders with pickle-based weights or unreadable safetensors; return the folder."""
+    """Refuse folders with pickle-based weights, a model config without safetensors weights, or unreadable
+    safetensors; return the folder."""
     from safetensors import safe_open
 
     folder = Path(folder)
     pickled = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
     if pickled:
         raise StoreError(f"{folder}: refusing pickle-based weight files ({', '.join(pickled)}); "
-                         "only safetensors are loaded")
+                         "only safetensors are loaded: convert them to safetensors and publish again")
     tensors = sorted(folder.glob("*.safetensors"))
-    if not tensors and not (folder / "tokenizer.json").exists():
-        raise StoreError(f"{folder}: no safetensors weights found")
+    is_model = (folder / "config.json").exists() or (folder / "adapter_config.json").exists()
+    if not tensors and (is_model or not (folder / "tokenizer.json").exists()):
+        raise StoreError(f"{folder}: no safetensors weights found (pickle-based weights are never loaded); "
+                         "publish the model with safetensors weights")
     for path in tensors:
         try:
             with safe_open(str(path), framework="pt") as handle:
@@ -73,14 +77,37 @@ def check_safetensors(folder: str | Path) -> Path:
     return folder
 
 
+def _published_files(folder: Path) -> list[Path]:
+    """The files a revision consists of: the folder's top-level files, hidden ones (bookkeeping) excluded."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
 def _content_hash(folder: Path) -> str:
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(folder)).encode())
+    for path in _published_files(folder):
+        digest.update(path.name.encode())
         with open(path, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()[:12]
+
+
+def _remove_abandoned_staging(revisions: Path) -> None:
+    """Staging folders (`.tmp-<pid>-*`) of publishes whose process died mid-copy are garbage: remove them."""
+    for path in revisions.glob(".tmp-*"):
+        pid = path.name.split("-")[1]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class LocalStore:
@@ -131,6 +158,14 @@ class LocalStore:
         if not folder.is_dir():
             known = ", ".join(self.revisions(repo_id)) or "none"
             raise StoreError(f"{repo_id}: revision {revision!r} not found in the local store (known: {known})")
+        return self.verify(repo_id, folder)
+
+    def verify(self, repo_id: str, folder: Path) -> Path:
+        """A published revision is named by the hash of its files: refuse one whose files changed since (a corrupted
+        or hand-edited weight file would otherwise load silently)."""
+        if HASH_NAME.match(folder.name) and _content_hash(folder) != folder.name:
+            raise StoreError(f"{repo_id}: revision {folder.name} is corrupted (its files no longer match the hash they "
+                             "were published under); publish it again (re-run its trainer) or restore the store folder")
         return folder
 
     def publish(self, folder: str | Path, repo_id: str, *, message: str = "") -> str:
@@ -141,13 +176,13 @@ class LocalStore:
         revisions.mkdir(parents=True, exist_ok=True)
         rev = _content_hash(folder)
         target = revisions / rev
+        _remove_abandoned_staging(revisions)
         if not target.exists():
-            staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=revisions))
+            staging = Path(tempfile.mkdtemp(prefix=f".tmp-{os.getpid()}-", dir=revisions))
             staging.chmod(0o755)
             try:
-                for path in sorted(folder.iterdir()):
-                    if path.is_file() and not path.name.startswith("."):
-                        shutil.copy2(path, staging / path.name)
+                for path in _published_files(folder):
+                    shutil.copy2(path, staging / path.name)
                 from workbench import results
 
                 stamp = f"{time.time_ns()} {results.utc_now()} {message}".strip()
@@ -190,34 +225,108 @@ class HubStore:
             info = self.api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=message,
                                           allow_patterns=HUB_PATTERNS)
         except Exception as err:  # noqa: BLE001
-            raise StoreError(f"push to {repo_id} failed: {_hub_reason(err)}") from None
+            raise StoreError(f"push to {repo_id} failed: {_hub_reason(err, pushing=True)}") from None
         return getattr(info, "oid", None) or str(info)
 
-    def resolve(self, repo_id: str, revision: str = "main") -> Path:
+    def resolve(self, repo_id: str, revision: str = "main", *, not_local: Path | None = None) -> Path:
+        """Download (or find in the HF cache) the safetensors snapshot of a Hub repo. `not_local`: the local store
+        that was tried first, named in the error."""
         from huggingface_hub import snapshot_download
 
         validate_repo_id(repo_id)
         try:
             folder = snapshot_download(repo_id, revision=revision, allow_patterns=HUB_PATTERNS)
         except Exception as err:  # noqa: BLE001
-            raise StoreError(f"{repo_id}@{revision}: could not load from the Hub: {_hub_reason(err)}") from None
+            where = (f"not in the local store ({not_local}: build it with `make demo` or a trainer) and not from the "
+                     "Hub" if not_local else "could not load from the Hub")
+            raise StoreError(f"{repo_id}@{revision}: {where}: {_hub_reason(err)}") from None
         return check_safetensors(Path(folder))
 
 
-def _hub_reason(err: Exception) -> str:
-    """A one-line reason with advice; never includes a token."""
+def _error_chain(err: BaseException) -> list[BaseException]:
+    """The error and everything it was raised from (huggingface_hub wraps the HTTP error it got)."""
+    chain, seen = [], set()
+    while err is not None and id(err) not in seen:
+        chain.append(err)
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return chain
+
+
+def _token() -> str | None:
+    """The Hub token huggingface_hub will send (HF_TOKEN or the saved login), if any; only ever used to redact."""
+    try:
+        from huggingface_hub import get_token
+
+        return get_token()
+    except Exception:  # noqa: BLE001 - an unreadable token file counts as no token
+        return None
+
+
+def redact(text: str) -> str:
+    """`text` without Hub tokens: the configured token itself and anything shaped like one."""
+    token = _token()
+    if token and len(token) >= 4:
+        text = text.replace(token, "***")
+    text = re.sub(r"hf_[A-Za-z0-9]{6,}", "hf_***", text)
+    return re.sub(r"(?i)(bearer|token)([\s:=]+)[^\s,;'\"]{6,}", r"\1\2***", text)
+
+
+def _hub_reason(err: BaseException, *, pushing: bool = False) -> str:
+    """What went wrong talking to the Hub, and what to do, in one line; never includes a token."""
+    chain = _error_chain(err)
+    kinds = {cls.__name__ for e in chain for cls in type(e).__mro__}
+    status = next((e.response.status_code for e in chain
+                   if isinstance(getattr(getattr(e, "response", None), "status_code", None), int)), None)
+    login = "set HF_TOKEN or run `hf auth login`"
+    if "RevisionNotFoundError" in kinds:
+        return "revision not found on the Hub: check the branch, tag or commit name"
+    if "GatedRepoError" in kinds:
+        return f"gated repository: accept its conditions on the Hub with your account, then {login}"
+    if "RepositoryNotFoundError" in kinds:
+        return f"repository not found, or private and not visible to your token: check the id ({login} for a " \
+               "private repo)"
+    if "LocalTokenNotFoundError" in kinds:
+        return f"no Hub token: {login} (pushing needs a token with write access)"
+    if status == 401 and _token() is None:
+        return f"authentication required and no Hub token is set: {login}"
+    if status == 401:
+        return f"authentication failed: the Hub rejected the token; {login} with a valid token"
+    if status == 403:
+        return "permission denied (403): the token has no access to this repo (pushing needs a write token)"
+    if status == 429:
+        return "rate-limited by the Hub (429): wait a little and retry"
+    if status is not None and status >= 500:
+        return f"the Hub answered with a server error ({status}): retry later"
+    offline = "OfflineModeIsEnabled" in kinds or ("LocalEntryNotFoundError" in kinds and _hub_offline())
+    if offline and pushing:
+        return "HF_HUB_OFFLINE is set, so nothing is sent to the Hub: unset it on a machine with network access"
+    if offline:
+        return "HF_HUB_OFFLINE is set and the files are not in the local Hugging Face cache: unset it on a machine " \
+               "with network access, or use a model from the local store"
+    if kinds & {"ConnectError", "ConnectTimeout", "TimeoutException", "NetworkError", "ConnectionError",
+                "TimeoutError", "LocalEntryNotFoundError"}:
+        if pushing:
+            return f"the Hub ({_hub_endpoint()}) is not reachable: check the network connection and push again"
+        return f"the Hub ({_hub_endpoint()}) is not reachable and the files are not in the local cache: check the " \
+               "network connection, or use a model from the local store"
+    if status == 404:
+        return "not found on the Hub (404): check the repo id and file names"
     name = type(err).__name__
-    text = str(err).splitlines()[0] if str(err) else name
-    text = re.sub(r"hf_[A-Za-z0-9]{8,}", "hf_***", text)
-    if "RepositoryNotFound" in name or "404" in text:
-        return f"repository not found or private ({name}); check the id and your access"
-    if "RevisionNotFound" in name:
-        return f"revision not found ({name}); check the revision name"
-    if "401" in text or "403" in text or "Unauthorized" in text:
-        return "authentication failed; set HF_TOKEN or run `huggingface-cli login` with a token that has access"
-    if "offline" in text.lower() or "LocalEntryNotFound" in name or "Connection" in name or "Connection" in text:
-        return "the Hub is not reachable (offline?) and the files are not in the local cache"
-    return f"{name}: {text[:200]}"
+    text = next((line.strip() for line in str(err).splitlines() if line.strip()), name)
+    return f"{name}: {redact(text)[:200]}"
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def _hub_endpoint() -> str:
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
 
 
 def resolve(ref: str, revision: str = "main", *, allow_paths: bool = False) -> Path:
@@ -232,7 +341,7 @@ def resolve(ref: str, revision: str = "main", *, allow_paths: bool = False) -> P
     local = LocalStore()
     if local.exists(ref):
         return check_safetensors(local.resolve(ref, revision))
-    return HubStore().resolve(ref, revision)
+    return HubStore().resolve(ref, revision, not_local=local.root)
 
 
 def model_card(repo_id: str, *, base_model: str, method: str, dataset: str, metrics: dict | None,
@@ -264,14 +373,19 @@ def model_card(repo_id: str, *, base_model: str, method: str, dataset: str, metr
     return "\n".join(lines)
 
 
-def publish_run(folder: str | Path, repo_id: str, *, card: str, metrics: dict | None,
-                push_to_hub: str | None = None) -> dict:
-    """Write the card and metrics into `folder`, publish it to the local store and, if asked, to the Hub."""
+def publish_local(folder: str | Path, repo_id: str, *, card: str, metrics: dict | None) -> str:
+    """Write the card and metrics into `folder` and publish it to the local store; returns the new revision."""
     folder = Path(folder)
     atomic_write_text(folder / "README.md", card)
     if metrics is not None:
         atomic_write_json(folder / "metrics.json", metrics)
-    published = {"local": LocalStore().publish(folder, repo_id), "hub": None}
+    return LocalStore().publish(folder, repo_id)
+
+
+def publish_run(folder: str | Path, repo_id: str, *, card: str, metrics: dict | None,
+                push_to_hub: str | None = None) -> dict:
+    """Write the card and metrics into `folder`, publish it to the local store and, if asked, to the Hub."""
+    published = {"local": publish_local(folder, repo_id, card=card, metrics=metrics), "hub": None}
     if push_to_hub:
         published["hub"] = HubStore().publish(folder, push_to_hub)
     return published

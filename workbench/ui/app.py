@@ -52,8 +52,11 @@ CSS = """
 
 
 def launch_kwargs() -> dict:
-    """Arguments for demo.launch() that style the app (Gradio 6 takes theme/css here)."""
-    return {"theme": gr.themes.Soft(primary_hue="blue", neutral_hue="slate"), "css": CSS}
+    """Arguments for demo.launch() that style the app (Gradio 6 takes theme/css here). `show_error`: a value the
+    components cannot take (text or nothing where a number belongs, sent through the API) is answered with gradio's
+    message naming the input, instead of a bare "the app raised an exception"; handler crashes are already turned
+    into messages by `guard`."""
+    return {"theme": gr.themes.Soft(primary_hue="blue", neutral_hue="slate"), "css": CSS, "show_error": True}
 
 
 def build_app(service: WorkbenchService, *, concurrency: int = 2, max_queue: int = 64) -> gr.Blocks:

@@ -31,6 +31,24 @@ def guard(fn):
     return wrapper
 
 
+def user_error(fn):
+    """Wrap a handler that fills components: a problem with what the user picked becomes a gr.Error (shown as a
+    message) instead of an opaque failure."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from workbench.app_service import InputError
+
+        try:
+            return fn(*args, **kwargs)
+        except InputError as err:
+            import gradio as gr
+
+            raise gr.Error(str(err)) from None
+
+    return wrapper
+
+
 def notice_html(result: dict | None, *, ok_text: str = "") -> str:
     """The message line above a tab's outputs: red for refusals/errors, amber for warnings, nothing when clean."""
     if not result:

@@ -7,7 +7,7 @@ import gradio as gr
 from workbench import app_service as svc
 from workbench.app_service import WorkbenchService
 from workbench.modelset import LABELS, SLOTS
-from workbench.ui.common import esc, guard, highlight_value, notice_html, rouge_badges, tox_badge
+from workbench.ui.common import esc, guard, highlight_value, notice_html, rouge_badges, tox_badge, user_error
 
 HIGHLIGHT_COLORS = {"match": "#b7e4c7"}
 
@@ -93,6 +93,7 @@ def build(service: WorkbenchService) -> None:
     def examples_for(name):
         return gr.Dropdown(choices=service.example_choices(name) if name in datasets else [], value=None)
 
+    @user_error
     def fill(name, example_id):
         if not example_id:
             return gr.skip(), gr.skip()

@@ -23,7 +23,8 @@ def status_html(summary: dict) -> str:
               else f"toxicity scorer unavailable: {esc(summary.get('scorer_error'))}")
     info = (f'<div class="wb-slot-info">loaded in {summary["load_seconds"]:.1f} s · {esc(summary["dtype"])} · '
             f'input limit {summary["max_input_tokens"]} tokens · {scorer}</div>')
-    return f'<div class="wb-slots">{"".join(chips)}</div>{info}'
+    notice = f'<div class="wb-slot-info">{esc(summary["notice"])}</div>' if summary.get("notice") else ""
+    return f'<div class="wb-slots">{"".join(chips)}</div>{info}{notice}'
 
 
 def build_header(service: WorkbenchService, demo: gr.Blocks) -> None:

@@ -6,7 +6,7 @@ import gradio as gr
 
 from workbench import app_service as svc
 from workbench.app_service import WorkbenchService
-from workbench.ui.common import esc, guard, highlight_value, notice_html, rouge_badges, tox_badge
+from workbench.ui.common import esc, guard, highlight_value, notice_html, rouge_badges, tox_badge, user_error
 
 SHOTS_PLACEHOLDER = ("#Person1#: Shall we play tennis on Saturday?\n#Person2#: Sure, at 10.\n"
                      "Summary: #Person1# and #Person2# will play tennis on Saturday at 10.\n"
@@ -89,6 +89,7 @@ def build(service: WorkbenchService) -> None:
     def examples_for(name):
         return gr.Dropdown(choices=service.example_choices(name) if name in datasets else [], value=None)
 
+    @user_error
     def fill(name, example_id):
         if not example_id:
             return gr.skip(), gr.skip()

@@ -1,0 +1,180 @@
+"""What every measure shares: interleaved timing, the naive reference paths, results, memory readings.
+
+A measure times its naive path and our path in the same process, alternating their repetitions (A B, B A, A B ...)
+so that drift (other load, thermal state, page cache) hits both alike, and reports medians. Each measure returns a
+`Result`; the runner prints it and writes it to results/benchmarks/<measure>.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from workbench.generation import GenerationSettings
+
+OUT_DIR = Path(__file__).resolve().parent.parent / "results" / "benchmarks"
+
+
+class Skip(Exception):
+    """A measure cannot run here (e.g. DialogSum is absent); the message says why."""
+
+
+# ---------------------------------------------------------------------------------------------------- results
+
+
+@dataclasses.dataclass(frozen=True)
+class Goal:
+    """`ratio op target`, e.g. speed-up >= 4 or memory share <= 2.3."""
+
+    ratio: str  # what the ratio is, e.g. "naive / ours (time)"
+    op: str  # ">=" or "<="
+    target: float
+
+    def met(self, value: float) -> bool:
+        return value >= self.target if self.op == ">=" else value <= self.target
+
+    def __str__(self) -> str:
+        return f"{'≥' if self.op == '>=' else '≤'} {self.target:g}×"
+
+
+@dataclasses.dataclass
+class Result:
+    """One measure: the headline numbers (medians), the ratio against its goal, and every detail behind them."""
+
+    measure: str
+    title: str
+    unit: str
+    naive: float | None
+    ours: float | None
+    ratio: float | None
+    goal: Goal | None
+    rows: list[dict] = dataclasses.field(default_factory=list)  # extra rows: variants, per-family numbers
+    checks: dict[str, bool] = dataclasses.field(default_factory=dict)  # must hold besides the ratio (quality)
+    details: dict = dataclasses.field(default_factory=dict)  # settings, raw samples, checks
+    notes: list[str] = dataclasses.field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool | None:
+        if self.goal is None or self.ratio is None:
+            return None
+        return self.goal.met(self.ratio) and all(self.checks.values())
+
+    @property
+    def verdict(self) -> str:
+        return {True: "PASS", False: "MISS", None: "info"}[self.passed]
+
+    def as_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["goal"] = None if self.goal is None else {**dataclasses.asdict(self.goal), "text": str(self.goal)}
+        d.update(passed=self.passed, verdict=self.verdict, machine=machine())
+        return d
+
+
+def write_json(path: Path, payload: dict) -> None:
+    from workbench.io import atomic_write_json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, payload)
+
+
+def machine() -> dict:
+    from workbench import modeling
+
+    return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "bf16": modeling.cpu_has_bf16(),
+            "torch": torch.__version__, "python": platform.python_version(),
+            "processor": _cpu_name()}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "s":
+        return f"{value:.2f} s" if value < 100 else f"{value:.0f} s"
+    if unit == "MB":
+        return f"{value:,.0f} MB"
+    if unit == "tokens/s":
+        return f"{value:,.0f} tok/s"
+    return f"{value:.3g} {unit}"
+
+
+# ---------------------------------------------------------------------------------------------------- timing
+
+
+def interleaved(variants: dict[str, Callable[[], object]], reps: int) -> dict[str, list[float]]:
+    """Wall-clock seconds of each variant, `reps` times, in alternating order (ABAB... becomes AB BA AB ...)."""
+    names = list(variants)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for rep in range(reps):
+        for name in names if rep % 2 == 0 else names[::-1]:
+            start = time.perf_counter()
+            variants[name]()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def free_memory() -> None:
+    gc.collect()
+
+
+# ---------------------------------------------------------------------------------------------------- memory
+
+
+def rss_mb() -> dict[str, float]:
+    """This process's resident memory now (VmRSS) and at its peak (VmHWM), in MiB."""
+    fields = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0]) / 1024
+    return {"rss": fields.get("VmRSS", 0.0), "peak": fields.get("VmHWM", 0.0)}
+
+
+# ---------------------------------------------------------------------------------------------------- naive path
+
+
+def naive_generate(model, tokenizer, prompt: str, settings: GenerationSettings) -> str:
+    """One prompt, one model, fp32, no batching: how the reference notebooks generated (per example)."""
+    inputs = tokenizer(prompt, return_tensors="pt", truncation=True, max_length=512)
+    out = model.generate(input_ids=inputs.input_ids, attention_mask=inputs.attention_mask, **settings.to_kwargs())
+    return tokenizer.decode(out[0], skip_special_tokens=True).strip()
+
+
+def quantize_dynamic_int8(modelset):
+    """The brief's candidate for CPU serving, as an extra row: torch.ao dynamic int8 quantisation of every linear layer
+    but the LoRA matrices (weights int8, activations quantised per call), on an fp32 ModelSet."""
+    import warnings
+
+    from torch import nn
+    from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
+
+    for model in filter(None, (modelset.base_model, modelset.full_model)):
+        spec = {name: default_dynamic_qconfig for name, module in model.named_modules()
+                if type(module) is nn.Linear and "lora_" not in name}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated in favour of torchao
+            quantize_dynamic(model, spec, inplace=True)
+    return modelset

@@ -1,0 +1,56 @@
+"""Compare latency: one DialogSum test dialogue (the one of median length) summarised by the four models.
+
+naive  four separately loaded fp32 models (base, full, base+LoRA, base+PPO), generated one after another, one
+       prompt each, as four notebooks would.
+ours   what the app's Compare tab does: `ModelSet.summarize` with dtype auto (on this CPU: int8 weights, bf16
+       compute): one mixed-adapter batch of three for base/LoRA/PPO over one copy of the base weights, then the full
+       model.
+
+Greedy, 64 new tokens, with `min_new_tokens=64` on both sides so that random weights cannot stop one side early.
+Extra rows (full runs) split the gain: the same ModelSet in fp32 (batching alone) and in bf16, and torch.ao
+dynamic int8 quantisation; all are timed interleaved with the two main paths.
+"""
+
+from __future__ import annotations
+
+from benchmarks.common import Goal, Result, interleaved, median, naive_generate
+from workbench import prompts
+from workbench.generation import GenerationSettings
+from workbench.modelset import SLOTS
+
+GOAL = Goal("naive / ours (latency)", ">=", 4)
+VARIANTS = ("fp32", "bf16", "int8-dynamic")
+
+
+def run(bench) -> Result:
+    family = bench.family
+    row = family.median_row()
+    prompt = prompts.zero_shot(row["dialogue"])
+    settings = GenerationSettings(max_new_tokens=64, min_new_tokens=64)
+    naive_models = bench.naive_models()
+    sets = {"ours": bench.modelset(), **({} if bench.quick else {f"ours, {v}": bench.modelset(v) for v in VARIANTS})}
+
+    def naive(generation=settings):
+        return [naive_generate(model, tok, prompt, generation) for model, tok in naive_models.values()]
+
+    def ours(name, generation=settings):
+        return sets[name].summarize(dict.fromkeys(SLOTS, prompt), generation)
+
+    naive(GenerationSettings(max_new_tokens=2))  # first calls pay one-off costs (allocator, kernel selection)
+    for name in sets:
+        ours(name, GenerationSettings(max_new_tokens=2))
+    variants = {"naive": naive, **{name: (lambda name=name: ours(name)) for name in sets}}
+    times = interleaved(variants, bench.reps(3))
+    t_naive, t_ours = median(times["naive"]), median(times["ours"])
+    rows = [{"variant": name, "precision": _precision(name, sets),
+             "median_s": round(median(t), 3), "samples_s": [round(x, 3) for x in t],
+             "speedup_vs_naive": round(t_naive / median(t), 2)} for name, t in times.items()]
+    return Result("compare", "Compare: 4 models, 1 dialogue", "s", t_naive, t_ours, t_naive / t_ours, GOAL, rows=rows,
+                  details={"dialogue": row["fname"], "input_tokens": len(family.tokenizer(prompt).input_ids),
+                           "new_tokens": 64, "settings": settings.as_dict(), "reps": len(times["ours"])})
+
+
+def _precision(name: str, sets: dict) -> str:
+    if name not in sets:
+        return "fp32, four copies"
+    return str(sets[name].precision) + (" + torch.ao dynamic int8" if name.endswith("int8-dynamic") else "")

@@ -1,0 +1,357 @@
+"""Load test: many concurrent users of the Compare endpoint against the real app, as a public Space would see it.
+
+    python -m benchmarks.load                                  # 20 users for 120 s on configs/models/demo.yaml
+    python -m benchmarks.load --users 5 --seconds 30 --models configs/models/hub.yaml
+    python -m benchmarks.load --url https://you-dialogue-workbench.hf.space/   # a running app (no RSS sampling)
+
+1. Launches `python -m workbench` (the app exactly as `make run` serves it: its queue, its concurrency limit) on a
+   free port and waits until it answers.
+2. Single user first: greedy Compare on each of a seeded sample of demo test dialogues, one request at a time. These
+   outputs are the reference.
+3. `--users` threads, each with its own gradio_client, send Compare requests back to back for `--seconds`, picking
+   dialogues from the same sample. Every answer is checked against the single-user outputs of its dialogue: any
+   difference would mean one request's adapter leaked into another's (cross-talk) or state was shared.
+4. Meanwhile the server's resident memory (RSS, /proc/<pid>/status) is sampled every second.
+
+Counted separately: answered and identical, answered but different (cross-talk), rejected by the queue (full), and
+errors. Reported: p50/p95/p99 latency and throughput of answered requests, RSS over time and its trend after
+warm-up. Written to results/benchmarks/load.json. Exit status 1 if any answer differed or any request failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODELS = REPO_ROOT / "configs" / "models" / "demo.yaml"
+DEFAULT_OUT = REPO_ROOT / "results" / "benchmarks" / "load.json"
+COMPARE_ARGS = ("", "greedy", 64, 4, 0.7, 0.9, 0)  # reference, decoding, max_new_tokens, beams, temperature, top_p, seed
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.load", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default=str(DEFAULT_MODELS), help="models config to serve (default: demo.yaml)")
+    parser.add_argument("--users", type=int, default=20, help="concurrent users (default 20)")
+    parser.add_argument("--seconds", type=float, default=120.0, help="length of the load phase (default 120)")
+    parser.add_argument("--warmup", type=float, default=None,
+                        help="seconds of the load phase excluded from the memory trend (default: a quarter, max 30)")
+    parser.add_argument("--dialogues", type=int, default=12, help="distinct dialogues in the sample (default 12)")
+    parser.add_argument("--seed", type=int, default=0, help="sample and request-order seed")
+    parser.add_argument("--url", default=None, help="load an app that is already running instead of launching one")
+    parser.add_argument("--concurrency", type=int, default=None, help="passed to python -m workbench")
+    parser.add_argument("--max-queue", type=int, default=None, help="passed to python -m workbench")
+    parser.add_argument("--timeout", type=float, default=600.0, help="per-request timeout in seconds")
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help="where to write the JSON report")
+    args = parser.parse_args(argv)
+    if not 1 <= args.users <= 500:
+        parser.error("--users must be between 1 and 500")
+    if not args.seconds > 0 or not 1 <= args.dialogues <= 500:
+        parser.error("--seconds must be positive and --dialogues between 1 and 500")
+    return args
+
+
+# ------------------------------------------------------------------------------------------------ the server
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+@contextlib.contextmanager
+def launched_app(models: str, extra: list[str], log_path: Path, timeout: float = 600.0):
+    """`python -m workbench` on a free port; yields (url, pid); stops it afterwards."""
+    import urllib.request
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "workbench", "--models", models, "--port", str(port), *extra]
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}/"
+        try:
+            deadline = time.time() + timeout
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"the app exited with status {proc.returncode}; see {log_path}")
+                try:
+                    with urllib.request.urlopen(url, timeout=2) as response:
+                        if response.status == 200:
+                            break
+                except OSError:
+                    pass
+                if time.time() > deadline:
+                    raise RuntimeError(f"the app did not answer within {timeout:.0f} s; see {log_path}")
+                time.sleep(0.5)
+            yield url, proc.pid
+        finally:
+            stop_process(proc)
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, pid: int | None, every: float = 1.0):
+        super().__init__(daemon=True)
+        self.pid, self.every, self.samples = pid, every, []
+        self._halt = threading.Event()
+        self.t0 = time.monotonic()
+
+    def run(self) -> None:
+        while self.pid is not None and not self._halt.is_set():
+            value = rss_mb(self.pid)
+            if value is not None:
+                self.samples.append((round(time.monotonic() - self.t0, 2), round(value, 1)))
+            self._halt.wait(self.every)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=5)
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """Ask a server process to stop; kill it if it has not within 20 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# ------------------------------------------------------------------------------------------------ requests
+
+
+def texts_of(result: dict) -> dict[str, str | None]:
+    return {slot: entry.get("text") for slot, entry in (result.get("models") or {}).items()}
+
+
+def classify_error(err: BaseException) -> str:
+    text = str(err).lower()
+    return "rejected" if "queue is full" in text or "queue full" in text else "error"
+
+
+def reference_outputs(url: str, dialogues: list[str], timeout: float) -> tuple[list[dict], list[float]]:
+    """Single-user greedy outputs, one request at a time (the first one also warms the server up)."""
+    from gradio_client import Client
+
+    client = Client(url, verbose=False)
+    client.predict(dialogues[0], *COMPARE_ARGS, api_name="/compare")  # warm-up, not timed
+    outputs, latencies = [], []
+    for dialogue in dialogues:
+        started = time.perf_counter()
+        result = client.submit(dialogue, *COMPARE_ARGS, api_name="/compare").result(timeout=timeout)
+        latencies.append(time.perf_counter() - started)
+        if not result.get("ok"):
+            raise RuntimeError(f"single-user request refused: {result.get('message')}")
+        outputs.append(texts_of(result))
+    return outputs, latencies
+
+
+def user_loop(user: int, url: str, dialogues: list[str], reference: list[dict], stop_at: float, seed: int,
+              timeout: float, t0: float, records: list, lock: threading.Lock) -> None:
+    from gradio_client import Client
+
+    rng = random.Random(seed * 1000 + user)
+    try:
+        client = Client(url, verbose=False)
+    except Exception as err:  # noqa: BLE001 - a user who cannot even connect is an error, counted
+        with lock:
+            records.append({"user": user, "t": time.monotonic() - t0, "status": classify_error(err),
+                            "error": f"connect: {type(err).__name__}: {str(err)[:200]}"})
+        return
+    while time.monotonic() < stop_at:
+        i = rng.randrange(len(dialogues))
+        started = time.monotonic()
+        record = {"user": user, "dialogue": i, "t": round(started - t0, 3)}
+        try:
+            result = client.submit(dialogues[i], *COMPARE_ARGS, api_name="/compare").result(timeout=timeout)
+            record["latency_s"] = round(time.monotonic() - started, 4)
+            if not result.get("ok"):
+                record.update(status="error", error=f"refused: {str(result.get('message'))[:200]}")
+            else:
+                got = texts_of(result)
+                record["status"] = "ok" if got == reference[i] else "mismatch"
+                if record["status"] == "mismatch":
+                    record["diff"] = {s: {"got": got.get(s), "alone": reference[i].get(s)} for s in reference[i]
+                                      if got.get(s) != reference[i].get(s)}
+        except Exception as err:  # noqa: BLE001 - counted, not fatal
+            record.update(latency_s=round(time.monotonic() - started, 4), status=classify_error(err),
+                          error=f"{type(err).__name__}: {str(err)[:200]}")
+        with lock:
+            records.append(record)
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def trend_mb_per_min(samples: list[tuple[float, float]]) -> float | None:
+    """Least-squares slope of RSS over time, in MB per minute."""
+    if len(samples) < 3:
+        return None
+    ts, ys = [t for t, _ in samples], [y for _, y in samples]
+    mt, my = statistics.fmean(ts), statistics.fmean(ys)
+    var = sum((t - mt) ** 2 for t in ts)
+    return None if var == 0 else 60 * sum((t - mt) * (y - my) for t, y in zip(ts, ys)) / var
+
+
+def summarize(records: list[dict], samples: list[tuple[float, float]], load_start: float, load_end: float,
+              warmup: float) -> dict:
+    ok = [r for r in records if r["status"] == "ok"]
+    answered = [r for r in records if r["status"] in ("ok", "mismatch")]
+    latencies = [r["latency_s"] for r in answered]
+    duration = load_end - load_start
+    counts = {s: sum(r["status"] == s for r in records) for s in ("ok", "mismatch", "rejected", "error")}
+    during = [(t, y) for t, y in samples if load_start <= t <= load_end]
+    after_warmup = [(t, y) for t, y in during if t >= load_start + warmup]
+    memory = None
+    if during:
+        base = after_warmup[0][1] if after_warmup else during[0][1]
+        end = (after_warmup or during)[-1][1]
+        memory = {
+            "before_load_mb": next((y for t, y in reversed(samples) if t < load_start), None),
+            "after_warmup_mb": base, "end_mb": end, "max_mb": max(y for _, y in during),
+            "growth_after_warmup_mb": round(end - base, 1),
+            "trend_after_warmup_mb_per_min": None if (s := trend_mb_per_min(after_warmup)) is None else round(s, 2),
+            "flat_after_warmup": abs(end - base) <= max(20.0, 0.05 * base),
+        }
+    return {
+        "requests": len(records), **counts,
+        "throughput_rps": round(len(answered) / duration, 3) if duration > 0 else None,
+        "latency_s": {"p50": _r(percentile(latencies, 0.50)), "p95": _r(percentile(latencies, 0.95)),
+                      "p99": _r(percentile(latencies, 0.99)), "max": _r(max(latencies) if latencies else None),
+                      "mean": _r(statistics.fmean(latencies) if latencies else None)},
+        "memory": memory,
+        "passed": counts["mismatch"] == 0 and counts["error"] == 0 and len(ok) > 0,
+    }
+
+
+def _r(value, digits: int = 3):
+    return None if value is None else round(value, digits)
+
+
+def server_status(url: str) -> str | None:
+    from gradio_client import Client
+
+    try:
+        return Client(url, verbose=False).predict(api_name="/status")
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def run(args: argparse.Namespace) -> dict:
+    from workbench import data
+
+    rows = data.load_dialogues(data.DEMO, "test")
+    sample = random.Random(args.seed).sample(rows, min(args.dialogues, len(rows)))
+    dialogues = [r["dialogue"] for r in sample]
+    warmup = args.warmup if args.warmup is not None else min(30.0, args.seconds / 4)
+    extra = []
+    if args.concurrency:
+        extra += ["--concurrency", str(args.concurrency)]
+    if args.max_queue:
+        extra += ["--max-queue", str(args.max_queue)]
+    log_path = Path(tempfile.gettempdir()) / f"workbench-load-{os.getpid()}.log"
+    with contextlib.ExitStack() as stack:
+        launch_started = time.monotonic()
+        if args.url:
+            url, pid = args.url, None
+        else:
+            url, pid = stack.enter_context(launched_app(args.models, extra, log_path))
+        ready_s = time.monotonic() - launch_started
+        sampler = RssSampler(pid)
+        sampler.start()
+        print(f"[load] app at {url} ready in {ready_s:.1f} s; single-user reference on {len(dialogues)} dialogues",
+              flush=True)
+        reference, single = reference_outputs(url, dialogues, args.timeout)
+        status = server_status(url)
+        print(f"[load] single-user latency p50 {statistics.median(single):.3f} s; {args.users} users for "
+              f"{args.seconds:.0f} s ...", flush=True)
+        records, lock, threads = [], threading.Lock(), []
+        load_start = time.monotonic() - sampler.t0
+        stop_at = time.monotonic() + args.seconds
+        for user in range(args.users):
+            thread = threading.Thread(target=user_loop, args=(user, url, dialogues, reference, stop_at, args.seed,
+                                                              args.timeout, sampler.t0, records, lock), daemon=True)
+            thread.start()
+            threads.append(thread)
+        for thread in threads:
+            thread.join(timeout=args.seconds + args.timeout + 60)
+        load_end = time.monotonic() - sampler.t0
+        time.sleep(1.5)  # one more memory sample after the load
+        sampler.stop()
+    summary = summarize(records, sampler.samples, load_start, load_end, warmup)
+    report = {
+        "benchmark": "load", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "settings": {"models": None if args.url else str(args.models), "url": args.url, "users": args.users,
+                     "seconds": args.seconds, "warmup_s": warmup, "dialogues": len(dialogues), "seed": args.seed,
+                     "request": {"decoding": "greedy", "max_new_tokens": COMPARE_ARGS[2]},
+                     "server_args": extra or "defaults (python -m workbench)"},
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "server": {"ready_s": round(ready_s, 1), "pid_sampled": pid is not None, "status_html": status},
+        "single_user": {"latency_s": {"p50": _r(statistics.median(single)), "max": _r(max(single))},
+                        "outputs": [{"fname": r["fname"], **o} for r, o in zip(sample, reference)]},
+        "load": summary,
+        "rss_mb_over_time": sampler.samples,
+        "failures": [r for r in records if r["status"] != "ok"][:50],
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(tmp, out)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    report = run(args)
+    s = report["load"]
+    lat, mem = s["latency_s"], s["memory"] or {}
+    print(f"[load] {s['requests']} requests from {args.users} users in {args.seconds:.0f} s: {s['ok']} identical to "
+          f"single-user, {s['mismatch']} different (cross-talk), {s['rejected']} rejected (queue full), "
+          f"{s['error']} errors")
+    print(f"[load] latency p50 {lat['p50']} s, p95 {lat['p95']} s, max {lat['max']} s; throughput "
+          f"{s['throughput_rps']} requests/s")
+    if mem:
+        print(f"[load] server RSS {mem['before_load_mb']} MB before, {mem['after_warmup_mb']} MB after warm-up, "
+              f"{mem['end_mb']} MB at the end (max {mem['max_mb']}; trend {mem['trend_after_warmup_mb_per_min']} "
+              f"MB/min; flat: {mem['flat_after_warmup']})")
+    print(f"[load] report: {args.out}")
+    return 0 if s["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""`python -m benchmarks.load` end to end on the tiny family, for a few seconds: it launches the app, computes the
+single-user outputs, loads it with concurrent users, checks every answer against them and writes its report.
+(The real measurement runs on the demo family for two minutes: `make load`.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from tests import ui_fixtures as uf
+from workbench import paths
+
+
+def test_load_benchmark_runs_and_finds_no_crosstalk(tmp_path, tiny_tokenizer, tiny_model_dir):
+    store_dir = uf.build_family(tmp_path, tiny_tokenizer, tiny_model_dir)
+    data_dir = uf.write_dataset(tmp_path / "data")
+    config = uf.write_config(tmp_path / "models.yaml")
+    out = tmp_path / "load.json"
+    env = {**os.environ, "WORKBENCH_STORE": str(store_dir), "WORKBENCH_DEMO_DATA": str(data_dir),
+           "WORKBENCH_RESULTS": str(tmp_path / "results"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"}
+    done = subprocess.run([sys.executable, "-m", "benchmarks.load", "--models", str(config), "--users", "4",
+                           "--seconds", "6", "--dialogues", "5", "--out", str(out)], cwd=paths.REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    load = report["load"]
+    assert load["passed"] and load["mismatch"] == 0 and load["error"] == 0 and load["rejected"] == 0
+    assert load["requests"] == load["ok"] >= 4
+    assert 0 < load["latency_s"]["p50"] <= load["latency_s"]["p95"] <= load["latency_s"]["max"]
+    assert load["throughput_rps"] > 0
+    assert len(report["single_user"]["outputs"]) == 5
+    assert all(isinstance(o["lora"], str) for o in report["single_user"]["outputs"])
+    assert len(report["rss_mb_over_time"]) >= 3 and load["memory"]["max_mb"] > 50
+    assert "identical to single-user" in done.stdout and "latency p50" in done.stdout
