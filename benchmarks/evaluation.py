@@ -1,8 +1,9 @@
 """Batch evaluation: the four models over N DialogSum test dialogues (a seeded random sample, real lengths).
 
 naive  per-example loop in fp32, model after model (how the reference notebooks evaluated).
-ours   the evaluator's path: `ModelSet.generate_batch` per slot, i.e. `workbench.generation.generate` (batched,
-       length-sorted, the best precision the hardware has).
+ours   the app's batch path, `ModelSet.generate_slots` (what the Toxicity tab's sample run calls): base, LoRA and
+       PPO in one mixed-adapter `workbench.generation.generate` call, the full model in another; batched,
+       length-sorted, in the best precision the hardware has.
 
 Greedy, 64 new tokens, `min_new_tokens=64` on both sides so both generate exactly the same number of tokens
 (random weights would otherwise stop at different places). Outputs are compared string by string, and ROUGE-1
@@ -36,7 +37,7 @@ def run(bench) -> Result:
         outputs["naive"] = {s: [naive_generate(m, t, p, settings) for p in texts] for s, (m, t) in naive_models.items()}
 
     def mine():
-        outputs["ours"] = {s: ours.generate_batch(s, texts, settings) for s in SLOTS}
+        outputs["ours"] = ours.generate_slots(SLOTS, texts, settings)
 
     times = interleaved({"naive": naive, "ours": mine}, bench.reps(2))
     t_naive, t_ours = median(times["naive"]), median(times["ours"])
@@ -106,7 +107,7 @@ def demo_quality(n: int, variants=("auto", "bf16", "int8-dynamic")) -> dict:
            "fp32_batched_vs_per_example_differ": batching_changes, "variants": {}}
     for variant in variants:
         models = _demo_set(variant)
-        candidate = {s: models.generate_batch(s, texts, settings) for s in slots}
+        candidate = models.generate_slots(slots, texts, settings)
         label = str(models.precision) + (" + torch.ao dynamic int8" if variant == "int8-dynamic" else "")
         out["variants"][variant] = {"precision": label, **agreement(reference, candidate, rows)}
     return out

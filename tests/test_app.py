@@ -88,6 +88,16 @@ def test_compare_equals_each_model_alone(client, alone):
     assert differ, "the test adapters must change the output, or cross-talk would go unnoticed"
 
 
+def test_batch_path_gives_each_model_its_own_outputs(wb, alone):
+    """generate_slots (the Toxicity tab's sample run) serves base/LoRA/PPO in one mixed batch: each output must be
+    what that model gives alone, in the prompts' order."""
+    dialogues = [d for d, _ in DIALOGUES] + EXTRA[:3]
+    got = wb.models.generate_slots(["base", "full", "lora", "ppo"], [prompts.zero_shot(d) for d in dialogues],
+                                   GenerationSettings(), batch_size=2)
+    for i, dialogue in enumerate(dialogues):
+        assert {slot: outputs[i] for slot, outputs in got.items()} == alone(dialogue)
+
+
 def test_eight_requests_in_flight_no_crosstalk(client, alone):
     dialogues = [d for d, _ in DIALOGUES] + EXTRA[:4]
     expected = {d: alone(d) for d in dialogues}

@@ -474,18 +474,17 @@ class WorkbenchService:
         sample = random.Random(seed).sample(rows, min(n, len(rows)))
         texts = [prompts.zero_shot(r["dialogue"]) for r in sample]
         chunks = [texts[i: i + batch_size] for i in range(0, len(texts), batch_size)]
-        total, done = len(slots) * len(chunks), 0
+        outputs = {slot: [] for slot in slots}
+        for i, chunk in enumerate(chunks):  # chunked so that other requests get the models between chunks
+            if progress:
+                progress(i / len(chunks), f"{len(slots)} models: {i * batch_size}/{len(texts)} dialogues")
+            for slot, texts_out in ms.generate_slots(slots, chunk, settings, batch_size=batch_size).items():
+                outputs[slot] += texts_out
         records = []
         for slot in slots:
-            outputs = []
-            for chunk in chunks:  # chunked so that other requests get the models between chunks
-                if progress:
-                    progress(done / total, f"{LABELS[slot]}: {len(outputs)}/{len(texts)} dialogues")
-                outputs += ms.generate_batch(slot, chunk, settings, batch_size=batch_size)
-                done += 1
-            scores = ms.score(outputs)
+            scores = ms.score(outputs[slot])
             records += [{"model": LABELS[slot], "slot": slot, "fname": r["fname"], "toxicity": float(p),
-                         "summary": o} for r, o, p in zip(sample, outputs, scores)]
+                         "summary": o} for r, o, p in zip(sample, outputs[slot], scores)]
         if progress:
             progress(1.0, "done")
         frame = pd.DataFrame(records, columns=["model", "slot", "fname", "toxicity", "summary"])

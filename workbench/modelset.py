@@ -271,19 +271,36 @@ class ModelSet:
 
     def generate_batch(self, slot: str, prompts: Sequence[str], settings: GenerationSettings = GenerationSettings(),
                        *, batch_size: int = 16) -> list[str]:
-        """Many prompts through one slot (batch toxicity runs, evaluation), batched and length-sorted."""
-        if not self.status[slot].ok:
-            raise ValueError(f"{LABELS[slot]} is unavailable: {self.status[slot].error}")
-        with self._lock:
-            if slot == "full":
-                return generate(self.full_model, self.full_tokenizer, prompts, settings, batch_size=batch_size)
-            from peft import PeftModel
+        """Many prompts through one slot, batched and length-sorted."""
+        return self.generate_slots([slot], prompts, settings, batch_size=batch_size)[slot]
 
-            names = [BASE_ADAPTER if slot == "base" else slot] * len(prompts)
-            if isinstance(self.base_model, PeftModel):
-                return generate(self.base_model, self.tokenizer, prompts, settings, adapter_names=names,
-                                batch_size=batch_size)
-            return generate(self.base_model, self.tokenizer, prompts, settings, batch_size=batch_size)
+    def generate_slots(self, slots: Sequence[str], prompts: Sequence[str],
+                       settings: GenerationSettings = GenerationSettings(), *, batch_size: int = 16
+                       ) -> dict[str, list[str]]:
+        """Every prompt through each of `slots` (batch toxicity runs, evaluation): {slot: outputs in prompt order}.
+
+        The adapter family (base, LoRA, PPO) shares one mixed-adapter generate call, `batch_size` prompts per slot
+        in each batch: one pass over the base weights per decoding step serves all three. The full model is separate.
+        """
+        for slot in slots:
+            if not self.status[slot].ok:
+                raise ValueError(f"{LABELS[slot]} is unavailable: {self.status[slot].error}")
+        out: dict[str, list[str]] = {}
+        family = [s for s in slots if s != "full"]
+        with self._lock:
+            if "full" in slots:
+                out["full"] = generate(self.full_model, self.full_tokenizer, prompts, settings, batch_size=batch_size)
+            if family:
+                from peft import PeftModel
+
+                names = None
+                if isinstance(self.base_model, PeftModel):
+                    names = [BASE_ADAPTER if s == "base" else s for s in family for _ in prompts]
+                texts = generate(self.base_model, self.tokenizer, [p for _ in family for p in prompts], settings,
+                                 adapter_names=names, batch_size=batch_size * len(family))
+                for i, slot in enumerate(family):
+                    out[slot] = texts[i * len(prompts): (i + 1) * len(prompts)]
+        return {slot: out[slot] for slot in slots}
 
     def score(self, texts: Sequence[str]) -> list[float] | None:
         return self.scorer.score(list(texts)) if self.scorer is not None else None
