@@ -242,7 +242,7 @@ class WorkbenchService:
         ms = self.models
         return {"slots": self.status(), "load_seconds": round(ms.load_seconds, 2),
                 "scorer": getattr(ms.scorer, "name", None), "scorer_error": ms.scorer_error,
-                "max_input_tokens": ms.max_input_tokens, "dtype": str(ms.dtype).replace("torch.", "")}
+                "max_input_tokens": ms.max_input_tokens, "dtype": str(ms.precision)}
 
     def reload(self) -> dict:
         """Re-read every slot (new revisions, a Hub that came back). On a public Space anyone can press the button,

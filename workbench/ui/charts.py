@@ -7,6 +7,7 @@ HTML in labels and hover text).
 from __future__ import annotations
 
 import html
+import math
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -89,7 +90,8 @@ def params_chart(frame: pd.DataFrame, base_rouge1: float | None = None) -> go.Fi
     fig = go.Figure()
     for i, row in enumerate(frame.itertuples()):
         fig.add_scatter(x=[row.trainable], y=[row.rouge1], mode="markers+text", name=_esc(row.model),
-                        text=[_esc(row.model)], textposition="top center" if i % 2 == 0 else "bottom center",
+                        text=[_esc(row.model).replace(" (", "<br>(")],
+                        textposition="top center" if i % 2 == 0 else "bottom center",
                         marker={"size": 13, "color": _color(row.model, i + 1)},
                         error_y={"type": "data", "symmetric": False, "array": [max(0, row.ci_high - row.rouge1)],
                                  "arrayminus": [max(0, row.rouge1 - row.ci_low)]},
@@ -97,7 +99,8 @@ def params_chart(frame: pd.DataFrame, base_rouge1: float | None = None) -> go.Fi
     if base_rouge1 is not None:
         fig.add_hline(y=base_rouge1, line_dash="dash", line_color="#4C78A8",
                       annotation_text="base (no adaptation)", annotation_position="bottom right")
-    fig.update_xaxes(type="log", title="trainable parameters (log scale)")
+    lows, highs = math.log10(max(frame["trainable"].min(), 1)), math.log10(max(frame["trainable"].max(), 1))
+    fig.update_xaxes(type="log", title="trainable parameters (log scale)", range=[lows - 0.6, highs + 0.6])
     fig.update_yaxes(title="ROUGE-1")
     return _layout(fig, title, showlegend=False)
 
