@@ -59,20 +59,7 @@ def outside(tmp_path_factory) -> Path:
 # ------------------------------------------------------------------------------------------------ the app
 
 
-@pytest.fixture(scope="module")
-def wb(tmp_path_factory, tiny_tokenizer, tiny_model_dir):
-    patch = pytest.MonkeyPatch()
-    workbench = uf.Workbench(tmp_path_factory.mktemp("wb-abuse"), tiny_tokenizer, tiny_model_dir, patch)
-    yield workbench
-    patch.undo()
-
-
-@pytest.fixture(scope="module")
-def client(wb):
-    from gradio_client import Client
-
-    with uf.launched(wb.service, concurrency=4) as (_, url):
-        yield Client(url, verbose=False)
+wb, client = uf.app_fixtures("wb-abuse", concurrency=4)
 
 
 def compare(client, dialogue, reference="", settings=SETTINGS):

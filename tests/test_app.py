@@ -29,20 +29,7 @@ def call_compare(client, dialogue, reference=""):
 # ------------------------------------------------------------------------------------------------ fixtures
 
 
-@pytest.fixture(scope="module")
-def wb(tmp_path_factory, tiny_tokenizer, tiny_model_dir):
-    patch = pytest.MonkeyPatch()
-    workbench = uf.Workbench(tmp_path_factory.mktemp("wb"), tiny_tokenizer, tiny_model_dir, patch)
-    yield workbench
-    patch.undo()
-
-
-@pytest.fixture(scope="module")
-def client(wb):
-    from gradio_client import Client
-
-    with uf.launched(wb.service, concurrency=8) as (_, url):
-        yield Client(url, verbose=False)
+wb, client = uf.app_fixtures("wb", concurrency=8)
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.conftest import TINY_ARCH, rows
@@ -173,3 +174,23 @@ def launched(service, **build_kwargs):
         yield demo, demo.local_url
     finally:
         demo.close()
+
+
+def app_fixtures(name: str, concurrency: int):
+    """Module-scoped `wb` (a Workbench on tiny models) and `client` (gradio_client on the launched app) fixtures:
+    `wb, client = app_fixtures("wb", concurrency=8)` at a test module's top level."""
+
+    @pytest.fixture(scope="module")
+    def wb(tmp_path_factory, tiny_tokenizer, tiny_model_dir):
+        patch = pytest.MonkeyPatch()
+        yield Workbench(tmp_path_factory.mktemp(name), tiny_tokenizer, tiny_model_dir, patch)
+        patch.undo()
+
+    @pytest.fixture(scope="module")
+    def client(wb):
+        from gradio_client import Client
+
+        with launched(wb.service, concurrency=concurrency) as (_, url):
+            yield Client(url, verbose=False)
+
+    return wb, client
