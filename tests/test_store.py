@@ -15,13 +15,13 @@ def _publish_tiny(tiny_model_dir, tmp_path, repo="demo/tiny"):
     card = store.model_card(repo, base_model="(none)", method="full", dataset="demo",
                             metrics={"rouge1": {"mean": 0.5, "std": 0.1, "n": 3, "ci_low": 0.4, "ci_high": 0.6}},
                             training={"steps": 3}, params={"total": 10, "trainable": 10, "trainable_share": 1.0})
-    return folder, store.publish_run(folder, repo, card=card, metrics={"run_id": "r1"})
+    return folder, store.publish_local(folder, repo, card=card, metrics={"run_id": "r1"})
 
 
 def test_publish_then_load_round_trip(tiny_model_dir, tmp_store, tmp_path):
     folder, published = _publish_tiny(tiny_model_dir, tmp_path)
     resolved = store.resolve("demo/tiny")
-    assert resolved.name == published["local"] and resolved.parent.name == "revisions"
+    assert resolved.name == published and resolved.parent.name == "revisions"
     assert (resolved / "README.md").read_text().startswith("---\nlibrary_name: transformers")
     assert "| rouge1 | 0.5000 | [0.4000, 0.6000] | 3 |" in (resolved / "README.md").read_text()
     assert json.loads((resolved / "metrics.json").read_text()) == {"run_id": "r1"}
@@ -36,14 +36,14 @@ def test_new_revision_moves_main_and_old_stays_loadable(tiny_model_dir, tmp_stor
     folder, first = _publish_tiny(tiny_model_dir, tmp_path)
     (folder / "metrics.json").write_text('{"run_id": "r2"}')
     second = LocalStore().publish(folder, "demo/tiny")
-    assert second != first["local"]
+    assert second != first
     assert store.resolve("demo/tiny").name == second
-    assert store.resolve("demo/tiny", first["local"]).name == first["local"]
-    assert LocalStore().revisions("demo/tiny") == [first["local"], second]
+    assert store.resolve("demo/tiny", first).name == first
+    assert LocalStore().revisions("demo/tiny") == [first, second]
     assert LocalStore().publish(folder, "demo/tiny") == second  # same content, same revision
-    assert LocalStore().prune("demo/tiny", keep=1) == [first["local"]]
+    assert LocalStore().prune("demo/tiny", keep=1) == [first]
     with pytest.raises(StoreError, match="not found"):
-        store.resolve("demo/tiny", first["local"])
+        store.resolve("demo/tiny", first)
 
 
 @pytest.mark.parametrize("bad", ["../etc", "a/b/c", "/abs/path", "ns/..", "ns/na me", "", "ns/"])
@@ -86,6 +86,6 @@ def test_interrupted_publish_leaves_main_untouched(tiny_model_dir, tmp_store, tm
     with pytest.raises(OSError):
         LocalStore().publish(folder, "demo/tiny")
     monkeypatch.undo()
-    assert store.LocalStore(tmp_store).head("demo/tiny") == first["local"]
+    assert store.LocalStore(tmp_store).head("demo/tiny") == first
     leftovers = [p.name for p in (tmp_store / "demo" / "tiny" / "revisions").iterdir()]
-    assert leftovers == [first["local"]]
+    assert leftovers == [first]

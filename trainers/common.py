@@ -140,7 +140,6 @@ def cli(main: Callable[[list[str]], object], argv: list[str] | None = None) -> i
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 _CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
-_WEIGHT_FILES = ("model.safetensors", "adapter_model.safetensors", "model.safetensors.index.json")
 
 
 def _complete_checkpoint(path: Path, step: int) -> bool:
@@ -148,7 +147,7 @@ def _complete_checkpoint(path: Path, step: int) -> bool:
     process killed while saving leaves a folder that looks like a checkpoint but cannot be resumed from."""
     if not all((path / name).is_file() for name in _CHECKPOINT_FILES):
         return False
-    if not any((path / name).is_file() for name in _WEIGHT_FILES):
+    if not any((path / name).is_file() for name in store.WEIGHT_FILES):
         return False
     try:
         return json.loads((path / "trainer_state.json").read_text()).get("global_step") == step
@@ -215,15 +214,21 @@ def finish_run(*, run_id: str, ckpt: Path, folder: Path, output: str, push_to_hu
                   "recording it")
         results.write_metrics(run, path)
     if push_to_hub:
-        try:
-            store.HubStore().publish(folder, push_to_hub)
-        except store.StoreError as err:
-            print(f"error: {err}\nThe run itself is complete: {output} revision {run['revision']} in the local store, "
-                  f"results/{run_id}.json. Run the same command again to retry the push.", file=sys.stderr)
-            raise SystemExit(1) from None
+        push(folder, push_to_hub, done=f"{output} revision {run['revision']} in the local store, results/{run_id}.json")
         print(f"[{run['method']}] pushed {output} to the Hub as {push_to_hub}")
     atomic_write_text(ckpt / "COMPLETED", run_id + "\n")
     return run
+
+
+def push(folder: Path, repo_id: str, *, done: str) -> None:
+    """Push a published folder to the Hub. A failure exits with status 1 and says that the local work (`done`) is
+    complete and that running the same command again retries the push."""
+    try:
+        store.HubStore().publish(folder, repo_id)
+    except store.StoreError as err:
+        print(f"error: {err}\nThe run itself is complete: {done}. Run the same command again to retry the push.",
+              file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def _published_run(output: str, run_id: str) -> dict | None:

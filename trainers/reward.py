@@ -141,13 +141,7 @@ def main(argv: list[str] | None = None) -> dict:
         record["revision"] = store.publish_local(final, config.output, card=card, metrics=None)
         atomic_write_json(path, record)
     if config.push_to_hub:
-        try:
-            store.HubStore().publish(final, config.push_to_hub)
-        except store.StoreError as err:
-            print(f"error: {err}\nThe reward model itself is complete ({config.output} revision "
-                  f"{record['revision']} in the local store). Run the same command again to retry the push.",
-                  file=sys.stderr)
-            raise SystemExit(1) from None
+        common.push(final, config.push_to_hub, done=f"{config.output} revision {record['revision']} in the local store")
     atomic_write_text(ckpt / "COMPLETED", run_id + "\n")
     print(f"[reward] held-out ranking accuracy {accuracy:.3f} on {len(test_pairs)} pairs "
           f"(chance 0.5); published {config.output} revision {record['revision']}")

@@ -380,12 +380,3 @@ def publish_local(folder: str | Path, repo_id: str, *, card: str, metrics: dict 
     if metrics is not None:
         atomic_write_json(folder / "metrics.json", metrics)
     return LocalStore().publish(folder, repo_id)
-
-
-def publish_run(folder: str | Path, repo_id: str, *, card: str, metrics: dict | None,
-                push_to_hub: str | None = None) -> dict:
-    """Write the card and metrics into `folder`, publish it to the local store and, if asked, to the Hub."""
-    published = {"local": publish_local(folder, repo_id, card=card, metrics=metrics), "hub": None}
-    if push_to_hub:
-        published["hub"] = HubStore().publish(folder, push_to_hub)
-    return published

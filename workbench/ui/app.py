@@ -33,10 +33,10 @@ CSS = """
 .wb-card {border: 1px solid var(--border-color-primary); border-radius: 10px; padding: 8px 10px; min-height: 74px;
           background: var(--block-background-fill);}
 .wb-card-bad {background: #fdf3f3;}
-[id^="overlap-"] span {word-break: normal !important; overflow-wrap: normal !important;}  /* no "yo / u" line breaks */
 .wb-card-title {font-weight: 700; font-size: 1.0rem;}
 .wb-card-model {color: #555; font-size: 0.78rem; overflow-wrap: anywhere;}
 .wb-unavailable {color: #8a1c1c; font-size: 0.85rem; margin-top: 4px; overflow-wrap: anywhere;}
+[id^="overlap-"] span {word-break: normal !important; overflow-wrap: normal !important;}  /* words stay whole */
 .wb-metrics {display: flex; flex-wrap: wrap; gap: 4px; margin-top: 6px;}
 .wb-badge {display: inline-block; font-size: 0.76rem; padding: 1px 7px; border-radius: 999px; background: #eef1f5;
            border: 1px solid #d8dde5; white-space: nowrap;}
