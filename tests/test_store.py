@@ -89,3 +89,106 @@ def test_interrupted_publish_leaves_main_untouched(tiny_model_dir, tmp_store, tm
     assert store.LocalStore(tmp_store).head("demo/tiny") == first
     leftovers = [p.name for p in (tmp_store / "demo" / "tiny" / "revisions").iterdir()]
     assert leftovers == [first]
+
+
+# ------------------------------------------------------------------------------------------------ fast, useful failures
+
+FAIL_SCRIPT = r"""
+import json, sys, time
+from workbench import store
+out = {}
+for ref in sys.argv[1:]:
+    start = time.monotonic()
+    try:
+        store.resolve(ref)
+        out[ref] = {"error": None}
+    except store.StoreError as err:
+        out[ref] = {"error": str(err)}
+    out[ref]["seconds"] = time.monotonic() - start
+print(json.dumps(out))
+"""
+
+
+def resolve_in_subprocess(tmp_path, refs, **env) -> dict:
+    """store.resolve in a fresh process (huggingface_hub reads HF_ENDPOINT / HF_HUB_OFFLINE at import): per ref, the
+    error message and the seconds the call took."""
+    import os
+    import subprocess
+    import sys
+
+    from workbench import paths
+
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
+    full_env.update(WORKBENCH_STORE=str(paths.STORE_DIR), HF_HOME=str(tmp_path / "hf-home"), **env)
+    out = subprocess.run([sys.executable, "-c", FAIL_SCRIPT, *refs], cwd=paths.REPO_ROOT, env=full_env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _demo_names(tiny_model_dir, tmp_path):
+    for name in ("demo/flan-t5-demo-base", "demo/flan-t5-demo-full"):
+        folder = tmp_path / name.replace("/", "-")
+        folder.mkdir()
+        _publish_tiny(tiny_model_dir, folder, repo=name)
+
+
+def test_unreachable_hub_fails_fast_and_names_what_exists_offline(tiny_model_dir, tmp_store, tmp_path):
+    """No network: a Hub id fails in under 5 s (HF_HUB_OFFLINE: nothing sent; otherwise one quick probe, even where
+    the network swallows packets and huggingface_hub's own requests would wait forever), saying the Hub is
+    unreachable and which local store models exist offline; never "make demo"."""
+    from tests.hubstub import SilentEndpoint, closed_port_url
+
+    _demo_names(tiny_model_dir, tmp_path)
+    with SilentEndpoint() as silent:
+        cases = {"silent network": dict(HF_ENDPOINT=silent, HF_HUB_OFFLINE="0"),
+                 "refused": dict(HF_ENDPOINT=closed_port_url(), HF_HUB_OFFLINE="0"),
+                 "HF_HUB_OFFLINE": dict(HF_HUB_OFFLINE="1")}
+        answers = {case: resolve_in_subprocess(tmp_path, ["google/flan-t5-base"], **env)["google/flan-t5-base"]
+                   for case, env in cases.items()}
+    for case, answer in answers.items():
+        message = answer["error"]
+        assert answer["seconds"] < 5, (case, answer)
+        assert message.startswith("google/flan-t5-base@main: not in the local store"), (case, message)
+        assert "available offline in the local store: demo/flan-t5-demo-base, demo/flan-t5-demo-full" in message
+        assert "make demo" not in message and "\n" not in message
+    assert "is not reachable" in answers["silent network"]["error"]
+    assert "is not reachable" in answers["refused"]["error"]
+    assert "HF_HUB_OFFLINE is set" in answers["HF_HUB_OFFLINE"]["error"]
+
+
+def test_a_mistyped_store_name_suggests_the_close_ones(tiny_model_dir, tmp_store, tmp_path):
+    import time
+
+    from tests.hubstub import HubStub
+
+    _demo_names(tiny_model_dir, tmp_path)
+    start = time.monotonic()
+    with pytest.raises(StoreError) as offline:  # tests run with HF_HUB_OFFLINE=1
+        store.resolve("demo/flan-t5-demo-bse")
+    assert time.monotonic() - start < 5
+    assert "available offline in the local store: demo/flan-t5-demo-base, demo/flan-t5-demo-full" in str(offline.value)
+    close = r"not in the local store .* \(close names: demo/flan-t5-demo-full, demo/flan-t5-demo-base\)$"
+    with pytest.raises(StoreError, match=close):
+        LocalStore().head("demo/flan-t5-demo-ful")
+    with HubStub() as hub:  # online: the Hub says it does not exist; the close local names are offered
+        answer = resolve_in_subprocess(tmp_path, ["demo/flan-t5-demo-bse"], HF_ENDPOINT=hub.url,
+                                       HF_HUB_OFFLINE="0")["demo/flan-t5-demo-bse"]
+    assert "repository not found" in answer["error"]
+    assert answer["error"].endswith("; close names in the local store: demo/flan-t5-demo-base, demo/flan-t5-demo-full")
+
+
+def test_model_card_names_its_recipe(tmp_store):
+    from workbench import paths
+
+    card = store.model_card("local/x", base_model="demo/flan-t5-demo-base", method="lora", dataset="demo",
+                            metrics=None, training={"recipe": "configs/recipes/lora.yaml", "steps": 3}, params=None)
+    assert "Recipe: `configs/recipes/lora.yaml` (python -m trainers.lora --config configs/recipes/lora.yaml)" in card
+    absolute = str(paths.REPO_ROOT / "configs" / "recipes" / "ppo.yaml")
+    card = store.model_card("local/y", base_model="local/x", method="ppo", dataset="demo", metrics=None,
+                            training={"recipe": absolute}, params=None)
+    assert "Recipe: `configs/recipes/ppo.yaml` (python -m trainers.ppo --config configs/recipes/ppo.yaml)" in card
+    assert str(paths.REPO_ROOT) not in card  # a card never names the machine's folders
+    card = store.model_card("local/z", base_model="x/y", method="full", dataset="demo", metrics=None,
+                            training={"steps": 3}, params=None)
+    assert "Recipe:" not in card

@@ -34,6 +34,9 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".h5", ".m
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "README.md"]
 HASH_NAME = re.compile(r"^[0-9a-f]{12}$")  # revisions published by LocalStore are named by _content_hash
 WEIGHT_FILES = ("model.safetensors", "adapter_model.safetensors", "model.safetensors.index.json")
+PROBE_SECONDS = 2.0  # how long the one reachability probe waits for the Hub before falling back to the cache
+NETWORK_ERRORS = {"ConnectError", "ConnectTimeout", "TimeoutException", "NetworkError", "ConnectionError",
+                  "TimeoutError", "URLError"}
 
 
 class StoreError(RuntimeError):
@@ -148,8 +151,9 @@ class LocalStore:
     def head(self, repo_id: str) -> str:
         ref = self.repo_dir(repo_id) / "refs" / "main"
         if not ref.is_file():
-            raise StoreError(f"{repo_id}: not in the local store {self.root} (build it with `make demo` or publish "
-                             "it with a trainer)")
+            close = close_names(repo_id, self.list_repos())
+            hint = f"close names: {', '.join(close)}" if close else "publish it with a trainer"
+            raise StoreError(f"{repo_id}: not in the local store {self.root} ({hint})")
         return ref.read_text().strip()
 
     def resolve(self, repo_id: str, revision: str = "main") -> Path:
@@ -230,17 +234,84 @@ class HubStore:
 
     def resolve(self, repo_id: str, revision: str = "main", *, not_local: Path | None = None) -> Path:
         """Download (or find in the HF cache) the safetensors snapshot of a Hub repo. `not_local`: the local store
-        that was tried first, named in the error."""
+        that was tried first, named in the error with the names it does hold.
+
+        Fails fast without a network: with HF_HUB_OFFLINE nothing is sent; otherwise one quick probe decides first,
+        because huggingface_hub's own requests wait without a timeout where a network drops packets. When the Hub
+        cannot be reached, a copy in the HF cache still serves."""
         from huggingface_hub import snapshot_download
 
         validate_repo_id(repo_id)
+        unreachable = None if _hub_offline() else _probe(repo_id, revision)
         try:
-            folder = snapshot_download(repo_id, revision=revision, allow_patterns=HUB_PATTERNS)
+            folder = snapshot_download(repo_id, revision=revision, allow_patterns=HUB_PATTERNS,
+                                       local_files_only=unreachable is not None)
         except Exception as err:  # noqa: BLE001
-            where = (f"not in the local store ({not_local}: build it with `make demo` or a trainer) and not from the "
-                     "Hub" if not_local else "could not load from the Hub")
-            raise StoreError(f"{repo_id}@{revision}: {where}: {_hub_reason(err)}") from None
+            raise StoreError(_not_loaded(repo_id, revision, unreachable or err, not_local)) from None
         return check_safetensors(Path(folder))
+
+    def push_space(self, folder: str | Path, repo_id: str, *, message: str = "Upload the workbench Space") -> str:
+        """Push a staged Space folder (spaces/build_space.py) as a Gradio Space repo; returns the commit id."""
+        validate_repo_id(repo_id)
+        try:
+            self.api.create_repo(repo_id, repo_type="space", space_sdk="gradio", exist_ok=True)
+            info = self.api.upload_folder(repo_id=repo_id, repo_type="space", folder_path=str(folder),
+                                          commit_message=message)
+        except Exception as err:  # noqa: BLE001
+            raise StoreError(f"push of the Space {repo_id} failed: {_hub_reason(err, pushing=True)}") from None
+        return getattr(info, "oid", None) or str(info)
+
+
+def _probe(repo_id: str, revision: str) -> Exception | None:
+    """Whether the Hub answers at all within PROBE_SECONDS: None if it does (any HTTP answer, even an error: the
+    download then says what it means), else the network error. No token is sent."""
+    import urllib.error
+    import urllib.request
+    from urllib.parse import quote
+
+    url = f"{_hub_endpoint()}/api/models/{repo_id}/revision/{quote(revision, safe='')}"
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=PROBE_SECONDS).close()
+    except urllib.error.HTTPError:
+        return None
+    except (OSError, ValueError) as err:  # refused, timed out, no route, no DNS, a malformed HF_ENDPOINT
+        return err
+    return None
+
+
+def close_names(name: str, names: list[str], n: int = 3) -> list[str]:
+    """The names closest to `name` (typos, a namespace or suffix off), best first."""
+    import difflib
+
+    return difflib.get_close_matches(name, names, n=n, cutoff=0.6)
+
+
+def _not_loaded(repo_id: str, revision: str, err: BaseException, not_local: Path | None) -> str:
+    """The one-line error for a repo found neither in the local store nor on the Hub: what failed, what to do, and
+    which local store names exist (offline: all of them, close ones first; otherwise the close ones)."""
+    if not not_local:
+        return f"{repo_id}@{revision}: could not load from the Hub: {_hub_reason(err)}"
+    names = LocalStore(not_local).list_repos()
+    close = close_names(repo_id, names)
+    if _hub_offline() or _transient(err):
+        shown = close + [n for n in names if n not in close]
+        more = f" and {len(shown) - 6} more" if len(shown) > 6 else ""
+        hint = f"; available offline in the local store: {', '.join(shown[:6])}{more}" if shown else \
+            "; the local store is empty"
+    else:
+        hint = f"; close names in the local store: {', '.join(close)}" if close else ""
+    return f"{repo_id}@{revision}: not in the local store ({not_local}) and not from the Hub: {_hub_reason(err)}{hint}"
+
+
+def _transient(err: BaseException) -> bool:
+    """The Hub could not be reached, timed out, or answered 429/5xx: a failure where what exists offline helps."""
+    chain = _error_chain(err)
+    kinds = {cls.__name__ for e in chain for cls in type(e).__mro__}
+    status = next((e.response.status_code for e in chain
+                   if isinstance(getattr(getattr(e, "response", None), "status_code", None), int)), None)
+    if status is not None:
+        return status == 429 or status >= 500
+    return bool(kinds & NETWORK_ERRORS)
 
 
 def _error_chain(err: BaseException) -> list[BaseException]:
@@ -304,8 +375,7 @@ def _hub_reason(err: BaseException, *, pushing: bool = False) -> str:
     if offline:
         return "HF_HUB_OFFLINE is set and the files are not in the local Hugging Face cache: unset it on a machine " \
                "with network access, or use a model from the local store"
-    if kinds & {"ConnectError", "ConnectTimeout", "TimeoutException", "NetworkError", "ConnectionError",
-                "TimeoutError", "LocalEntryNotFoundError"}:
+    if kinds & (NETWORK_ERRORS | {"LocalEntryNotFoundError"}):
         if pushing:
             return f"the Hub ({_hub_endpoint()}) is not reachable: check the network connection and push again"
         return f"the Hub ({_hub_endpoint()}) is not reachable and the files are not in the local cache: check the " \
@@ -361,6 +431,10 @@ def model_card(repo_id: str, *, base_model: str, method: str, dataset: str, metr
         share = params.get("trainable_share")
         lines.append(f"| parameters | {params.get('total', 0):,} total, {params.get('trainable', 0):,} trainable"
                      + (f" ({share:.2%})" if isinstance(share, float) else "") + " |")
+    recipe = (training or {}).get("recipe")
+    if recipe:
+        training = {**training, "recipe": _repo_relative(str(recipe))}
+        lines += ["", recipe_line(training["recipe"], method)]
     if metrics:
         lines += ["", "## Evaluation", "", "| metric | mean | 95% CI | n |", "|---|---|---|---|"]
         for key, value in metrics.items():
@@ -371,6 +445,26 @@ def model_card(repo_id: str, *, base_model: str, method: str, dataset: str, metr
         lines += ["", "## Training", "", "```json", json.dumps(training, indent=2, default=str), "```"]
     lines += ["", "Weights are safetensors. Generated by the dialogue summarization workbench.", ""]
     return "\n".join(lines)
+
+
+TRAINER_MODULES = {"full": "trainers.full", "lora": "trainers.lora", "ppo": "trainers.ppo", "reward": "trainers.reward",
+                   "base": "trainers.pretrain"}
+
+
+def _repo_relative(path: str) -> str:
+    """`path` relative to the repository (a card never names a machine's folders); just the file name if outside."""
+    if not Path(path).is_absolute():
+        return Path(path).as_posix()
+    try:
+        return Path(path).resolve().relative_to(paths.REPO_ROOT.resolve()).as_posix()
+    except ValueError:
+        return Path(path).name
+
+
+def recipe_line(recipe: str, method: str) -> str:
+    """The card's pointer to the committed config that reproduces the model, with the command that runs it."""
+    recipe = _repo_relative(recipe)
+    return f"Recipe: `{recipe}` (python -m {TRAINER_MODULES.get(method, f'trainers.{method}')} --config {recipe})"
 
 
 def publish_local(folder: str | Path, repo_id: str, *, card: str, metrics: dict | None) -> str:
