@@ -20,7 +20,7 @@ run: $(VENV)/.installed          ## serve the workbench on the committed demo fa
 test: $(VENV)/.installed         ## the offline test suite
 	$(PY) -m pytest -q $(ARGS)
 
-demo: $(VENV)/.installed         ## rebuild the whole demo family (corpus, tokenizer, base, full, LoRA, PPO)
+demo: $(VENV)/.installed         ## rebuild the demo family (corpus, base, full, LoRA, reward, PPO) from configs/recipes/
 	$(PY) -m trainers.build_demo $(ARGS)
 
 bench: $(VENV)/.installed        ## speed and memory benchmarks at FLAN-T5-base scale

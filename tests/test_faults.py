@@ -37,7 +37,7 @@ def subprocess_env(tmp_path: Path, **extra: str) -> dict:
     """The environment of a trainer or app subprocess: the test's store and results, offline, no token, no cache."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
     env.update(WORKBENCH_STORE=str(paths.STORE_DIR), WORKBENCH_RESULTS=str(paths.RESULTS_DIR),
-               WORKBENCH_DEMO_DATA=str(paths.DEMO_DATA_DIR), HF_HOME=str(tmp_path / "hf-home"), HF_HUB_OFFLINE="1",
+               WORKBENCH_RUNS=str(tmp_path / "runs"), WORKBENCH_DEMO_DATA=str(paths.DEMO_DATA_DIR), HF_HOME=str(tmp_path / "hf-home"), HF_HUB_OFFLINE="1",
                TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="2", PYTHONUNBUFFERED="1",
                GRADIO_ANALYTICS_ENABLED="False")
     env.update(extra)
@@ -407,7 +407,10 @@ def config_store(tmp_path_factory, tiny_model_dir):
 
 @pytest.fixture
 def bad_inputs(config_store, tmp_path, monkeypatch):
-    """Data and config files with one thing wrong each."""
+    """Data and config files with one thing wrong each; checkpoints go to the test's folder, never to runs/."""
+    from trainers import common
+
+    monkeypatch.setattr(common, "RUNS_DIR", tmp_path / "runs")
     monkeypatch.setattr(paths, "STORE_DIR", config_store / "store")
     monkeypatch.setattr(paths, "RESULTS_DIR", tmp_path / "results")
     family = write_rows(tmp_path / "data", rows(8))
@@ -436,6 +439,7 @@ def bad_inputs(config_store, tmp_path, monkeypatch):
 
 
 SFT = ["--model", "test/tiny-base", "--dataset", "{data}", "--checkpoint-dir", "{ckpt}"]
+PPO_SMALL = ["--batch-size", "4", "--mini-batch-size", "2"]  # the 8-row dataset holds a batch: the policy is the error
 CONFIG_CASES = [  # (module, argv, words the one-line message must contain)
     ("trainers.full", ["--config", "{unknown_key}"], ["batch_sise"]),
     ("trainers.full", ["--config", "{wrong_type}"], ["max_steps", "whole number", "lots"]),
@@ -445,7 +449,7 @@ CONFIG_CASES = [  # (module, argv, words the one-line message must contain)
     ("trainers.full", [*SFT[:2], "--dataset", "{missing}"], ["dataset / train_split", "not found"]),
     ("trainers.full", [*SFT, "--eval-split", "nope"], ["dataset / eval_split", "no file for split 'nope'"]),
     ("trainers.full", [*SFT[:2], "--dataset", "{empty}"], ["dataset / eval_split", "empty"]),
-    ("trainers.full", [*SFT[:2], "--dataset", "{no_text}"], ["dataset / train_split", "row 0", "'dialogue'"]),
+    ("trainers.full", [*SFT[:2], "--dataset", "{no_text}"], ["dataset / train_split", "line 1", "'dialogue'"]),
     ("trainers.full", [*SFT[2:], "--model", "nobody/nothing"], ["model:", "nobody/nothing", "HF_HUB_OFFLINE"]),
     ("trainers.full", [*SFT[2:], "--model", "../../etc"], ["model:", "../../etc"]),
     ("trainers.full", ["--output", "not a repo"], ["output", "not a valid repo id"]),
@@ -456,9 +460,9 @@ CONFIG_CASES = [  # (module, argv, words the one-line message must contain)
     ("trainers.ppo", ["--reward", "kindness"], ["reward", "reward-model:"]),
     ("trainers.ppo", ["--mini-batch-size", "3"], ["mini_batch_size", "divide"]),
     ("trainers.ppo", ["--init-kl-coef", "inf"], ["init_kl_coef", "finite"]),
-    ("trainers.ppo", ["--policy", "test/tiny-base", "--dataset", "{data}", "--checkpoint-dir", "{ckpt}"],
+    ("trainers.ppo", ["--policy", "test/tiny-base", "--dataset", "{data}", "--checkpoint-dir", "{ckpt}", *PPO_SMALL],
      ["policy", "not a LoRA adapter"]),
-    ("trainers.ppo", ["--policy", "test/none", "--dataset", "{data}"], ["policy:", "test/none"]),
+    ("trainers.ppo", ["--policy", "test/none", "--dataset", "{data}", *PPO_SMALL], ["policy:", "test/none"]),
     ("trainers.reward", ["--pairs", "{missing}"], ["pairs", "not found"]),
     ("trainers.reward", ["--pairs", "{pairs}"], ["pairs", "row 0", "'rejected'"]),
     ("trainers.reward", ["--held-out", "1.5"], ["held_out"]),

@@ -126,6 +126,7 @@ def test_same_trainers_run_on_dialogsum_rows(setup):
     argv = flags("dialogsum-local", tmp_path, "test/tiny-dialogsum-lora", steps=3,
                  **{"train-split": "validation", "train-limit": 8, "eval-limit": 6, "max-source-length": 256})
     run = lora.main(argv)
-    assert run["dataset"] == {"id": "dialogsum-local", "split": "test", "n": 6}
+    assert {k: run["dataset"][k] for k in ("id", "split", "n")} == {"id": "dialogsum-local", "split": "test", "n": 6}
+    assert run["dataset"]["held_out"] is False and run["dataset"]["train_n"] == 8  # two splits: nothing held out
     assert run["training"]["n"] == 8 and run["metrics"]["rouge1"]["n"] == 6
     assert LocalStore().exists("test/tiny-dialogsum-lora")

@@ -4,6 +4,7 @@ command runs again."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -19,7 +20,7 @@ import torch
 
 from trainers.config import ConfigError
 from workbench import data, modeling, paths, prompts, results, store
-from workbench.io import atomic_write_text
+from workbench.io import atomic_write_json, atomic_write_text
 from workbench.paths import REPO_ROOT
 
 RUNS_DIR = Path(os.environ.get("WORKBENCH_RUNS", REPO_ROOT / "runs"))  # checkpoints; not committed
@@ -31,9 +32,24 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _state():
+    """accelerate's process state (shared by every caller, and by transformers' Trainer). On a machine without CUDA
+    it is asked for CPU processes, as the Trainer's `use_cpu` does: a default state there would see no distributed
+    launch at all, and every torchrun / accelerate-launch worker would think it is the main process."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def device() -> torch.device:
+    """The one device this process computes on: `cuda:<local rank>` under a multi-GPU launch, `cuda` or `cpu` in a
+    plain run. Every model and tensor of a trainer goes here, explicitly."""
+    return _state().device
+
+
 def is_main_process() -> bool:
     """True unless this is a non-zero rank of a torchrun / accelerate launch."""
-    return int(os.environ.get("RANK", "0")) == 0
+    return _state().is_main_process
 
 
 def init_distributed() -> tuple[int, int]:
@@ -65,17 +81,22 @@ def mean_across(values: dict[str, float]) -> dict[str, float]:
     return dict(zip(keys, t.tolist()))
 
 
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
 def end_distributed() -> None:
     """Leave the process group. A worker that exits with it still open can die with SIGABRT (gloo's threads are torn
     down mid-flight), and the launcher then kills the main process while it evaluates."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()  # all ranks leave together: none tears down its connections mid-collective
-        torch.distributed.destroy_process_group()
+    if _distributed():
+        _state().wait_for_everyone()  # all ranks leave together: none tears down its connections mid-collective
+        _state().destroy_process_group()
 
 
 def barrier() -> None:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
+    """Wait for every process (nothing to wait for in a plain run, or once the process group is gone)."""
+    if _distributed():
+        _state().wait_for_everyone()
 
 
 def use_bf16(precision: str) -> bool:
@@ -102,6 +123,80 @@ def prepare_checkpoint_dir(path: Path, fresh: bool) -> None:
                   "(its results and store revision stay as they are)")
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
+
+
+_UNSET = object()
+
+
+def guard_resume(ckpt: Path, settings: dict, fresh: bool) -> None:
+    """Refuse to resume a checkpoint folder that another run's settings made.
+
+    The first call (or any call with `fresh`) writes `ckpt/settings.json`; later calls compare. Resuming with other
+    data, another start model or other hyper-parameters would continue the first run's optimizer, schedule and data
+    order while the record claimed the new settings, so any difference is a ConfigError naming each key (old -> new)
+    and the two ways out. `settings` holds only what determines the training, not evaluation or output options."""
+    path = ckpt / "settings.json"
+    settings = json.loads(json.dumps(settings, sort_keys=True))  # like for like: tuples -> lists, keys -> str
+    if fresh or not path.exists():
+        atomic_write_json(path, settings)
+        return
+    try:
+        before = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise ConfigError(f"{path} is unreadable, so the unfinished run in {ckpt} cannot be checked; "
+                          "add --fresh to discard it and start over") from None
+    changed = [f"{key}: {_shown(before, key)} -> {_shown(settings, key)}"
+               for key in sorted(set(before) | set(settings)) if before.get(key, _UNSET) != settings.get(key, _UNSET)]
+    if changed:
+        raise ConfigError(f"{ckpt} holds an unfinished run with other settings ({'; '.join(changed)}); run with the "
+                          "same settings to resume it, or add --fresh to discard it and start over")
+
+
+def _shown(settings: dict, key: str) -> str:
+    return json.dumps(settings[key]) if key in settings else "(unset)"
+
+
+def training_settings(config, exclude: set[str] | frozenset[str], **extra) -> dict:
+    """The options of `config` that determine the training (for guard_resume), plus `extra` (method, data)."""
+    from trainers.config import as_dict
+
+    return {**{k: v for k, v in as_dict(config).items() if k not in exclude}, **extra}
+
+
+def data_fingerprint(texts: list[str]) -> dict:
+    """Row count and a hash of the training text: a file edited between two runs of the same command shows up."""
+    digest = hashlib.sha256(json.dumps(texts, ensure_ascii=False).encode()).hexdigest()
+    return {"n": len(texts), "sha256": digest[:16]}
+
+
+def default_output(method: str, model: str, dataset: str) -> str:
+    """A store name for a run that was given no --output: `local/<start model>-<dataset>-<method>`, e.g.
+    "local/flan-t5-demo-base-demo-lora". Never a demo/* name, so a user's run cannot replace what the app serves
+    unless the demo name is asked for explicitly (`make demo` does)."""
+    def short(ref: str) -> str:
+        name = Path(ref.rstrip("/\\")).name or ref
+        return name[: -len(Path(name).suffix)] if Path(name).suffix in data.FILE_SUFFIXES else name
+
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{short(model)}-{short(dataset)}-{method}")
+    name = re.sub(r"-{2,}", "-", re.sub(r"\.{2,}", ".", name)).strip("-._")[:96].rstrip("-._")
+    return f"local/{name or method}"
+
+
+def load_train_eval(config, *, fields: str = "dataset") -> tuple[list[dict], list[dict], dict]:
+    """Training and evaluation rows (data.load_train_eval: a single file holds out a seeded evaluation part); a
+    failure names the options that chose the data that failed (e.g. "dataset / eval_split")."""
+    where, train_at, eval_at = "train_split", None, None
+    try:
+        train_at = data.resolve_source(config.dataset, config.train_split)
+        where = "eval_split"
+        eval_at = data.resolve_source(config.dataset, config.eval_split)
+        where = None
+        return data.load_train_eval(config.dataset, config.train_split, config.eval_split,
+                                    train_limit=config.train_limit, eval_limit=config.eval_limit)
+    except data.DataError as err:
+        if where is None:  # loading failed: the message names the file, which tells the split
+            where = "eval_split" if eval_at != train_at and str(eval_at) in str(err) else "train_split"
+        raise data.DataError(f"{fields} / {where}: {err}") from None
 
 
 def resolve_model(ref: str, revision: str = "main", *, field: str = "model") -> Path:

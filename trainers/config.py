@@ -142,14 +142,40 @@ def parse(cls: type[T], argv: list[str] | None, description: str, epilog: str = 
         else:
             parser.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(), help=help_text)
     args = vars(parser.parse_args(argv))
-    values = load_yaml(args.pop("config")) if args.get("config") else {}
+    recipe = args.pop("config")
+    values = load_yaml(recipe) if recipe else {}
     where = "config: " if values else ""
-    values.update({k: v for k, v in args.items() if v is not None and k != "config"})
+    flags = {k: v for k, v in args.items() if v is not None}
+    values.update(flags)
     try:
-        return build(cls, values, where)
+        config = build(cls, values, where)
     except ConfigError as err:
         parser.error(str(err))
         raise  # unreachable: parser.error exits
+    config._recipe = (recipe_name(recipe), sorted(flags)) if recipe else None  # not a field: see recipe_record
+    return config
+
+
+def recipe_name(path: str | Path) -> str:
+    """How a record names a --config file: its path inside the repository (e.g. configs/recipes/lora.yaml), which
+    reproduces the run from a checkout; a file elsewhere by its name only (no machine paths in records)."""
+    from workbench.paths import REPO_ROOT
+
+    resolved = Path(path).resolve()
+    try:
+        return resolved.relative_to(REPO_ROOT.resolve()).as_posix()
+    except ValueError:
+        return resolved.name
+
+
+def recipe_record(config) -> dict:
+    """The training record's part that names the recipe: {"recipe": file or None} and, when command-line flags
+    overrode the file, {"recipe_overrides": [option, ...]} so that the record never claims the file alone ran."""
+    recipe = getattr(config, "_recipe", None)
+    if recipe is None:
+        return {"recipe": None}
+    path, overrides = recipe
+    return {"recipe": path, **({"recipe_overrides": overrides} if overrides else {})}
 
 
 def as_dict(config) -> dict:

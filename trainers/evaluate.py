@@ -49,15 +49,42 @@ class EvalConfig:
         check_scorer("toxicity", self.toxicity)
 
 
+ADAPTER = "adapter"  # the name the evaluated adapter is loaded under
+
+
 def load_for_eval(ref: str, revision: str, base: str | None, dtype: str):
-    """(model, tokenizer, base ref) for a full model or a LoRA adapter folder."""
+    """(model, tokenizer, base ref) for a full model or a LoRA adapter folder, on this process's device."""
     folder = common.resolve_model(ref, revision)
+    device = common.device()
     if (folder / "adapter_config.json").exists():
         base = base or json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
         base_folder = common.resolve_model(base, field="base")
-        model = modeling.load_adapters(modeling.load_model(base_folder, dtype=dtype), {"adapter": folder})
+        model = modeling.load_adapters(modeling.load_model(base_folder, dtype=dtype, device=device),
+                                       {ADAPTER: folder})
         return model, modeling.load_tokenizer(base_folder), base
-    return modeling.load_model(folder, dtype=dtype), modeling.load_tokenizer(folder), ref
+    return modeling.load_model(folder, dtype=dtype, device=device), modeling.load_tokenizer(folder), ref
+
+
+def published_record(folder) -> dict:
+    """The run record published with the model (its metrics.json), or {} for a model the workbench did not train."""
+    path = folder / "metrics.json"
+    try:
+        record = json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def trained_params(model, record: dict) -> dict:
+    """What the run that made the model trained, not what the loaded inference copy has requires_grad on (nothing):
+    the trainer's own figure from the published record; else, for an adapter, its parameters (the adapter is what
+    trained; the saved file can also hold copies of base layers); else 0 (a base model evaluated as it is)."""
+    params = record.get("params")
+    if isinstance(params, dict) and {"total", "trainable"} <= set(params):
+        return params
+    total = modeling.count_parameters(model)["total"]
+    trainable = sum(p.numel() for name, p in model.named_parameters() if ADAPTER in name.split("."))
+    return {"total": total, "trainable": trainable, "trainable_share": trainable / total if total else 0.0}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -67,15 +94,13 @@ def main(argv: list[str] | None = None) -> dict:
     folder = common.resolve_model(config.model, config.revision)  # a wrong name fails here, before any loading
     scorer = toxicity.load_scorer(config.toxicity)
     model, tokenizer, base = load_for_eval(config.model, config.revision, config.base, config.dtype)
-    method = config.method
-    if method is None:
-        published = folder / "metrics.json"
-        method = json.loads(published.read_text()).get("method", "eval") if published.exists() else "eval"
+    record = published_record(folder)
+    method = config.method or record.get("method", "eval")
     metrics = evaluation.evaluate(
         model, tokenizer, rows, model_id=config.model, method=method, base_model=base, dataset=config.dataset,
         split=config.split, revision=folder.name,
         settings=GenerationSettings(max_new_tokens=config.max_new_tokens, num_beams=config.num_beams),
-        scorer=scorer, params=modeling.count_parameters(model), batch_size=config.batch_size,
+        scorer=scorer, params=trained_params(model, record), batch_size=config.batch_size,
         started_at=watch.started_at, started_clock=watch.clock,
     )
     print(evaluation.format_table([metrics]))

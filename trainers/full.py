@@ -1,6 +1,7 @@
 """Full fine-tuning: every weight of the base model learns to summarize.
 
-    python -m trainers.full                                   # demo family, offline
+    python -m trainers.full                                   # demo base and data, offline -> local/...-full
+    python -m trainers.full --config configs/recipes/full.yaml  # the recipe of the served demo model
     python -m trainers.full --model google/flan-t5-base --dataset knkarthick/dialogsum \
         --output you/flan-t5-base-dialogsum-full --push-to-hub you/flan-t5-base-dialogsum-full
 """

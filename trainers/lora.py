@@ -2,7 +2,8 @@
 
 Defaults follow the reference recipe: r=32, alpha=32, target modules q and v, dropout 0.05.
 
-    python -m trainers.lora                                   # demo family, offline
+    python -m trainers.lora                                   # demo base and data, offline -> local/...-lora
+    python -m trainers.lora --config configs/recipes/lora.yaml  # the recipe of the served demo adapter
     python -m trainers.lora --model google/flan-t5-base --dataset knkarthick/dialogsum \
         --output you/flan-t5-base-dialogsum-lora --push-to-hub you/flan-t5-base-dialogsum-lora
 """
@@ -20,7 +21,6 @@ from trainers.config import ConfigError, field
 
 @dataclasses.dataclass
 class LoraConfig(sft.SFTConfig):
-    output: str = field("demo/flan-t5-demo-lora", "store name to publish the adapter under (namespace/name)")
     learning_rate: float = field(1e-3, "peak learning rate (LoRA takes larger steps than full fine-tuning)")
     lora_r: int = field(32, "LoRA rank")
     lora_alpha: int = field(32, "LoRA scaling numerator (scale = alpha / r)")

@@ -3,7 +3,8 @@ from scratch on the dialogues only (never the summaries) with T5's span-corrupti
 continuation as in T5's LM adaptation. The result writes fluent dialogue but has never seen a summary: an
 un-adapted base for prompting, fine-tuning and LoRA.
 
-    python -m trainers.pretrain                   # writes demo/flan-t5-demo-base to the local store
+    python -m trainers.pretrain                                       # -> local/t5-scratch-demo-pretrain
+    python -m trainers.pretrain --config configs/recipes/pretrain.yaml  # the served demo/flan-t5-demo-base
 
 On the demo dataset the training dialogues are joined by `extra_dialogues` more from the same generator (dialogues
 only, none equal to a validation or test dialogue): a base pretrained on 1,700 dialogues overfits them and learns
@@ -20,6 +21,7 @@ import torch
 
 from trainers import common
 from trainers import config as cfg
+from trainers.callbacks import ProgressCallback, progress_path, stop_exit
 from trainers.config import ConfigError, check_repo_id, check_scorer, field
 from workbench import data, evaluation, modeling, paths, store, toxicity
 from workbench.generation import GenerationSettings
@@ -32,7 +34,8 @@ class PretrainConfig:
     split: str = field("train", "split whose dialogues are used")
     eval_split: str = field("test", "split for the zero-shot evaluation of the finished base")
     eval_limit: int | None = field(None, "evaluate only the first N rows (default: all)")
-    output: str = field("demo/flan-t5-demo-base", "store name of the base model")
+    output: str | None = field(None, "store name of the base model (default: local/t5-scratch-<dataset>-pretrain, "
+                               "never the served demo base)")
     extra_dialogues: int | None = field(None, "extra synthetic dialogues to pretrain on (default: 20000 for the demo "
                                                "dataset, 0 otherwise; never equal to an evaluation dialogue)")
     vocab_size: int = field(4000, "tokenizer vocabulary size, including the 100 sentinels")
@@ -73,7 +76,8 @@ class PretrainConfig:
         if self.save_dtype not in {"bf16", "fp16", "fp32"}:
             raise ConfigError(f"save_dtype: expected bf16, fp16 or fp32, got {self.save_dtype!r}")
         check_scorer("toxicity", self.toxicity)
-        check_repo_id("output", self.output)
+        if self.output is not None:
+            check_repo_id("output", self.output)
 
 
 # ------------------------------------------------------------------------------------------------ objectives
@@ -170,22 +174,48 @@ def tokenizer_texts(dialogues: list[str]) -> list[str]:
     return list(dialogues)
 
 
+# Options that do not change what is trained (evaluation, output, logging): a run may resume with other values.
+NOT_TRAINING = frozenset({"output", "checkpoint_dir", "fresh", "eval_split", "eval_limit", "toxicity",
+                          "logging_steps", "save_steps", "save_dtype"})
+
+
+def training_arguments(config: PretrainConfig, ckpt):
+    """transformers' arguments for pretraining; the progress bar is on explicitly (quiet_transformers() would
+    otherwise turn it off with the logs)."""
+    from transformers import Seq2SeqTrainingArguments
+
+    return Seq2SeqTrainingArguments(
+        output_dir=str(ckpt), max_steps=config.max_steps, per_device_train_batch_size=config.batch_size,
+        learning_rate=config.learning_rate, warmup_steps=config.warmup_ratio, lr_scheduler_type="cosine",
+        weight_decay=0.01, bf16=common.use_bf16(config.precision), use_cpu=not torch.cuda.is_available(),
+        logging_steps=config.logging_steps, save_steps=config.save_steps, save_total_limit=2, seed=config.seed,
+        report_to=[], disable_tqdm=False, remove_unused_columns=False, dataloader_num_workers=0,
+    )
+
+
 def main(argv: list[str] | None = None) -> dict:
     import datasets
-    from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
+    from transformers import Seq2SeqTrainer
 
     config = cfg.parse(PretrainConfig, argv, description=__doc__)
     watch = common.Stopwatch()
     common.seed_everything(config.seed)
     modeling.quiet_transformers()
+    if config.output is None:
+        config.output = common.default_output("pretrain", "t5-scratch", config.dataset)
+        print(f"[pretrain] publishing to {config.output} (choose another name with --output)")
     rows = common.load_rows(config.dataset, config.split, fields="dataset / split")
     eval_rows = common.load_rows(config.dataset, config.eval_split, limit=config.eval_limit,
                                  fields="dataset / eval_split")
     scorer = toxicity.load_scorer(config.toxicity)
 
     ckpt = common.checkpoint_dir(config, "pretrain")
-    common.prepare_checkpoint_dir(ckpt, config.fresh)
-    common.last_checkpoint(ckpt, remove_incomplete=True)  # a run killed while saving leaves half a checkpoint
+    settings = common.training_settings(config, NOT_TRAINING, method="pretrain",
+                                        train_data=common.data_fingerprint([r["dialogue"] for r in rows]))
+    if common.is_main_process():
+        common.prepare_checkpoint_dir(ckpt, config.fresh)
+        common.guard_resume(ckpt, settings, config.fresh)  # its tokenizer and checkpoints came from these settings
+        common.last_checkpoint(ckpt, remove_incomplete=True)  # a run killed while saving leaves half a checkpoint
     run_id = common.run_id_for(ckpt, "base")
     texts = pretraining_dialogues(config, rows)
     tok_dir = ckpt / "tokenizer"
@@ -197,25 +227,21 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"[pretrain] tokenizer: {len(tokenizer)} tokens; {len(texts)} dialogues "
           f"({len(rows)} from {config.dataset}/{config.split}, {len(texts) - len(rows)} extra)")
 
-    model = modeling.build_model(modeling.demo_config(len(tokenizer)), seed=config.seed)
+    model = modeling.build_model(modeling.demo_config(len(tokenizer)), seed=config.seed).to(common.device())
     params = modeling.count_parameters(model)
     print(f"[pretrain] model: {params['total']:,} parameters, architecture {modeling.DEMO_ARCHITECTURE}")
     dialogues = tokenizer(texts, truncation=True, max_length=512)
     train = datasets.Dataset.from_dict({"input_ids": dialogues["input_ids"]})
 
-    args = Seq2SeqTrainingArguments(
-        output_dir=str(ckpt), max_steps=config.max_steps, per_device_train_batch_size=config.batch_size,
-        learning_rate=config.learning_rate, warmup_steps=config.warmup_ratio, lr_scheduler_type="cosine",
-        weight_decay=0.01, bf16=common.use_bf16(config.precision), use_cpu=not torch.cuda.is_available(), logging_steps=config.logging_steps,
-        save_steps=config.save_steps, save_total_limit=2, seed=config.seed, report_to=[],
-        remove_unused_columns=False, dataloader_num_workers=0,
-    )
-    trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=train,
-                             data_collator=PretrainCollator(tokenizer, config, config.seed))
+    progress = ProgressCallback(progress_path(ckpt))  # live curve for the Train tab; SIGTERM = checkpoint and stop
+    trainer = Seq2SeqTrainer(model=model, args=training_arguments(config, ckpt), train_dataset=train,
+                             data_collator=PretrainCollator(tokenizer, config, config.seed), callbacks=[progress])
     last = common.last_checkpoint(ckpt)
     if last:
         print(f"[pretrain] resuming from {last} (run {run_id})")
     trainer.train(resume_from_checkpoint=last)
+    if progress.stopped:  # a checkpoint is written; a partial model is neither evaluated nor published
+        raise SystemExit(stop_exit(trainer.state.global_step, ckpt))
 
     final = ckpt / "final"
     common.store_weights(trainer.model, final, config.save_dtype)
@@ -227,8 +253,16 @@ def main(argv: list[str] | None = None) -> dict:
                 "n": len(rows), "extra_dialogues": len(texts) - len(rows), "seed": config.seed, "vocab_size": len(tokenizer),
                 "final_loss": next((e["loss"] for e in reversed(trainer.state.log_history) if "loss" in e), None),
                 "train_seconds": round(watch.seconds, 1), "log_file": f"logs/{run_id}.jsonl",
-                "architecture": modeling.DEMO_ARCHITECTURE}
+                "architecture": modeling.DEMO_ARCHITECTURE, **cfg.recipe_record(config)}
     atomic_write_jsonl(paths.RESULTS_DIR / "logs" / f"{run_id}.jsonl", common.log_history_rows(trainer.state.log_history))
+    return finish(config, model, tokenizer, eval_rows, scorer=scorer, params=params, training=training, watch=watch,
+                  run_id=run_id, ckpt=ckpt)
+
+
+def finish(config: PretrainConfig, model, tokenizer, eval_rows: list[dict], *, scorer, params: dict, training: dict,
+           watch: common.Stopwatch, run_id: str, ckpt) -> dict:
+    """Evaluate the base zero-shot, publish and record (common.finish_run). A base trained nothing for a user of it:
+    its record says 0 trainable parameters, as the evaluator reads it back."""
     def evaluate() -> dict:
         return evaluation.evaluate(
             model, tokenizer, eval_rows, model_id=config.output, method="base", base_model=config.output,
@@ -244,8 +278,8 @@ def main(argv: list[str] | None = None) -> dict:
                                             "on synthetic dialogues only. It writes dialogue; it has not learned to "
                                             "summarize.")
 
-    metrics = common.finish_run(run_id=run_id, ckpt=ckpt, folder=final, output=config.output, push_to_hub=None,
-                                evaluate=evaluate, card=card)
+    metrics = common.finish_run(run_id=run_id, ckpt=ckpt, folder=ckpt / "final", output=config.output,
+                                push_to_hub=None, evaluate=evaluate, card=card)
     print(evaluation.format_table([metrics]))
     print(f"[pretrain] published {config.output} revision {metrics['revision']} (run {run_id})")
     return metrics

@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 
 from trainers import common
+from trainers.callbacks import ProgressCallback, progress_path, stop_exit
+from trainers import config as cfg
 from trainers.config import ConfigError, check_repo_id, check_scorer, field
 from workbench import evaluation, modeling, paths, store, toxicity
 from workbench.generation import GenerationSettings
@@ -24,10 +26,13 @@ class SFTConfig:
     dataset: str = field("demo", "data: 'demo', 'dialogsum-local' (../shared), a folder/file, or a Hub id "
                          "(e.g. knkarthick/dialogsum)")
     train_split: str = field("train", "split to train on")
-    eval_split: str = field("test", "split to evaluate on (the whole split unless --eval-limit)")
+    eval_split: str = field("test", "split to evaluate on (the whole split unless --eval-limit; when it names the "
+                            "same data as --train-split, e.g. a single file, a seeded tenth of the dialogues is held "
+                            "out for evaluation and not trained on)")
     train_limit: int | None = field(None, "use only the first N training rows (quick runs)")
     eval_limit: int | None = field(None, "evaluate only the first N rows (quick runs; the default is all)")
-    output: str = field("demo/flan-t5-demo-full", "store name to publish the result under (namespace/name)")
+    output: str | None = field(None, "store name to publish the result under (namespace/name; default: "
+                               "local/<model>-<dataset>-<method>, never a served demo model)")
     push_to_hub: str | None = field(None, "also push to this Hub repo (token from HF_TOKEN or `hf auth "
                                     "login`; never printed)")
     max_steps: int = field(1000, "optimizer steps (0 = use --epochs)")
@@ -73,9 +78,15 @@ class SFTConfig:
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be positive")
         check_scorer("toxicity", self.toxicity)
-        check_repo_id("output", self.output)
+        if self.output is not None:
+            check_repo_id("output", self.output)
         if self.push_to_hub is not None:
             check_repo_id("push_to_hub", self.push_to_hub)
+
+
+# Options that do not change what is trained (evaluation, output, logging): a run may resume with other values.
+NOT_TRAINING = frozenset({"output", "push_to_hub", "checkpoint_dir", "fresh", "eval_split", "eval_limit",
+                          "eval_batch_size", "max_new_tokens", "toxicity", "logging_steps", "save_steps", "save_dtype"})
 
 
 def run(config: SFTConfig, method: str, prepare: Callable, describe: Callable[[object], dict]) -> dict:
@@ -83,28 +94,88 @@ def run(config: SFTConfig, method: str, prepare: Callable, describe: Callable[[o
 
     `describe(config)` returns the method-specific part of the training record (e.g. LoRA rank).
     """
-    from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
+    from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer
 
     watch = common.Stopwatch()
     common.seed_everything(config.seed)
     modeling.quiet_transformers()
+    if config.output is None:
+        config.output = common.default_output(method, config.model, config.dataset)
+        print(f"[{method}] publishing to {config.output} (choose another name with --output)")
 
     # Everything that can be wrong with the inputs fails here, before any training.
-    train_rows = common.load_rows(config.dataset, config.train_split, limit=config.train_limit,
-                                  fields="dataset / train_split")
-    eval_rows = common.load_rows(config.dataset, config.eval_split, limit=config.eval_limit,
-                                 fields="dataset / eval_split")
+    train_rows, eval_rows, split_info = common.load_train_eval(config)
     source = common.resolve_model(config.model, config.revision)
     tokenizer = modeling.load_tokenizer(source)
     scorer = toxicity.load_scorer(config.toxicity)
-    model = prepare(modeling.load_model(source, dtype="fp32"), config)
+    ckpt, run_id = start_run(config, method, train_rows)  # refuses another run's checkpoints before any model loads
+    model = prepare(modeling.load_model(source, dtype="fp32", device=common.device()), config)
     model.train()
     params = modeling.count_parameters(model)
     print(f"[{method}] {config.model}: {params['trainable']:,} trainable of {params['total']:,} parameters "
-          f"({100 * params['trainable_share']:.2f}%); {len(train_rows)} training rows, {len(eval_rows)} eval rows")
+          f"({100 * params['trainable_share']:.2f}%); {len(train_rows)} training rows, {len(eval_rows)} evaluation "
+          f"rows ({split_info['note']})")
 
+    args = training_arguments(config, ckpt)
+    progress = ProgressCallback(progress_path(ckpt))  # live curve for the Train tab; SIGTERM = checkpoint and stop
+    trainer = Seq2SeqTrainer(
+        model=model,
+        args=args,
+        train_dataset=common.tokenize_pairs(tokenizer, train_rows, config.max_source_length,
+                                            config.max_target_length),
+        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100, pad_to_multiple_of=8),
+        processing_class=tokenizer,
+        callbacks=[progress],
+    )
+    last = common.last_checkpoint(ckpt)
+    if last and common.is_main_process():
+        print(f"[{method}] resuming from {last} (run {run_id})")
+    trainer.train(resume_from_checkpoint=last)
+    main_process = trainer.is_world_process_zero()
+    common.end_distributed()  # training is over: no more collectives
+    if progress.stopped:  # a checkpoint is written; a partial model is neither evaluated nor published
+        raise SystemExit(stop_exit(trainer.state.global_step, ckpt))
+    if not main_process:
+        return {}  # data-parallel workers are done; the main process evaluates and publishes once
+
+    final = ckpt / "final"
+    common.store_weights(trainer.model, final, config.save_dtype, base_ref=config.model)
+    tokenizer.save_pretrained(final)
+    training = {
+        "method": method, "steps": trainer.state.global_step, "epochs": round(trainer.state.epoch or 0, 3),
+        "batch_size": config.batch_size, "learning_rate": config.learning_rate, "precision": config.precision,
+        "group_by_length": config.group_by_length,
+        "dataset": config.dataset, "split": config.train_split, "n": len(train_rows), "split_info": split_info,
+        "seed": config.seed, **cfg.recipe_record(config),
+        "final_loss": next((e["loss"] for e in reversed(trainer.state.log_history) if "loss" in e), None),
+        "train_seconds": round(watch.seconds, 1), "log_file": f"logs/{run_id}.jsonl",
+        "resumed_from": Path(last).name if last else None, "processes": args.world_size, **describe(config),
+    }
+    atomic_write_jsonl(paths.RESULTS_DIR / "logs" / f"{run_id}.jsonl", common.log_history_rows(trainer.state.log_history))
+    return finish(config, method, trainer.model.eval(), tokenizer, eval_rows, split_info, scorer=scorer,
+                  params=params, training=training, watch=watch, run_id=run_id, ckpt=ckpt)
+
+
+def start_run(config: SFTConfig, method: str, train_rows: list[dict]) -> tuple[Path, str]:
+    """The run's checkpoint folder (prepared by the main process) and its run id. A folder holding an unfinished run
+    with other training settings is refused here (common.guard_resume), before any model loads."""
     ckpt = common.checkpoint_dir(config, method)
-    args = Seq2SeqTrainingArguments(
+    texts = [f"{r['dialogue']}\n{r['summary']}" for r in train_rows]
+    settings = common.training_settings(config, NOT_TRAINING, method=method,
+                                        train_data=common.data_fingerprint(texts))
+    if common.is_main_process():
+        common.prepare_checkpoint_dir(ckpt, config.fresh)
+        common.guard_resume(ckpt, settings, config.fresh)
+        common.last_checkpoint(ckpt, remove_incomplete=True)  # a run killed while saving leaves half a checkpoint
+    return ckpt, common.run_id_for(ckpt, method)  # waits for the main process
+
+
+def training_arguments(config: SFTConfig, ckpt: Path):
+    """transformers' arguments for the recipe. `disable_tqdm=False` is explicit: left unset, transformers hides the
+    progress bar whenever its logging is quieter than WARNING, which modeling.quiet_transformers() makes it."""
+    from transformers import Seq2SeqTrainingArguments
+
+    return Seq2SeqTrainingArguments(
         output_dir=str(ckpt),
         max_steps=config.max_steps if config.max_steps > 0 else -1,
         num_train_epochs=config.epochs,
@@ -120,50 +191,19 @@ def run(config: SFTConfig, method: str, prepare: Callable, describe: Callable[[o
         seed=config.seed,
         train_sampling_strategy="group_by_length" if config.group_by_length else "random",
         report_to=[],
+        disable_tqdm=False,
         dataloader_num_workers=0,
         remove_unused_columns=True,
-    )  # under torchrun / accelerate launch this also joins the process group (gloo on CPU, nccl on GPU)
-    if common.is_main_process():
-        common.prepare_checkpoint_dir(ckpt, config.fresh)
-        common.last_checkpoint(ckpt, remove_incomplete=True)  # a run killed while saving leaves half a checkpoint
-    run_id = common.run_id_for(ckpt, method)  # waits for the main process
-    trainer = Seq2SeqTrainer(
-        model=model,
-        args=args,
-        train_dataset=common.tokenize_pairs(tokenizer, train_rows, config.max_source_length,
-                                            config.max_target_length),
-        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100, pad_to_multiple_of=8),
-        processing_class=tokenizer,
-    )
-    last = common.last_checkpoint(ckpt)
-    if last and common.is_main_process():
-        print(f"[{method}] resuming from {last} (run {run_id})")
-    trainer.train(resume_from_checkpoint=last)
-    main_process = trainer.is_world_process_zero()
-    common.end_distributed()  # training is over: no more collectives
-    if not main_process:
-        return {}  # data-parallel workers are done; the main process evaluates and publishes once
+    )  # under torchrun / accelerate launch the process group is already joined (common.is_main_process)
 
-    final = ckpt / "final"
-    common.store_weights(trainer.model, final, config.save_dtype, base_ref=config.model)
-    tokenizer.save_pretrained(final)
-    model = trainer.model.eval()
 
-    training = {
-        "method": method, "steps": trainer.state.global_step, "epochs": round(trainer.state.epoch or 0, 3),
-        "batch_size": config.batch_size, "learning_rate": config.learning_rate, "precision": config.precision,
-        "group_by_length": config.group_by_length,
-        "dataset": config.dataset, "split": config.train_split, "n": len(train_rows), "seed": config.seed,
-        "final_loss": next((e["loss"] for e in reversed(trainer.state.log_history) if "loss" in e), None),
-        "train_seconds": round(watch.seconds, 1), "log_file": f"logs/{run_id}.jsonl",
-        "resumed_from": Path(last).name if last else None, "processes": args.world_size, **describe(config),
-    }
-    atomic_write_jsonl(paths.RESULTS_DIR / "logs" / f"{run_id}.jsonl", common.log_history_rows(trainer.state.log_history))
-
+def finish(config: SFTConfig, method: str, model, tokenizer, eval_rows: list[dict], split_info: dict, *, scorer,
+           params: dict, training: dict, watch: common.Stopwatch, run_id: str, ckpt: Path) -> dict:
+    """Evaluate on the evaluation rows, publish and record (common.finish_run)."""
     def evaluate() -> dict:
         return evaluation.evaluate(
             model, tokenizer, eval_rows, model_id=config.output, method=method, base_model=config.model,
-            dataset=config.dataset, split=config.eval_split,
+            dataset=config.dataset, split=config.eval_split, split_info=split_info,
             settings=GenerationSettings(max_new_tokens=config.max_new_tokens), scorer=scorer, params=params,
             training=training, batch_size=config.eval_batch_size, started_at=watch.started_at,
             started_clock=watch.clock, run_id=run_id, write=False,
@@ -173,12 +213,8 @@ def run(config: SFTConfig, method: str, prepare: Callable, describe: Callable[[o
         return store.model_card(config.output, base_model=config.model, method=method, dataset=config.dataset,
                                 metrics=metrics["metrics"], training=training, params=params)
 
-    metrics = common.finish_run(run_id=run_id, ckpt=ckpt, folder=final, output=config.output,
+    metrics = common.finish_run(run_id=run_id, ckpt=ckpt, folder=ckpt / "final", output=config.output,
                                 push_to_hub=config.push_to_hub, evaluate=evaluate, card=card)
     print(evaluation.format_table([metrics]))
     print(f"[{method}] published {config.output} revision {metrics['revision']} (run {run_id})")
     return metrics
-
-
-def final_folder(config: SFTConfig, method: str) -> Path:
-    return common.checkpoint_dir(config, method) / "final"

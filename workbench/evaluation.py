@@ -44,6 +44,7 @@ def evaluate(
     base_model: str,
     dataset: str,
     split: str,
+    split_info: dict | None = None,
     settings: GenerationSettings = GenerationSettings(),
     scorer=None,
     params: dict | None = None,
@@ -64,6 +65,8 @@ def evaluate(
     Returns the metrics dict (also written, schema-checked, to `results_dir/<run_id>.json`). Pass `predictions` when
     they were already generated (the PPO trainer generates with explicit adapter names). With `write=False` the record
     is validated and returned but not written (trainers write it once the model is published, with its revision).
+    `split_info` (data.load_train_eval) says whether the evaluation rows were held out of a file that also served
+    for training; the record's "dataset" carries it, so no score on a single file is shown without that context.
     """
     started_at = started_at or results.utc_now()
     clock = started_clock or time.time()
@@ -86,7 +89,7 @@ def evaluate(
         "method": method,
         "base_model": base_model,
         "params": params,
-        "dataset": {"id": dataset, "split": split, "n": len(rows)},
+        "dataset": dataset_record(dataset, split, len(rows), split_info),
         "metrics": metrics,
         "generation": {**settings.as_dict(), "prompt": "zero_shot", "batch_size": batch_size,
                        "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
@@ -104,6 +107,16 @@ def evaluate(
     else:
         results.validate(run)
     return run
+
+
+def dataset_record(dataset: str, split: str, n: int, split_info: dict | None) -> dict:
+    """The record's "dataset": id, split and n, plus (given a split_info) whether the evaluation part was held out
+    of the training data, how many rows trained, and the sentence that says so."""
+    record = {"id": dataset, "split": split, "n": n}
+    if split_info:
+        record.update(held_out=bool(split_info["held_out"]), train_n=split_info["train"]["n"],
+                      holdout_seed=split_info.get("holdout_seed"), note=split_info.get("note", ""))
+    return record
 
 
 def format_table(runs: Sequence[dict]) -> str:
