@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from trainers import common
+from trainers import common, tracking
 from trainers.callbacks import ProgressCallback, progress_path, stop_exit
 from trainers import config as cfg
 from trainers.config import ConfigError, check_repo_id, check_scorer, field
@@ -57,6 +57,8 @@ class SFTConfig:
     eval_batch_size: int = field(32, "generation batch size for evaluation")
     max_new_tokens: int = field(64, "summary length limit at evaluation")
     toxicity: str = field("profanity-check", "toxicity scorer: profanity-check (offline) or hf:<model>")
+    report_to: str = field("none", "experiment tracker for the training curves: none, trackio (local, offline; "
+                           "`trackio show --project dialogue-workbench`), tensorboard or wandb, if installed")
 
     def validate(self) -> None:
         positive = ["batch_size", "max_source_length", "max_target_length", "logging_steps", "save_steps",
@@ -78,6 +80,7 @@ class SFTConfig:
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be positive")
         check_scorer("toxicity", self.toxicity)
+        tracking.check_report_to("report_to", self.report_to)
         if self.output is not None:
             check_repo_id("output", self.output)
         if self.push_to_hub is not None:
@@ -86,7 +89,8 @@ class SFTConfig:
 
 # Options that do not change what is trained (evaluation, output, logging): a run may resume with other values.
 NOT_TRAINING = frozenset({"output", "push_to_hub", "checkpoint_dir", "fresh", "eval_split", "eval_limit",
-                          "eval_batch_size", "max_new_tokens", "toxicity", "logging_steps", "save_steps", "save_dtype"})
+                          "eval_batch_size", "max_new_tokens", "toxicity", "logging_steps", "save_steps", "save_dtype",
+                          "report_to"})
 
 
 def run(config: SFTConfig, method: str, prepare: Callable, describe: Callable[[object], dict]) -> dict:
@@ -116,7 +120,7 @@ def run(config: SFTConfig, method: str, prepare: Callable, describe: Callable[[o
           f"({100 * params['trainable_share']:.2f}%); {len(train_rows)} training rows, {len(eval_rows)} evaluation "
           f"rows ({split_info['note']})")
 
-    args = training_arguments(config, ckpt)
+    args = training_arguments(config, ckpt, run_id)
     progress = ProgressCallback(progress_path(ckpt))  # live curve for the Train tab; SIGTERM = checkpoint and stop
     trainer = Seq2SeqTrainer(
         model=model,
@@ -170,7 +174,7 @@ def start_run(config: SFTConfig, method: str, train_rows: list[dict]) -> tuple[P
     return ckpt, common.run_id_for(ckpt, method)  # waits for the main process
 
 
-def training_arguments(config: SFTConfig, ckpt: Path):
+def training_arguments(config: SFTConfig, ckpt: Path, run_id: str = ""):
     """transformers' arguments for the recipe. `disable_tqdm=False` is explicit: left unset, transformers hides the
     progress bar whenever its logging is quieter than WARNING, which modeling.quiet_transformers() makes it."""
     from transformers import Seq2SeqTrainingArguments
@@ -190,7 +194,7 @@ def training_arguments(config: SFTConfig, ckpt: Path):
         save_total_limit=2,
         seed=config.seed,
         train_sampling_strategy="group_by_length" if config.group_by_length else "random",
-        report_to=[],
+        **tracking.trainer_arguments(config.report_to, run_id),
         disable_tqdm=False,
         dataloader_num_workers=0,
         remove_unused_columns=True,
