@@ -1,0 +1,350 @@
+"""Preference optimisation beside PPO: train a LoRA adapter on chosen/rejected summary pairs with trl's preference
+trainers that accept encoder-decoder models, from the same start as PPO (an existing LoRA adapter), then evaluate it
+against that start and publish it like the other trainers.
+
+    python -m trainers.preference --preferences local/flan-t5-demo-lora-demo-pairs            # ORPO
+    python -m trainers.preference --preferences you/votes --loss simpo --output you/summary-simpo
+
+Losses (trl 1.16; its core DPOTrainer is decoder-only, these take T5):
+    orpo    trl.experimental.orpo.ORPOTrainer: NLL on `chosen` + beta x odds-ratio term; reference-free
+    cpo     trl.experimental.cpo.CPOTrainer, loss_type "sigmoid": DPO-style margin without a reference model +
+            cpo_alpha x NLL on `chosen`
+    simpo   CPOTrainer with loss_type "simpo" (length-normalised margin with target gamma), cpo_alpha 0 by default
+
+The preference data is a dataset from workbench.preferences (Compare votes or `python -m trainers.pairs`) or a
+.jsonl file with prompt/chosen/rejected. A share of it (whole votes, never split) is held out to measure how often
+the trained adapter prefers `chosen`. The evaluation generates greedily with the start adapter and the trained one
+on the same base copy and reports toxicity, ROUGE-1/2 and length with paired differences and 95% CIs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import sys
+from pathlib import Path
+
+import torch
+
+from trainers import common
+from trainers import config as cfg
+from trainers.config import ConfigError, check_repo_id, check_scorer, field
+from workbench import evaluation, modeling, paths, preferences, prompts, results, scoring, store, toxicity
+from workbench.generation import GenerationSettings, generate
+from workbench.io import atomic_write_jsonl, read_jsonl
+
+LOSSES = {"orpo": "orpo", "cpo": "cpo", "simpo": "cpo"}  # loss -> the method name a run records
+START, TRAINED = "start", "default"  # adapter names: the frozen start (evaluation only) and the one that trains
+NOT_TRAINING = frozenset({"output", "push_to_hub", "checkpoint_dir", "fresh", "dataset", "eval_split", "eval_limit",
+                          "eval_batch_size", "max_new_tokens", "toxicity", "logging_steps", "save_steps"})
+
+
+@dataclasses.dataclass
+class PreferenceConfig:
+    policy: str = field("demo/flan-t5-demo-lora", "the LoRA adapter to start from (PPO's start; store name or Hub id)")
+    base: str | None = field(None, "its base model (default: read from the adapter config)")
+    preferences: str | None = field(None, "preference data: a dataset in the local store (workbench.preferences, "
+                                    "e.g. from trainers.pairs) or a .jsonl file with prompt, chosen, rejected")
+    loss: str = field("orpo", "orpo, cpo or simpo")
+    beta: float | None = field(None, "loss strength: ORPO's lambda, CPO/SimPO's beta (default 0.1; SimPO 2.0)")
+    cpo_alpha: float | None = field(None, "weight of the NLL term on chosen for cpo/simpo (default 1.0; SimPO 0)")
+    simpo_gamma: float = field(0.5, "SimPO target reward margin")
+    held_out: float = field(0.1, "share of votes held out to measure preference accuracy (0 = none)")
+    dataset: str = field("demo", "evaluation dialogues: demo, dialogsum-local, a folder/file or a Hub id")
+    eval_split: str = field("test", "split to evaluate on (the whole split unless --eval-limit)")
+    eval_limit: int | None = field(None, "evaluate only the first N dialogues")
+    output: str | None = field(None, "store name of the adapter (default local/<policy>-<preferences>-<method>)")
+    push_to_hub: str | None = field(None, "also push to this Hub repo (token from the environment; never printed)")
+    max_steps: int = field(200, "optimizer steps")
+    batch_size: int = field(8, "pairs per step")
+    learning_rate: float = field(2e-4, "peak learning rate of the adapter (linear decay)")
+    warmup_ratio: float = field(0.05, "share of steps for linear warm-up")
+    max_source_length: int = field(512, "truncate prompts to this many tokens (trl does not for encoder-decoders)")
+    max_completion_length: int = field(128, "truncate chosen/rejected summaries to this many tokens")
+    precision: str = field("auto", "training precision: auto (bf16 autocast where the hardware has it), fp32, bf16")
+    seed: int = field(0, "random seed (data order, held-out votes)")
+    logging_steps: int = field(10, "log every N steps")
+    save_steps: int = field(100, "checkpoint every N steps (a restarted command resumes from the last one)")
+    checkpoint_dir: str | None = field(None, "checkpoint folder (default: runs/<method>/<output>)")
+    fresh: bool = field(False, "ignore existing checkpoints and start over")
+    eval_batch_size: int = field(32, "generation batch size for evaluation")
+    max_new_tokens: int = field(64, "summary length limit at evaluation")
+    toxicity: str = field("profanity-check", "toxicity scorer for the evaluation: profanity-check or hf:<model>")
+
+    def validate(self) -> None:
+        if self.loss not in LOSSES:
+            raise ConfigError(f"loss: expected orpo, cpo or simpo, got {self.loss!r}")
+        for name in ("max_steps", "batch_size", "max_source_length", "max_completion_length", "logging_steps",
+                     "save_steps", "eval_batch_size", "max_new_tokens"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name}: must be positive, got {getattr(self, name)}")
+        if not 0 < self.learning_rate < 1 or not 0 <= self.warmup_ratio < 1 or not 0 <= self.held_out < 1:
+            raise ConfigError("learning_rate: must be in (0, 1); warmup_ratio, held_out: in [0, 1)")
+        if (self.beta is not None and self.beta <= 0) or (self.cpo_alpha is not None and self.cpo_alpha < 0):
+            raise ConfigError("beta: must be positive; cpo_alpha: must be >= 0")
+        if self.precision not in {"auto", "fp32", "bf16"}:
+            raise ConfigError(f"precision: expected auto, fp32 or bf16, got {self.precision!r}")
+        if self.eval_limit is not None and self.eval_limit <= 0:
+            raise ConfigError("eval_limit: must be positive")
+        if self.preferences is None:
+            known = ", ".join(preferences.list_datasets()) or "none yet: run python -m trainers.pairs"
+            raise ConfigError(f"preferences: name a preference dataset (in the local store: {known}) or a .jsonl file")
+        check_scorer("toxicity", self.toxicity)
+        for name in ("output", "push_to_hub"):
+            if getattr(self, name) is not None:
+                check_repo_id(name, getattr(self, name))
+
+    @property
+    def method(self) -> str:
+        return LOSSES[self.loss]
+
+    def loss_settings(self) -> dict:
+        """The loss's own hyper-parameters, defaults filled in."""
+        simpo = self.loss == "simpo"
+        beta = self.beta if self.beta is not None else (2.0 if simpo else 0.1)
+        if self.loss == "orpo":
+            return {"beta": beta}
+        alpha = self.cpo_alpha if self.cpo_alpha is not None else (0.0 if simpo else 1.0)
+        return {"beta": beta, "loss_type": "simpo" if simpo else "sigmoid", "cpo_alpha": alpha,
+                **({"simpo_gamma": self.simpo_gamma} if simpo else {})}
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+def load_preference_pairs(spec: str) -> tuple[list[dict], str]:
+    """(pairs with vote_id, prompt, chosen, rejected; a description) from a store dataset or a .jsonl file."""
+    if spec.endswith(".jsonl") or Path(spec).is_file():
+        try:
+            rows = read_jsonl(spec)
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            raise ConfigError(f"preferences: {spec} is not a readable jsonl file ({str(err)[:120]})") from None
+        where = Path(spec).name
+    else:
+        try:
+            rows = preferences.load_pairs(spec)
+        except preferences.PreferenceError as err:
+            raise ConfigError(f"preferences: {err}") from None
+        where = spec
+    pairs = []
+    for i, row in enumerate(rows):
+        texts = [row.get(k) if isinstance(row, dict) else None for k in ("prompt", "chosen", "rejected")]
+        if not all(isinstance(t, str) for t in texts) or not (texts[0].strip() and texts[1].strip()):
+            raise ConfigError(f"preferences: {where} pair {i}: needs a non-empty prompt and chosen and a rejected text")
+        pairs.append({"vote_id": str(row.get("vote_id", i)), "prompt": row["prompt"], "chosen": row["chosen"],
+                      "rejected": row["rejected"]})
+    if len(pairs) < 2:
+        raise ConfigError(f"preferences: {where} has {len(pairs)} pair(s); at least 2 are needed")
+    return pairs, where
+
+
+def split_votes(pairs: list[dict], share: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """(train, held out): whole votes are held out, so no vote's pairs sit on both sides."""
+    votes = sorted({p["vote_id"] for p in pairs})
+    n_held = min(round(share * len(votes)), len(votes) - 1) if share > 0 else 0
+    held = set(random.Random(seed).sample(votes, n_held))
+    return [p for p in pairs if p["vote_id"] not in held], [p for p in pairs if p["vote_id"] in held]
+
+
+def to_dataset(pairs: list[dict], tokenizer, max_source_length: int):
+    """A datasets.Dataset of prompt/chosen/rejected. trl tokenises an encoder-decoder's prompt without truncation,
+    so prompts are cut to max_source_length tokens here."""
+    import datasets
+
+    def cut(prompt: str) -> str:
+        ids = tokenizer(prompt, truncation=False).input_ids
+        if len(ids) <= max_source_length:
+            return prompt
+        return tokenizer.decode(ids[: max_source_length - 1], skip_special_tokens=True)
+
+    return datasets.Dataset.from_list([{"prompt": cut(p["prompt"]), "chosen": p["chosen"], "rejected": p["rejected"]}
+                                       for p in pairs])
+
+
+# ------------------------------------------------------------------------------------------------ training
+
+
+def policy_adapter(config: PreferenceConfig) -> tuple[Path, str, Path]:
+    """(adapter folder, base ref, base folder) of the start, checked before any checkpoint folder or model."""
+    folder = common.resolve_model(config.policy, field="policy")
+    if not (folder / "adapter_config.json").is_file():
+        raise ConfigError(f"policy: {config.policy} is not a LoRA adapter (no adapter_config.json); preference "
+                          "optimisation starts from an adapter, as PPO does")
+    base_ref = config.base or json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
+    return folder, base_ref, common.resolve_model(base_ref, field="base")
+
+
+def load_policy(config: PreferenceConfig, device):
+    """(peft model whose TRAINED adapter starts as a trainable copy of the policy adapter, tokenizer, base ref,
+    policy folder). The start adapter is attached for evaluation only, after training."""
+    from peft import PeftModel
+
+    folder, base_ref, base_folder = policy_adapter(config)
+    base = modeling.load_model(base_folder, dtype="fp32", device=str(device))
+    model = PeftModel.from_pretrained(base, str(folder), adapter_name=TRAINED, is_trainable=True,
+                                      use_safetensors=True)
+    return model.to(device), modeling.load_tokenizer(base_folder), base_ref, folder
+
+
+def trainer_for(config: PreferenceConfig, model, tokenizer, train, held, ckpt: Path):
+    """trl's ORPO or CPO trainer with this recipe's arguments."""
+    if config.loss == "orpo":
+        from trl.experimental.orpo import ORPOConfig as Args, ORPOTrainer as Trainer
+    else:
+        from trl.experimental.cpo import CPOConfig as Args, CPOTrainer as Trainer
+    args = Args(
+        output_dir=str(ckpt), max_steps=config.max_steps, per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size, learning_rate=config.learning_rate,
+        warmup_steps=config.warmup_ratio, lr_scheduler_type="linear", max_length=config.max_source_length
+        + config.max_completion_length, max_completion_length=config.max_completion_length,
+        bf16=common.use_bf16(config.precision), use_cpu=not torch.cuda.is_available(),
+        gradient_checkpointing=False, logging_steps=config.logging_steps, save_steps=config.save_steps,
+        save_total_limit=2, seed=config.seed, report_to=[], disable_tqdm=False, dataloader_num_workers=0,
+        remove_unused_columns=False, **config.loss_settings())
+    return Trainer(model=model, args=args, train_dataset=to_dataset(train, tokenizer, config.max_source_length),
+                   eval_dataset=to_dataset(held, tokenizer, config.max_source_length) if held else None,
+                   processing_class=tokenizer)
+
+
+def start_run(config: PreferenceConfig, pairs: list[dict]) -> tuple[Path, str]:
+    """The checkpoint folder and run id; an unfinished run with other training settings is refused before any
+    model loads (common.guard_resume)."""
+    ckpt = common.checkpoint_dir(config, config.method)
+    texts = [f"{p['prompt']}\n{p['chosen']}\n{p['rejected']}" for p in pairs]
+    settings = common.training_settings(config, NOT_TRAINING, method=config.method,
+                                        train_data=common.data_fingerprint(texts))
+    common.prepare_checkpoint_dir(ckpt, config.fresh)
+    common.guard_resume(ckpt, settings, config.fresh)
+    common.last_checkpoint(ckpt, remove_incomplete=True)  # a run killed while saving leaves half a checkpoint
+    return ckpt, common.run_id_for(ckpt, config.method)
+
+
+def held_out_metrics(trainer, held: list[dict]) -> dict:
+    """Preference accuracy and margin of the trained adapter on held-out votes (trl's eval rewards)."""
+    if not held:
+        return {}
+    found = trainer.evaluate()
+    keep = {"eval_rewards/accuracies": "accuracy", "eval_rewards/margins": "margin", "eval_loss": "loss"}
+    return {"n_pairs": len(held), **{name: round(float(found[key]), 4) for key, name in keep.items() if key in found}}
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+
+
+def paired_vs_start(start_outputs: list[str], outputs: list[str], start_tox: list[float], tox: list[float],
+                    start_rouge: list[dict], rouge: list[dict]) -> dict:
+    """Paired metrics against the start adapter over the same dialogues, under the same keys as PPO's record
+    (toxicity, ROUGE-1/2, length in words: *_start and *_diff_vs_start), so the Dashboard compares the two."""
+    start_words, words = [len(x.split()) for x in start_outputs], [len(x.split()) for x in outputs]
+    extra = {"toxicity_start": scoring.mean_ci(start_tox),
+             "toxicity_diff_vs_start": scoring.paired_diff_ci(tox, start_tox),
+             "length_words": scoring.mean_ci(words), "length_words_start": scoring.mean_ci(start_words),
+             "length_words_diff_vs_start": scoring.paired_diff_ci(words, start_words)}
+    for key in ("rouge1", "rouge2"):
+        before, after = [r[key] for r in start_rouge], [r[key] for r in rouge]
+        extra[f"{key}_start"] = scoring.mean_ci(before)
+        extra[f"{key}_diff_vs_start"] = scoring.paired_diff_ci(after, before)
+    return extra
+
+
+def generate_both(model, tokenizer, rows: list[dict], policy_folder: Path, settings: GenerationSettings, scorer,
+                  batch_size: int) -> tuple[list[str], dict]:
+    """Greedy summaries from the trained adapter and its start (one base copy, mixed-adapter batches) and the paired
+    metrics; returns (trained outputs, extra metrics)."""
+    if START not in model.peft_config:
+        model.load_adapter(str(policy_folder), adapter_name=START, is_trainable=False, use_safetensors=True)
+    model.eval()
+    texts = [prompts.zero_shot(r["dialogue"]) for r in rows]
+    outputs = generate(model, tokenizer, texts + texts, settings, adapter_names=[START] * len(rows) + [TRAINED] *
+                       len(rows), batch_size=batch_size, progress=True)
+    start, trained = outputs[: len(rows)], outputs[len(rows):]
+    references = [r["references"] for r in rows]
+    extra = paired_vs_start(start, trained, scorer.score(start), scorer.score(trained),
+                            scoring.rouge_per_example(start, references),
+                            scoring.rouge_per_example(trained, references))
+    return trained, extra
+
+
+def card_for(config: PreferenceConfig, base_ref: str, metrics: dict, params: dict) -> str:
+    card = store.model_card(config.output, base_model=base_ref, method=config.method, dataset=config.preferences,
+                            metrics=metrics["metrics"], training=metrics["training"], params=params,
+                            description=f"LoRA adapter trained with {config.loss.upper()} on the preference pairs "
+                                        f"`{config.preferences}`, started from `{config.policy}`.")
+    return card.replace("library_name: transformers", "library_name: peft", 1)  # an adapter, whatever the method
+
+
+def main(argv: list[str] | None = None) -> dict:
+    config = cfg.parse(PreferenceConfig, argv, description=__doc__)
+    watch = common.Stopwatch()
+    common.seed_everything(config.seed)
+    modeling.quiet_transformers()
+    if config.method not in results.METHODS:
+        raise ConfigError(f"loss: results.METHODS has no {config.method!r} yet, so its record could not be written")
+    pairs, where = load_preference_pairs(config.preferences)
+    eval_rows = common.load_rows(config.dataset, config.eval_split, limit=config.eval_limit,
+                                 fields="dataset / eval_split")
+    scorer = toxicity.load_scorer(config.toxicity)
+    if config.output is None:
+        config.output = common.default_output(config.method, config.policy, where)
+        print(f"[{config.method}] publishing to {config.output} (choose another name with --output)")
+    train, held = split_votes(pairs, config.held_out, config.seed)
+    policy_adapter(config)  # a wrong start fails here, before a checkpoint folder is made
+    ckpt, run_id = start_run(config, pairs)
+    model, tokenizer, base_ref, policy_folder = load_policy(config, common.device())
+    trainer = trainer_for(config, model, tokenizer, train, held, ckpt)
+    last = common.last_checkpoint(ckpt)
+    if last:
+        print(f"[{config.method}] resuming from {last} (run {run_id})")
+    trainer.train(resume_from_checkpoint=last)
+    held_metrics = held_out_metrics(trainer, held)
+    final = ckpt / "final"
+    common.store_weights(trainer.model, final, "fp32", base_ref=base_ref)
+    tokenizer.save_pretrained(final)
+    atomic_write_jsonl(paths.RESULTS_DIR / "logs" / f"{run_id}.jsonl",
+                       [{k: v for k, v in e.items() if isinstance(v, (int, float))} for e in trainer.state.log_history
+                        if "loss" in e])
+    counted = modeling.count_parameters(trainer.model)
+    params = {k: counted[k] for k in ("total", "trainable", "trainable_share")}
+    steps = trainer.state.global_step
+    training = {"method": config.method, "loss": config.loss, **config.loss_settings(), "policy_start": config.policy,
+                "preferences": where, "n_pairs": len(train), "n_votes": len({p["vote_id"] for p in train}),
+                "held_out": held_metrics, "steps": steps, "batch_size": config.batch_size,
+                "samples_seen": steps * config.batch_size, "learning_rate": config.learning_rate,
+                "precision": config.precision, "seed": config.seed, **cfg.recipe_record(config),
+                "final_loss": next((e["loss"] for e in reversed(trainer.state.log_history) if "loss" in e), None),
+                "train_seconds": round(watch.seconds, 1), "log_file": f"logs/{run_id}.jsonl",
+                "resumed_from": Path(last).name if last else None}
+    return finish(config, trainer.model, tokenizer, base_ref, policy_folder, eval_rows, scorer=scorer, params=params,
+                  training=training, watch=watch, run_id=run_id, ckpt=ckpt, final=final)
+
+
+def finish(config: PreferenceConfig, model, tokenizer, base_ref: str, policy_folder: Path, eval_rows: list[dict], *,
+           scorer, params: dict, training: dict, watch: common.Stopwatch, run_id: str, ckpt: Path, final: Path) -> dict:
+    """Evaluate the trained adapter against its start on the evaluation rows, publish and record."""
+    settings = GenerationSettings(max_new_tokens=config.max_new_tokens)
+
+    def evaluate() -> dict:
+        outputs, extra = generate_both(model, tokenizer, eval_rows, policy_folder, settings, scorer,
+                                       config.eval_batch_size)
+        return evaluation.evaluate(
+            model, tokenizer, eval_rows, model_id=config.output, method=config.method, base_model=base_ref,
+            dataset=config.dataset, split=config.eval_split, settings=settings, scorer=scorer, params=params,
+            training=training, batch_size=config.eval_batch_size, started_at=watch.started_at,
+            started_clock=watch.clock, run_id=run_id, extra_metrics=extra, predictions=outputs, write=False)
+
+    metrics = common.finish_run(run_id=run_id, ckpt=ckpt, folder=final, output=config.output,
+                                push_to_hub=config.push_to_hub, evaluate=evaluate,
+                                card=lambda m: card_for(config, base_ref, m, params))
+    print(evaluation.format_table([metrics]))
+    m = metrics["metrics"]
+    for key in ("toxicity", "rouge1", "rouge2", "length_words"):
+        d = m[f"{key}_diff_vs_start"]
+        print(f"[{config.method}] {key}: {m[f'{key}_start']['mean']:.4f} -> {m[key]['mean']:.4f} (paired diff "
+              f"{d['mean']:+.4f}, 95% CI [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}], n={d['n']})")
+    print(f"[{config.method}] published {config.output} revision {metrics['revision']} (run {run_id})")
+    return metrics
+
+
+if __name__ == "__main__":
+    sys.exit(common.cli(main))
