@@ -347,3 +347,23 @@ def test_space_owner_only(monkeypatch):
     assert "only the owner" in space_owner_only(visitor("someone"))
     assert "only the owner" in space_owner_only(visitor(None))
     assert "only the owner" in space_owner_only(None)
+
+
+def test_the_app_has_a_train_tab_only_when_started_with_allow_training(fake_jobs, tiny_tokenizer, tiny_model_dir,
+                                                                        tmp_path, monkeypatch):
+    from tests.ui_fixtures import Workbench
+    from workbench.__main__ import parse_args
+    from workbench.ui import build_app
+
+    assert parse_args([]).allow_training is False
+    assert parse_args(["--allow-training", "yes"]).allow_training is True
+    monkeypatch.setenv("WORKBENCH_ALLOW_TRAINING", "yes")
+    assert parse_args([]).allow_training is True
+    wb = Workbench(tmp_path / "wb", tiny_tokenizer, tiny_model_dir, monkeypatch)
+
+    def api_names(demo):
+        return {fn.api_name for fn in demo.fns.values()}
+
+    assert not any(name.startswith("train_") for name in api_names(build_app(wb.service)) if name)
+    with_tab = api_names(build_app(wb.service, jobs=fake_jobs()))
+    assert {"train_start", "train_stop", "train_resume", "train_status", "train_serve"} <= with_tab

@@ -39,7 +39,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=2,
                         help="requests handled at once per event (default 2; the models serialise their calls)")
     parser.add_argument("--max-queue", type=int, default=64, help="requests allowed to wait (default 64)")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--allow-training", type=_yes_no, metavar="yes|no",
+                        default=_yes_no(os.environ.get("WORKBENCH_ALLOW_TRAINING", "no")),
+                        help="add the Train tab, which runs the trainer CLIs on this machine (default no, or "
+                             "$WORKBENCH_ALLOW_TRAINING; on a Space only its owner may start runs)")
+    parser.add_argument("--device", default=None,
+                        help="torch device for every model (default: the config's `device:`, else cuda if available, "
+                             "else cpu)")
     args = parser.parse_args(argv)
     if not 1 <= args.concurrency <= 64:
         parser.error("--concurrency must be between 1 and 64")
@@ -61,13 +67,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"[workbench] loading models from {args.models} ...", flush=True)
-    modelset = ModelSet(config, device=args.device)
-    print(f"[workbench] models loaded in {time.time() - started:.1f} s "
+    try:
+        modelset = ModelSet(config, device=args.device)
+    except ModelSetError as err:  # e.g. device cuda on a machine without one
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"[workbench] models loaded in {time.time() - started:.1f} s on {modelset.device} "
           f"({modelset.precision}, input limit {modelset.max_input_tokens} tokens)")
     for slot in SLOTS:
         print(f"  {'ok ' if modelset.status[slot].ok else 'N/A'}  {modelset.status[slot].describe()}")
     scorer = getattr(modelset.scorer, "name", None)
-    print(f"  toxicity scorer: {scorer or 'unavailable: ' + str(modelset.scorer_error)}", flush=True)
+    note = f" (fallback: {modelset.scorer_note})" if modelset.scorer_note else ""
+    print(f"  toxicity scorer: {scorer or 'unavailable: ' + str(modelset.scorer_error)}{note}", flush=True)
     if not modelset.available:
         print("[workbench] warning: no model could be loaded; the app starts but can only show why. "
               "Build the demo family with: python -m trainers.build_demo", file=sys.stderr)
@@ -75,7 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     from workbench.app_service import WorkbenchService
     from workbench.ui import build_app, launch_kwargs
 
-    demo = build_app(WorkbenchService(modelset), concurrency=args.concurrency, max_queue=args.max_queue)
+    jobs = None
+    if args.allow_training:
+        from workbench.jobs import TrainingJobs
+
+        jobs = TrainingJobs()
+    demo = build_app(WorkbenchService(modelset), concurrency=args.concurrency, max_queue=args.max_queue, jobs=jobs)
     print(f"[workbench] ready in {time.time() - started:.1f} s", flush=True)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_kwargs())
     return 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import gradio as gr
 
 from workbench.app_service import WorkbenchService
-from workbench.ui import compare, dashboard, models, prompting, toxicity
+from workbench.ui import compare, dashboard, models, prompting, toxicity, train
 
 TITLE = "Dialogue summarization workbench"
 
@@ -25,6 +25,9 @@ CSS = """
           text-overflow: ellipsis; white-space: nowrap;}
 .wb-slot-ok {background: #eef7f0;} .wb-slot-bad {background: #fdecec; color: #8a1c1c; white-space: normal;}
 .wb-rev {color: #777; font-family: ui-monospace, monospace; font-size: 0.78rem;}
+.wb-family {color: #555; font-size: 0.74rem; font-style: italic;}
+.wb-card-family {color: #555; font-size: 0.74rem; font-style: italic; overflow-wrap: anywhere;}
+.wb-scorer-note {color: #6b4a00;}
 .wb-slot-info {color: var(--body-text-color-subdued); font-size: 0.78rem; margin: 2px 0 6px 2px;}
 .wb-notice {border-radius: 8px; padding: 8px 12px; margin: 4px 0; font-size: 0.92rem; white-space: pre-wrap;}
 .wb-error {background: #fdecec; color: #8a1c1c; border: 1px solid #f3b7b7;}
@@ -60,9 +63,11 @@ def launch_kwargs() -> dict:
     return {"theme": gr.themes.Soft(primary_hue="blue", neutral_hue="slate"), "css": CSS, "show_error": True}
 
 
-def build_app(service: WorkbenchService, *, concurrency: int = 2, max_queue: int = 64) -> gr.Blocks:
+def build_app(service: WorkbenchService, *, concurrency: int = 2, max_queue: int = 64, jobs=None) -> gr.Blocks:
     """The whole app over one service. `concurrency` requests run at once per event (the models serialise their own
-    calls); up to `max_queue` more wait in the queue, beyond that new requests are told the queue is full."""
+    calls); up to `max_queue` more wait in the queue, beyond that new requests are told the queue is full. With
+    `jobs` (a workbench.jobs.TrainingJobs: the app was started with --allow-training) a Train tab runs the trainers;
+    on a Space only its signed-in owner may start runs."""
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         models.build_header(service, demo)
         with gr.Tabs():
@@ -71,8 +76,11 @@ def build_app(service: WorkbenchService, *, concurrency: int = 2, max_queue: int
             with gr.Tab("Prompting", id="prompting"):
                 prompting.build(service)
             with gr.Tab("Toxicity", id="toxicity"):
-                toxicity.build(service)
+                toxicity.build(service, demo)
             with gr.Tab("Dashboard", id="dashboard"):
                 dashboard.build(service, demo)
+            if jobs is not None:
+                with gr.Tab("Train", id="train"):
+                    train.build_train_tab(jobs, service, authorize=train.space_owner_only)
     demo.queue(default_concurrency_limit=concurrency, max_size=max_queue)
     return demo
