@@ -1,6 +1,7 @@
 import math
 
 import pytest
+import torch
 
 from workbench import toxicity
 
@@ -30,8 +31,8 @@ def test_unknown_scorer_spec_is_rejected():
         toxicity.load_scorer("pickle:/tmp/model.pkl")
 
 
-def test_hf_classifier_scorer_finds_the_hate_class(tmp_path, tmp_store):
-    """A tiny RoBERTa classifier with the reference model's labels, published to the store and loaded by name."""
+def publish_classifier(tmp_path, repo="test/hate-clf"):
+    """A tiny RoBERTa classifier with the reference model's labels, published to the store; returns (model, tok)."""
     import torch
     from transformers import RobertaConfig, RobertaForSequenceClassification
 
@@ -48,7 +49,13 @@ def test_hf_classifier_scorer_finds_the_hate_class(tmp_path, tmp_store):
     folder = tmp_path / "clf"
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
-    LocalStore().publish(folder, "test/hate-clf")
+    LocalStore().publish(folder, repo)
+    return model, tok
+
+
+def test_hf_classifier_scorer_finds_the_hate_class(tmp_path, tmp_store):
+    """A tiny RoBERTa classifier with the reference model's labels, published to the store and loaded by name."""
+    model, tok = publish_classifier(tmp_path)
     scorer = toxicity.load_scorer("hf:test/hate-clf")
     texts = ["#Person1#: hi", "#Person2#: shut up"]
     probs = scorer.score(texts)
@@ -56,3 +63,14 @@ def test_hf_classifier_scorer_finds_the_hate_class(tmp_path, tmp_store):
     expected = model.eval()(**enc).logits.softmax(-1)[:, 1].tolist()
     assert probs == pytest.approx(expected, abs=1e-5)
     assert scorer.reward(texts, "logit") == pytest.approx(model(**enc).logits[:, 0].tolist(), abs=1e-5)
+
+
+def test_hf_classifier_runs_on_the_device_it_is_given(tmp_path, tmp_store):
+    """The app hands its one device to the scorer; `meta` shows the classifier really went where it was told."""
+    publish_classifier(tmp_path, "test/hate-clf-device")
+    on_meta = toxicity.load_scorer("hf:test/hate-clf-device", device="meta")
+    assert {p.device.type for p in on_meta.model.parameters()} == {"meta"}
+    default = toxicity.load_scorer("hf:test/hate-clf-device")
+    assert default is not on_meta and {p.device.type for p in default.model.parameters()} == {
+        "cuda" if torch.cuda.is_available() else "cpu"}
+    assert toxicity.load_scorer("profanity-check", device="meta") is toxicity.load_scorer("profanity-check")

@@ -232,17 +232,29 @@ class WorkbenchService:
     # -------------------------------------------------------------------------------------------- models
 
     def status(self) -> list[dict]:
-        """One plain row per slot: slot, label, ok, model, revision, error."""
+        """One plain row per slot: slot, label, ok, model, revision, error, family (which of the config's families
+        serves it, e.g. "fallback: demo/flan-t5-demo-base family") and note (why a fallback serves)."""
         ms = self.models
         rows = [{"slot": s, "label": LABELS[s], "ok": st.ok, "model": st.ref, "revision": st.revision,
-                 "error": st.error} for s, st in ((s, ms.status[s]) for s in SLOTS)]
+                 "error": st.error, "family": st.family_label, "note": st.note}
+                for s, st in ((s, ms.status[s]) for s in SLOTS)]
         return rows
 
     def status_summary(self) -> dict:
         ms = self.models
         return {"slots": self.status(), "load_seconds": round(ms.load_seconds, 2),
                 "scorer": getattr(ms.scorer, "name", None), "scorer_error": ms.scorer_error,
-                "max_input_tokens": ms.max_input_tokens, "dtype": str(ms.precision)}
+                "scorer_note": ms.scorer_note, "max_input_tokens": ms.max_input_tokens, "dtype": str(ms.precision),
+                "precision_note": precision_note(ms.precision, self.results_dir), "device": str(ms.device)}
+
+    def scorer_notice(self) -> str:
+        """What the Toxicity tab says about its scorer: empty when the configured one serves."""
+        ms = self.models
+        if ms.scorer is None:
+            return f"No toxicity scorer is available: {ms.scorer_error}"
+        if ms.scorer_note:
+            return f"Toxicity is scored by the fallback scorer: {ms.scorer_note}."
+        return ""
 
     def reload(self) -> dict:
         """Re-read every slot (new revisions, a Hub that came back). On a public Space anyone can press the button,
@@ -337,13 +349,13 @@ class WorkbenchService:
             notices.append(f"Toxicity scorer unavailable: {ms.scorer_error}")
         rouge = self._rouge(list(texts.values()), references) if references else None
         rouge_by_slot = dict(zip(texts, rouge)) if rouge else {}
-        family = [s for s in ("base", "lora", "ppo") if s in texts]
+        shared = {s for group in ms.call_groups(list(texts)) if len(group) > 1 for s in group}
         models = {}
         for slot in SLOTS:
             r, st = summaries[slot], ms.status[slot]
             entry = {"label": LABELS[slot], "model": st.ref, "revision": st.revision, "available": r.text is not None,
-                     "text": r.text, "error": r.error, "latency_s": round(r.seconds, 3) if r.text is not None else None,
-                     "shared_call": slot in family and len(family) > 1,
+                     "family": st.family_label, "note": st.note, "text": r.text, "error": r.error,
+                     "latency_s": round(r.seconds, 3) if r.text is not None else None, "shared_call": slot in shared,
                      "toxicity": _round(tox_by_slot.get(slot)), "rouge": None, "overlap": None}
             if slot in rouge_by_slot:
                 entry["rouge"] = {k: round(rouge_by_slot[slot][k], 4) for k in ROUGE_SHOWN}
@@ -447,7 +459,7 @@ class WorkbenchService:
             return _refusal(f"no toxicity scorer is available: {ms.scorer_error}")
         [p] = ms.score([text])
         return {"ok": True, "message": "", "toxicity": round(float(p), 4), "label": "toxic" if p >= 0.5 else
-                "not toxic", "scorer": ms.scorer.name, "chars": len(text)}
+                "not toxic", "scorer": ms.scorer.name, "scorer_note": ms.scorer_note, "chars": len(text)}
 
     def toxicity_sample(self, n=SAMPLE_DEFAULT, seed=0, dataset: str = data.DEMO, *, max_new_tokens=64,
                         progress: Callable[[float, str], None] | None = None, batch_size: int = 16) -> dict:
@@ -494,6 +506,8 @@ class WorkbenchService:
                    f"scored by {ms.scorer.name}.")
         if len(sample) < n:
             message += f" The split has only {len(sample)} dialogues."
+        if ms.scorer_note:
+            message += f" Fallback scorer: {ms.scorer_note}."
         return {"ok": True, "message": message, "n": len(sample), "seed": seed, "dataset": dataset,
                 "scorer": ms.scorer.name, "records": frame, "stats": stats, "top": top.reset_index(drop=True)}
 
@@ -532,6 +546,25 @@ class WorkbenchService:
 
 
 # ------------------------------------------------------------------------------------------------ pure helpers
+
+
+PRECISION_FILE = Path("benchmarks") / "precision.json"  # inside the results folder; `python -m benchmarks.precision`
+
+
+def precision_note(precision, results_dir: str | Path) -> str:
+    """How close the served precision's outputs are to fp32, as measured on the demo family's test split; where it
+    was not measured, the plain caveat. Reduced precision is not "exact": the head's leading logits are recomputed in
+    fp32, but the hidden state they come from was computed in reduced precision, so greedy choices can still flip."""
+    if precision.key == "fp32":
+        return "fp32: the reference precision"
+    try:
+        measured = json.loads((Path(results_dir) / PRECISION_FILE).read_text())
+        entry = next(e for e in measured["precisions"] if e.get("key") == precision.key)
+        share, delta = float(entry["identical_share"]), float(entry["max_abs_rouge1_delta"])
+        n = int(entry["outputs"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, StopIteration):
+        return f"{precision}: outputs can differ from fp32 (not measured for this precision)"
+    return f"{precision}: {share:.0%} of {n} demo test outputs identical to fp32, ROUGE-1 within {delta:.3f}"
 
 
 def _refusal(err) -> dict:

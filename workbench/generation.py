@@ -7,7 +7,7 @@ weights) in the same batch, without touching any global adapter state.
 A model computes in its own weights' dtype, without autocast: a bf16 base runs in bf16 and peft runs its fp32 LoRA
 matrices in fp32 (casting their inputs itself). Autocast would force those tiny LoRA matmuls into bf16, where a CPU
 kernel call costs ~30 µs against ~5 µs in fp32; on the FLAN-T5-base family that was a quarter of a Compare request.
-How a served model is prepared (precision, int8 weights, exact top logits) is `modeling.prepare_for_inference`.
+How a served model is prepared (precision, int8 weights, fp32 top logits) is `modeling.prepare_for_inference`.
 """
 
 from __future__ import annotations

@@ -214,11 +214,18 @@ class Precision:
     def __str__(self) -> str:
         return ("int8 weights, " if self.int8_weights else "") + str(self.dtype).replace("torch.", "")
 
+    @property
+    def key(self) -> str:
+        """Short name: fp32, bf16, fp16, int8+bf16, int8+fp32 (how results/benchmarks/precision.json names it)."""
+        name = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
+        return f"int8+{name}" if self.int8_weights else name
+
 
 def serving_precision(name: str | None, device: torch.device | str | None = None) -> Precision:
-    """The precision the app serves with. `auto` = the fastest whose outputs hold (benchmarks/README.md): int8
-    weights with bf16 compute on CPUs with native bf16, bf16/fp16 on GPUs, fp32 elsewhere. `int8` asks for int8
-    weights wherever the CPU kernel exists (compute in bf16 where native, else fp32); fp32/bf16/fp16 as named."""
+    """The precision the app serves with. `auto` = the fastest whose ROUGE stays with fp32's: int8 weights with bf16
+    compute on CPUs with native bf16, bf16/fp16 on GPUs, fp32 elsewhere. `int8` asks for int8 weights wherever the CPU
+    kernel exists (compute in bf16 where native, else fp32); fp32/bf16/fp16 as named. Only fp32 gives fp32's outputs:
+    how many outputs each other precision changes is in results/benchmarks/precision.json."""
     device = torch.device(device) if device is not None else default_device()
     if name in (None, "auto", "int8"):
         wanted = name == "int8" or cpu_has_bf16()
@@ -233,7 +240,8 @@ def prepare_for_inference(model, precision: Precision):
     - Eager attention: T5's SDPA path builds a float mask of (batch, heads, length, length) per layer from the position
       bias and runs a flash kernel that is slow for one-token decoding steps on CPU; plain matmuls are faster here.
     - int8 weights for every linear layer but the LoRA matrices, if `precision.int8_weights`.
-    - Exact top logits (`ExactTopLogits`, from the head's unquantised weights) when computing in bf16/fp16.
+    - In bf16/fp16, the head's leading logits recomputed in fp32 from its unquantised weights (`ExactTopLogits`):
+      this removes the head's own rounding, not the layers' below it, so outputs still differ from fp32 sometimes.
     LoRA matrices stay fp32 (peft's default): at decoding sizes fp32 matmuls are the faster ones on CPU.
     """
     core = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -241,18 +249,23 @@ def prepare_for_inference(model, precision: Precision):
     if precision.dtype != torch.float32 and not isinstance(core.lm_head, ExactTopLogits):
         core.lm_head = ExactTopLogits(core.lm_head)
     if precision.int8_weights:
-        quantize_int8(model)  # the head too; ExactTopLogits keeps its unquantised weights for the exact logits
+        quantize_int8(model)  # the head too; ExactTopLogits keeps its unquantised weights for the fp32 logits
     return model.eval()
 
 
 class ExactTopLogits(nn.Module):
     """An lm_head computed in reduced precision whose k best logits per position are recomputed in fp32.
 
-    bf16 rounds a logit of ~20 to steps of 0.125, enough to swap the two best tokens of a near tie, so greedy and beam
-    search pick differently from fp32 (on the demo family, 50 of 240 full-model summaries changed and ROUGE-1 fell by
-    0.010). Recomputing the k leading logits from the unquantised weights (`exact`: k rows per position) brought that
-    to ~20 of 240 with no ROUGE change, at no measurable cost; it also lets the head itself be int8. k = 32 covers beam
-    search's 2 × beams candidates for up to 16 beams. Meant for generation (one position per step), not training.
+    What it guarantees: the k leading logits are the fp32 product of the head's unquantised weights and *the hidden
+    state the head receives*. It does not make the output match fp32: that hidden state was computed in bf16 (and
+    with int8 weights, if so served), so it already differs from fp32's, and where two tokens are close the greedy or
+    beam choice can still flip. What it removes is the head's own rounding: bf16 rounds a logit of ~20 to steps of
+    0.125, enough to swap the two best tokens of a near tie (on the demo family, without it 50 of 240 full-model
+    summaries changed and ROUGE-1 fell by 0.010; with it ~20 of 240 and no ROUGE change). With it, on the whole demo
+    test split, 31 of 240 LoRA summaries still differ from fp32 in bf16 and 48 with int8 weights + bf16 (all four
+    models: 887 and 850 of 960 identical, ROUGE-1 within 0.004; results/benchmarks/precision.json, from
+    `python -m benchmarks.precision`). Costs nothing measurable; it also lets the head itself be int8. k = 32 covers
+    beam search's 2 × beams candidates for up to 16 beams. Meant for generation (one position per step), not training.
     """
 
     def __init__(self, head: nn.Linear, k: int = 32):

@@ -6,17 +6,33 @@ called, so no request changes what another one sees. peft implements `adapter_na
 for the duration of a call, so calls into one model are serialised with a lock (on two CPU cores, running them in
 parallel would not be faster anyway). The full fine-tune is a separate model.
 
-A slot that is missing or fails to load is reported with its reason; the others keep working.
+Families and fallbacks. A models config names two families: the *configured* one (each slot's `ref`) and the
+*fallback* one (each slot's `fallback`, normally the bundled demo family). Every slot serves its configured model if
+that loads, else its fallback. An adapter only works on the base it was trained on, so a slot brings its family's
+base with it: LoRA and PPO run on the base slot's `ref` when they are the configured adapters, on the base slot's
+`fallback` when they are the fallback ones. When the base slot and the adapters come from the same family (the usual
+case) they share one base copy; when they do not (a Space serving configs/models/hub.yaml before its owner has pushed
+adapters: base = google/flan-t5-base from the Hub, LoRA/PPO = the demo adapters), the adapters' own base is loaded as
+a second, small copy instead of attaching them to a base of another shape. We keep the configured base rather than
+dropping the whole family to the fallback: it is what the user asked for and it loads; only what could not be had is
+replaced, each with what it needs. The full fine-tune stands alone. Every slot's status names its family.
+
+A slot that is missing or fails to load is reported with its reason; the others keep working. Everything runs on one
+device (`device`: argument, else the config's `device:`, else cuda if available, else cpu); tokenized batches
+follow the model they are fed to (`workbench.generation.generate`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
+import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import torch
 import yaml
 
 from workbench import modeling, paths, store, toxicity
@@ -27,10 +43,14 @@ DTYPES = ("auto", "int8", "fp32", "bf16", "fp16")  # how the app serves; see mod
 ADAPTER_SLOTS = ("lora", "ppo")
 LABELS = {"base": "Base (zero-shot)", "full": "Full fine-tune", "lora": "LoRA", "ppo": "PPO (detoxified LoRA)"}
 DEFAULT_CONFIG = paths.REPO_ROOT / "configs" / "models" / "demo.yaml"
+CONFIGURED, FALLBACK = "configured", "fallback"  # the two families a models config names
+CONFIG_KEYS = ("toxicity", "toxicity_fallback", "dtype", "device")
+
+log = logging.getLogger("workbench.modelset")
 
 
 class ModelSetError(ValueError):
-    """The models config is malformed."""
+    """The models config is malformed, or asks for something this machine does not have."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +59,10 @@ class SlotSpec:
     revision: str = "main"
     fallback: str | None = None
 
+    def candidates(self) -> list[tuple[str, str, str]]:
+        """(ref, revision, family) to try in order: the configured model, then the fallback."""
+        return [(self.ref, self.revision, CONFIGURED)] + ([(self.fallback, "main", FALLBACK)] if self.fallback else [])
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelSetConfig:
@@ -46,6 +70,7 @@ class ModelSetConfig:
     toxicity: str = "profanity-check"
     toxicity_fallback: str | None = None
     dtype: str = "auto"
+    device: str = "auto"
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> ModelSetConfig:
@@ -60,30 +85,57 @@ class ModelSetConfig:
             raise ModelSetError(f"{path}: not valid YAML{line}: {getattr(err, 'problem', None) or err}") from None
         if not isinstance(raw, dict):
             raise ModelSetError(f"{path}: expected a mapping of slot: {{ref: ...}}")
-        known = set(SLOTS) | {"toxicity", "toxicity_fallback", "dtype"}
+        known = set(SLOTS) | set(CONFIG_KEYS)
         unknown = sorted(set(raw) - known)
         if unknown:
             raise ModelSetError(f"{path}: unknown key(s) {', '.join(unknown)}; expected {', '.join(sorted(known))}")
-        slots = {}
-        for slot in SLOTS:
-            entry = raw.get(slot)
-            if entry is None:
-                continue
-            if isinstance(entry, str):
-                entry = {"ref": entry}
-            if not isinstance(entry, dict) or not isinstance(entry.get("ref"), str):
-                raise ModelSetError(f"{path}: {slot}: expected {{ref: NAME, revision: REV}}")
-            extra = sorted(set(entry) - {"ref", "revision", "fallback"})
-            if extra:
-                raise ModelSetError(f"{path}: {slot}: unknown key(s) {', '.join(extra)}")
-            slots[slot] = SlotSpec(entry["ref"], str(entry.get("revision", "main")), entry.get("fallback"))
+        slots = {slot: _slot_spec(path, slot, raw[slot]) for slot in SLOTS if raw.get(slot) is not None}
         if "base" not in slots:
             raise ModelSetError(f"{path}: the base slot is required")
         dtype = str(raw.get("dtype", "auto"))
         if dtype not in DTYPES:
             raise ModelSetError(f"{path}: dtype: expected one of {', '.join(DTYPES)}, got {dtype!r}")
+        device = str(raw.get("device", "auto"))
+        if not _DEVICE.match(device):
+            raise ModelSetError(f"{path}: device: expected auto, cpu, cuda or cuda:N, got {device!r}")
         return cls(slots=slots, toxicity=str(raw.get("toxicity", "profanity-check")),
-                   toxicity_fallback=raw.get("toxicity_fallback"), dtype=dtype)
+                   toxicity_fallback=raw.get("toxicity_fallback"), dtype=dtype, device=device)
+
+    def family_base(self, family: str) -> tuple[str, str] | None:
+        """(ref, revision) of the base model a family's adapters run on; None when the config names no base for that
+        family (no `fallback` on the base slot): its adapters then run on the base their adapter_config.json names,
+        if that is a store name or Hub id, else on whatever base the base slot serves."""
+        base = self.slots["base"]
+        if family == CONFIGURED:
+            return base.ref, base.revision
+        return (base.fallback, "main") if base.fallback else None
+
+
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def _slot_spec(path: Path, slot: str, entry) -> SlotSpec:
+    if isinstance(entry, str):
+        entry = {"ref": entry}
+    if not isinstance(entry, dict) or not isinstance(entry.get("ref"), str):
+        raise ModelSetError(f"{path}: {slot}: expected {{ref: NAME, revision: REV}}")
+    extra = sorted(set(entry) - {"ref", "revision", "fallback"})
+    if extra:
+        raise ModelSetError(f"{path}: {slot}: unknown key(s) {', '.join(extra)}")
+    return SlotSpec(entry["ref"], str(entry.get("revision", "main")), entry.get("fallback"))
+
+
+def resolve_device(name: str | torch.device | None) -> torch.device:
+    """The one device the app serves on: `name`, or cuda if available, else cpu (for None/"auto")."""
+    if name is None or str(name) == "auto":
+        return modeling.default_device()
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ModelSetError(f"device {name!r}: expected auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelSetError(f"device {name!r}: CUDA is not available on this machine; use cpu or auto")
+    return device
 
 
 @dataclasses.dataclass
@@ -94,15 +146,26 @@ class SlotStatus:
     folder: Path | None = None
     error: str | None = None
     note: str | None = None  # e.g. why the fallback is served instead of the configured model
+    family: str | None = None  # CONFIGURED or FALLBACK: which of the config's families serves this slot
+    family_base: str | None = None  # the base that family is built on (what base, LoRA and PPO compute with)
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def family_label(self) -> str | None:
+        """'google/flan-t5-base family', or 'fallback: demo/flan-t5-demo-base family' (None when unavailable)."""
+        if not self.ok or self.family is None:
+            return None
+        name = f"{self.family_base} family" if self.family_base else "family"
+        return name if self.family == CONFIGURED else f"fallback: {name}"
+
     def describe(self) -> str:
         if self.ok:
+            family = f" [{self.family_label}]" if self.family_label else ""
             note = f" ({self.note})" if self.note else ""
-            return f"{LABELS[self.slot]}: {self.ref} @ {str(self.revision)[:12]}{note}"
+            return f"{LABELS[self.slot]}: {self.ref} @ {str(self.revision)[:12]}{family}{note}"
         return f"{LABELS[self.slot]}: unavailable — {self.error}"
 
 
@@ -114,41 +177,85 @@ class Summary:
     error: str | None = None
 
 
-def _resolve(spec: SlotSpec) -> tuple[str, Path, str | None]:
-    """The folder for a slot, trying its fallback when the primary cannot be had.
+@dataclasses.dataclass
+class Engine:
+    """One model in memory and the slots it answers for in one call: a base copy with its family's adapters
+    attached (slots among base/LoRA/PPO), or the full fine-tune."""
 
-    Returns (ref used, folder, note); the note says why the fallback is served, so the UI can show it."""
-    try:
-        return spec.ref, store.resolve(spec.ref, spec.revision), None
-    except store.StoreError as primary:
-        if not spec.fallback:
-            raise
+    model: object
+    tokenizer: object
+    folder: Path
+    slots: list[str] = dataclasses.field(default_factory=list)
+
+    def generate(self, slots: Sequence[str], prompts: Sequence[str], settings: GenerationSettings, *,
+                 seed: int | None = None, batch_size: int = 16) -> list[str]:
+        """prompts[i] through slots[i], all in one batched generate call (mixed-adapter when adapters are attached)."""
+        from peft import PeftModel
+
+        names = None
+        if isinstance(self.model, PeftModel):
+            names = [BASE_ADAPTER if s == "base" else s for s in slots]
+        return generate(self.model, self.tokenizer, prompts, settings, adapter_names=names, seed=seed,
+                        batch_size=batch_size)
+
+
+class _Bases:
+    """The base models loaded during one reload, by (ref, revision): each loads once however many slots need it, and
+    a failure is remembered and reported to every slot that needs that base."""
+
+    def __init__(self, device: torch.device, dtype: torch.dtype):
+        self.device, self.dtype = device, dtype
+        self.found: dict[tuple[str, str], Engine | str] = {}
+        self.served: tuple[str, str] | None = None  # (ref, revision) of the base the base slot serves
+
+    def get(self, ref: str, revision: str) -> Engine:
+        key = (ref, revision)
+        if key not in self.found:
+            try:
+                folder = store.resolve(ref, revision)
+                self.found[key] = Engine(modeling.load_model(folder, dtype=self.dtype, device=self.device),
+                                         modeling.load_tokenizer(folder), folder)
+            except Exception as err:  # noqa: BLE001 - reported by every slot that needs this base
+                self.found[key] = _one_line(err)
+        found = self.found[key]
+        if isinstance(found, str):
+            raise RuntimeError(found)
+        return found
+
+    def in_use(self) -> list[Engine]:
+        return [e for e in self.found.values() if isinstance(e, Engine) and e.slots]
+
+
+def _serve_first(slot: str, spec: SlotSpec, load: Callable[[str, str, str], tuple[Path, str | None]]) -> SlotStatus:
+    """Try the slot's configured model, then its fallback. `load(ref, revision, family)` makes the candidate ready to
+    serve and returns (its folder, the base its family is built on), or raises. The status says which family serves
+    and, for the fallback, why the configured model did not."""
+    failures: list[str] = []
+    for ref, revision, family in spec.candidates():
         try:
-            folder = store.resolve(spec.fallback, "main")
-        except store.StoreError:
-            raise primary from None
-        return spec.fallback, folder, f"fallback for {spec.ref}, which failed: {_one_line(primary)}"
-
-
-def _revision_of(folder: Path) -> str:
-    return folder.name
+            folder, family_base = load(ref, revision, family)
+        except Exception as err:  # noqa: BLE001 - any failure makes the candidate unavailable, never the app
+            failures.append(_one_line(err) if not failures else f"fallback {ref}: {_one_line(err)}")
+            continue
+        note = f"fallback for {spec.ref}, which failed: {failures[0]}" if failures else None
+        return SlotStatus(slot, ref, folder.name, folder, note=note, family=family, family_base=family_base)
+    return SlotStatus(slot, spec.ref, error="; ".join(failures))
 
 
 class ModelSet:
-    """Loads the configured slots; `summarize` answers one request with one call per underlying model."""
+    """Loads the configured slots; `summarize` answers one request with one call per model in memory."""
 
-    def __init__(self, config: ModelSetConfig | None = None, *, device: str | None = None):
+    def __init__(self, config: ModelSetConfig | None = None, *, device: str | torch.device | None = None):
         self.config = config or ModelSetConfig.load()
-        self.device = device
-        self.precision = modeling.serving_precision(self.config.dtype, device)
+        self.device = resolve_device(device if device is not None else self.config.device)
+        self.precision = modeling.serving_precision(self.config.dtype, self.device)
         self.dtype = self.precision.dtype  # what the activations compute in
         self.status: dict[str, SlotStatus] = {s: SlotStatus(s, error="not configured") for s in SLOTS}
-        self.base_model = None  # PeftModel with adapters, or the plain base model
-        self.full_model = None
-        self.tokenizer = None
-        self.full_tokenizer = None
+        self.engines: list[Engine] = []
         self.scorer = None
         self.scorer_error: str | None = None
+        self.scorer_note: str | None = None  # why the fallback scorer serves, when it does
+        self._logged: set[str] = set()
         self._lock = threading.Lock()
         self.load_seconds = 0.0
         self.reload()
@@ -158,70 +265,79 @@ class ModelSet:
     def reload(self) -> dict[str, SlotStatus]:
         """(Re)load every slot from the store or Hub, picking up new revisions. Safe to call while serving."""
         start = time.time()
+        specs, bases = self.config.slots, _Bases(self.device, self.dtype)
         status = {s: SlotStatus(s, error="not configured") for s in SLOTS}
-        base_model = full_model = tokenizer = full_tokenizer = None
-        specs = self.config.slots
-        if "base" in specs:
-            try:
-                ref, folder, note = _resolve(specs["base"])
-                tokenizer = modeling.load_tokenizer(folder)
-                base_model = modeling.load_model(folder, dtype=self.dtype, device=self.device)
-                status["base"] = SlotStatus("base", ref, _revision_of(folder), folder, note=note)
-            except Exception as err:  # noqa: BLE001 - any failure makes the slot unavailable, never the app
-                status["base"] = SlotStatus("base", specs["base"].ref, error=_one_line(err))
-        adapters = {}
+        status["base"] = _serve_first("base", specs["base"], lambda r, v, f: self._load_base(bases, r, v))
         for slot in ADAPTER_SLOTS:
-            if slot not in specs:
-                continue
-            if base_model is None:
-                status[slot] = SlotStatus(slot, specs[slot].ref, error="needs the base model, which did not load")
-                continue
-            try:
-                ref, folder, note = _resolve(specs[slot])
-                adapters[slot] = folder
-                status[slot] = SlotStatus(slot, ref, _revision_of(folder), folder, note=note)
-            except Exception as err:  # noqa: BLE001
-                status[slot] = SlotStatus(slot, specs[slot].ref, error=_one_line(err))
-        for slot, folder in list(adapters.items()):
-            try:
-                base_model = self._attach(base_model, slot, folder)
-            except Exception as err:  # noqa: BLE001
-                status[slot] = SlotStatus(slot, status[slot].ref, error=_one_line(err))
-        if base_model is not None:
-            base_model = modeling.prepare_for_inference(base_model, self.precision)
+            if slot in specs:
+                status[slot] = _serve_first(slot, specs[slot], lambda r, v, f, s=slot: self._load_adapter(
+                    bases, s, r, v, f))
+        engines = bases.in_use()
+        for engine in engines:
+            engine.model = modeling.prepare_for_inference(engine.model, self.precision)
         if "full" in specs:
-            try:
-                ref, folder, note = _resolve(specs["full"])
-                full_tokenizer = modeling.load_tokenizer(folder)
-                full_model = modeling.prepare_for_inference(
-                    modeling.load_model(folder, dtype=self.dtype, device=self.device), self.precision)
-                status["full"] = SlotStatus("full", ref, _revision_of(folder), folder, note=note)
-            except Exception as err:  # noqa: BLE001
-                status["full"] = SlotStatus("full", specs["full"].ref, error=_one_line(err))
-        scorer, scorer_error = self._load_scorer()
+            full: list[Engine] = []
+            status["full"] = _serve_first("full", specs["full"], lambda r, v, f: self._load_full(full, r, v, f))
+            engines += full
+        scorer, scorer_error, scorer_note = self._load_scorer()
         with self._lock:  # swap everything at once; in-flight requests finish on the old models
-            self.base_model, self.full_model = base_model, full_model
-            self.tokenizer, self.full_tokenizer = tokenizer, full_tokenizer
-            self.status, self.scorer, self.scorer_error = status, scorer, scorer_error
+            self.engines, self.status = engines, status
+            self.scorer, self.scorer_error, self.scorer_note = scorer, scorer_error, scorer_note
         self.load_seconds = time.time() - start
+        notes = [st.describe() for st in status.values() if st.note]
+        for note in notes + ([f"toxicity scorer {scorer_note}"] if scorer_note else []):
+            self._log_once(note)
         return status
 
-    @staticmethod
-    def _attach(model, name: str, folder: Path):
-        from peft import PeftModel
+    def _log_once(self, message: str) -> None:
+        """A fallback's reason goes to the log once per process, not at every reload."""
+        if message not in self._logged:
+            self._logged.add(message)
+            log.warning("%s", message)
 
-        if isinstance(model, PeftModel):
-            model.load_adapter(str(folder), adapter_name=name, use_safetensors=True)
-            return model.eval()
-        return PeftModel.from_pretrained(model, str(folder), adapter_name=name, use_safetensors=True).eval()
+    def _load_base(self, bases: _Bases, ref: str, revision: str) -> tuple[Path, str]:
+        engine = bases.get(ref, revision)
+        engine.slots.insert(0, "base")
+        bases.served = ref, revision
+        return engine.folder, ref
 
-    def _load_scorer(self):
+    def _load_adapter(self, bases: _Bases, slot: str, ref: str, revision: str,
+                      family: str) -> tuple[Path, str]:
+        """Attach an adapter to the base of its family (loading that base if the base slot serves another one)."""
+        folder = store.resolve(ref, revision)
+        wanted = self.config.family_base(family) or _named_base(folder) or bases.served
+        if wanted is None:
+            raise RuntimeError("needs the base model, which did not load")
+        try:
+            engine = bases.get(*wanted)  # the base slot's own copy when it serves this family's base
+        except RuntimeError as err:
+            raise RuntimeError(f"runs on {wanted[0]}, which did not load: {err}") from None
+        check_adapter_fits(engine.model, folder, wanted[0])
+        engine.model = _attach(engine.model, slot, folder)
+        engine.slots.append(slot)
+        return folder, wanted[0]
+
+    def _load_full(self, out: list[Engine], ref: str, revision: str, family: str) -> tuple[Path, str | None]:
+        folder = store.resolve(ref, revision)
+        model = modeling.load_model(folder, dtype=self.dtype, device=self.device)
+        out.append(Engine(modeling.prepare_for_inference(model, self.precision), modeling.load_tokenizer(folder),
+                          folder, ["full"]))
+        family_base = self.config.family_base(family)
+        return folder, family_base[0] if family_base else None
+
+    def _load_scorer(self) -> tuple[object | None, str | None, str | None]:
+        """(scorer, error, note): the configured toxicity scorer, else its fallback. `error` when none loads; `note`
+        when the fallback serves, saying why the configured one did not (the header and the Toxicity tab show it)."""
+        failures: list[str] = []
         for spec in filter(None, (self.config.toxicity, self.config.toxicity_fallback)):
             try:
-                return toxicity.load_scorer(spec), None
+                scorer = toxicity.load_scorer(spec, device=str(self.device))
             except Exception as err:  # noqa: BLE001
-                error = f"{spec}: {_one_line(err)}"
-        return None, error
+                failures.append(f"{spec}: {_one_line(err)}")
+                continue
+            note = f"{failures[0]} — scoring with {spec} instead" if failures else None
+            return scorer, None, note
+        return None, "; ".join(failures) or "no toxicity scorer configured", None
 
     # -------------------------------------------------------------------------------------------- serving
 
@@ -229,15 +345,45 @@ class ModelSet:
     def available(self) -> list[str]:
         return [s for s in SLOTS if self.status[s].ok]
 
+    def engine_of(self, slot: str) -> Engine | None:
+        """The model in memory that serves `slot` (None when the slot is unavailable)."""
+        return next((e for e in self.engines if slot in e.slots), None) if self.status[slot].ok else None
+
+    @property
+    def base_model(self):
+        """The base slot's model (a PeftModel when its family's adapters are attached to it)."""
+        engine = self.engine_of("base")
+        return engine.model if engine else None
+
+    @property
+    def full_model(self):
+        engine = self.engine_of("full")
+        return engine.model if engine else None
+
+    @property
+    def tokenizer(self):
+        engine = self.engine_of("base")
+        return engine.tokenizer if engine else None
+
+    @property
+    def full_tokenizer(self):
+        engine = self.engine_of("full")
+        return engine.tokenizer if engine else None
+
     @property
     def max_input_tokens(self) -> int:
         from workbench.generation import model_input_limit
 
         return model_input_limit(self.tokenizer) if self.tokenizer is not None else 512
 
+    def call_groups(self, slots: Sequence[str]) -> list[list[str]]:
+        """`slots` (available ones) grouped by the model that serves them: each group is one generate call."""
+        return [group for group in ([s for s in slots if s in e.slots] for e in self.engines) if group]
+
     def summarize(self, prompts_by_slot: dict[str, str], settings: GenerationSettings = GenerationSettings(),
                   *, seed: int | None = None) -> dict[str, Summary]:
-        """Generate for each requested slot: one mixed-adapter call for base/LoRA/PPO, one call for the full model.
+        """Generate for each requested slot: one call per model in memory (one mixed-adapter call for base/LoRA/PPO
+        when they share a base copy, one for the full model).
 
         `prompts_by_slot` maps slot -> prompt (normally the same prompt for all). Unavailable slots get an error.
         """
@@ -247,27 +393,16 @@ class ModelSet:
                 raise ValueError(f"unknown slot {slot!r}")
             if not self.status[slot].ok:
                 out[slot] = Summary(slot, None, 0.0, self.status[slot].error)
-        family = [s for s in prompts_by_slot if s != "full" and s not in out]
         with self._lock:
-            if family:
-                names = [BASE_ADAPTER if s == "base" else s for s in family]
+            for engine in self.engines:
+                group = [s for s in prompts_by_slot if s in engine.slots and s not in out]
+                if not group:
+                    continue
                 start = time.time()
-                texts = self._generate(self.base_model, self.tokenizer, [prompts_by_slot[s] for s in family],
-                                       settings, names, seed)
+                texts = engine.generate(group, [prompts_by_slot[s] for s in group], settings, seed=seed)
                 elapsed = time.time() - start
-                out.update({s: Summary(s, t, elapsed) for s, t in zip(family, texts)})
-            if "full" in prompts_by_slot and "full" not in out:
-                start = time.time()
-                [text] = generate(self.full_model, self.full_tokenizer, [prompts_by_slot["full"]], settings, seed=seed)
-                out["full"] = Summary("full", text, time.time() - start)
+                out.update({s: Summary(s, t, elapsed) for s, t in zip(group, texts)})
         return {s: out[s] for s in prompts_by_slot}
-
-    def _generate(self, model, tokenizer, prompts: Sequence[str], settings, names: list[str], seed):
-        from peft import PeftModel
-
-        if isinstance(model, PeftModel):
-            return generate(model, tokenizer, prompts, settings, adapter_names=names, seed=seed)
-        return generate(model, tokenizer, prompts, settings, seed=seed)  # base only: no adapters attached
 
     def generate_batch(self, slot: str, prompts: Sequence[str], settings: GenerationSettings = GenerationSettings(),
                        *, batch_size: int = 16) -> list[str]:
@@ -279,26 +414,22 @@ class ModelSet:
                        ) -> dict[str, list[str]]:
         """Every prompt through each of `slots` (batch toxicity runs, evaluation): {slot: outputs in prompt order}.
 
-        The adapter family (base, LoRA, PPO) shares one mixed-adapter generate call, `batch_size` prompts per slot
-        in each batch: one pass over the base weights per decoding step serves all three. The full model is separate.
+        The slots one base copy serves (base, LoRA, PPO) share one mixed-adapter generate call, `batch_size` prompts
+        per slot in each batch: one pass over the base weights per decoding step serves all three. The full model,
+        and a second family's base, are separate calls.
         """
         for slot in slots:
             if not self.status[slot].ok:
                 raise ValueError(f"{LABELS[slot]} is unavailable: {self.status[slot].error}")
         out: dict[str, list[str]] = {}
-        family = [s for s in slots if s != "full"]
         with self._lock:
-            if "full" in slots:
-                out["full"] = generate(self.full_model, self.full_tokenizer, prompts, settings, batch_size=batch_size)
-            if family:
-                from peft import PeftModel
-
-                names = None
-                if isinstance(self.base_model, PeftModel):
-                    names = [BASE_ADAPTER if s == "base" else s for s in family for _ in prompts]
-                texts = generate(self.base_model, self.tokenizer, [p for _ in family for p in prompts], settings,
-                                 adapter_names=names, batch_size=batch_size * len(family))
-                for i, slot in enumerate(family):
+            for engine in sorted(self.engines, key=lambda e: e.slots != ["full"]):  # full first, as always
+                group = [s for s in slots if s in engine.slots]
+                if not group:
+                    continue
+                texts = engine.generate([s for s in group for _ in prompts], [p for _ in group for p in prompts],
+                                        settings, batch_size=batch_size * len(group))
+                for i, slot in enumerate(group):
                     out[slot] = texts[i * len(prompts): (i + 1) * len(prompts)]
         return {slot: out[slot] for slot in slots}
 
@@ -306,6 +437,63 @@ class ModelSet:
         return self.scorer.score(list(texts)) if self.scorer is not None else None
 
 
-def _one_line(err: BaseException) -> str:
+_LORA_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.(?P<kind>lora_A|lora_B)\.weight$")
+
+
+def check_adapter_fits(model, folder: Path, base_ref: str) -> None:
+    """Refuse an adapter whose LoRA matrices do not fit the base's layers, before peft touches the model.
+
+    peft wraps the base's layers first and loads the adapter's weights after, so a misfit (a FLAN-T5-base adapter on
+    the demo base, or the reverse) fails halfway, leaves LoRA layers the adapter never filled in on the shared base
+    copy, and says only "Error(s) in loading state_dict". The safetensors header is enough to check every shape and
+    name the misfit.
+    """
+    from safetensors import safe_open
+
+    path = Path(folder) / "adapter_model.safetensors"
+    if not path.is_file():
+        return  # peft says what is missing
+    core = model.get_base_model() if hasattr(model, "get_base_model") else model
+    with safe_open(str(path), framework="pt") as handle:
+        for key in handle.keys():
+            match = _LORA_KEY.match(key)
+            if not match:
+                continue
+            try:
+                layer = core.get_submodule(match["module"])
+            except AttributeError:
+                raise ValueError(f"adapter targets {match['module']}, which {base_ref} does not have: it was trained "
+                                 "for a base of another architecture") from None
+            shape = handle.get_slice(key).get_shape()
+            want, have = (shape[1], getattr(layer, "in_features", None)) if match["kind"] == "lora_A" else \
+                (shape[0], getattr(layer, "out_features", None))
+            if have is not None and want != have:
+                raise ValueError(f"adapter does not fit {base_ref}: {match['module']} has {have} features there, the "
+                                 f"adapter expects {want} (it was trained for a base of another size)")
+
+
+def _named_base(folder: Path) -> tuple[str, str] | None:
+    """(ref, "main") of the base an adapter names in adapter_config.json, when that is a store name or Hub id: what
+    a fallback adapter runs on when the base slot names no fallback of its own."""
+    import json
+
+    try:
+        named = json.loads((Path(folder) / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        return store.validate_repo_id(named), "main"
+    except (OSError, ValueError, AttributeError, store.StoreError):
+        return None
+
+
+def _attach(model, name: str, folder: Path):
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        model.load_adapter(str(folder), adapter_name=name, use_safetensors=True)
+        return model.eval()
+    return PeftModel.from_pretrained(model, str(folder), adapter_name=name, use_safetensors=True).eval()
+
+
+def _one_line(err: BaseException, limit: int = 400) -> str:
+    """The first line of an error, cut at a word boundary (with …) past `limit` characters."""
     text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return text[:300]
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " …"

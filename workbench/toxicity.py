@@ -57,11 +57,13 @@ class ProfanityScorer(ToxicityScorer):
 class HFClassifierScorer(ToxicityScorer):
     """A Hub or local sequence classifier. The toxic class is found from `id2label` (hate/toxic/offensive ...)."""
 
-    def __init__(self, ref: str, batch_size: int = 32, max_length: int = 512, device: str = "cpu"):
+    def __init__(self, ref: str, batch_size: int = 32, max_length: int = 512, device: str | None = None):
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from workbench import store
+        from workbench import modeling, store
+
+        device = torch.device(device) if device is not None else modeling.default_device()
 
         folder = store.resolve(ref, allow_paths=False)
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
@@ -97,12 +99,17 @@ class HFClassifierScorer(ToxicityScorer):
         return super().reward(texts, kind)
 
 
-@functools.lru_cache(maxsize=4)
-def load_scorer(spec: str = "profanity-check") -> ToxicityScorer:
-    """A scorer for a spec ("profanity-check" or "hf:<model>"); cached, so app and trainers share one instance."""
+def load_scorer(spec: str = "profanity-check", device: str | None = None) -> ToxicityScorer:
+    """A scorer for a spec ("profanity-check" or "hf:<model>"); cached, so app and trainers share one instance.
+    `device`: where an hf: classifier runs (default: cuda if available, else cpu); profanity-check is CPU-only."""
     spec = (spec or "").strip()
+    return _load_scorer(spec, str(device) if device is not None and spec.startswith("hf:") else None)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_scorer(spec: str, device: str | None) -> ToxicityScorer:
     if spec == "profanity-check":
         return ProfanityScorer()
     if spec.startswith("hf:") and len(spec) > 3:
-        return HFClassifierScorer(spec[3:])
+        return HFClassifierScorer(spec[3:], device=device)
     raise ValueError(f"toxicity scorer {spec!r}: use 'profanity-check' or 'hf:<model id>'")

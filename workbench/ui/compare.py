@@ -22,10 +22,13 @@ def card_html(slot: str, entry: dict | None) -> str:
         return (f'<div class="wb-card wb-card-bad"><div class="wb-card-title">{title}</div>'
                 f'<div class="wb-card-model">{model}</div>'
                 f'<div class="wb-unavailable">unavailable: {esc(entry.get("error"))}</div></div>')
-    shared = ' title="one mixed-adapter batch shared by base, LoRA and PPO"' if entry.get("shared_call") else ""
+    shared = ' title="one mixed-adapter batch shared with the other slots on the same base copy"' \
+        if entry.get("shared_call") else ""
     latency = f'<span class="wb-badge"{shared}>{entry["latency_s"]:.2f} s{"*" if shared else ""}</span>'
+    family = (f'<div class="wb-card-family" title="{esc(entry.get("note") or "")}">{esc(entry["family"])}</div>'
+              if entry.get("family") else "")
     return (f'<div class="wb-card"><div class="wb-card-title">{title}</div>'
-            f'<div class="wb-card-model">{model} <span class="wb-rev">@ {rev}</span></div>'
+            f'<div class="wb-card-model">{model} <span class="wb-rev">@ {rev}</span></div>{family}'
             f'<div class="wb-metrics">{latency}{tox_badge(entry.get("toxicity"))}'
             f'{rouge_badges(entry.get("rouge"))}</div></div>')
 
@@ -84,8 +87,10 @@ def build(service: WorkbenchService) -> None:
                 highlights.append(gr.HighlightedText(label="Words also in the reference", color_map=HIGHLIGHT_COLORS,
                                                      show_legend=False, show_inline_category=False,
                                                      combine_adjacent=True, elem_id=f"overlap-{slot}"))
-    gr.Markdown("\\* base, LoRA and PPO share one copy of the base weights and run in one mixed-adapter batch, so "
-                "they report the same latency. Toxicity: probability from the configured scorer (≥ 0.5 in red).",
+    gr.Markdown("\\* base, LoRA and PPO share one copy of their family's base weights and run in one mixed-adapter "
+                "batch, so they report the same latency. Each card names the family its model comes from (the "
+                "models config's own models, or its fallbacks). Toxicity: probability from the scorer in the header "
+                "(≥ 0.5 in red).",
                 elem_classes="wb-footnote")
     with gr.Accordion("Result as JSON (what the `compare` API endpoint returns)", open=False):
         as_json = gr.JSON(label="compare result", elem_id="compare-json")

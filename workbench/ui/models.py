@@ -9,22 +9,30 @@ from workbench.ui.common import esc
 
 
 def status_html(summary: dict) -> str:
+    """One chip per slot (model, revision and the family it comes from, or why it is unavailable), then a line with
+    the load time, serving precision and scorer, and a warning for a fallback scorer."""
     chips = []
     for row in summary["slots"]:
         if row["ok"]:
             rev = esc(str(row["revision"] or "")[:10])
-            chips.append(f'<div class="wb-slot wb-slot-ok" title="{esc(row["model"])} @ {rev}">'
+            family = f'<span class="wb-family">{esc(row.get("family"))}</span>' if row.get("family") else ""
+            title = " — ".join(filter(None, (f"{row['model']} @ {row['revision']}", row.get("note"))))
+            chips.append(f'<div class="wb-slot wb-slot-ok" title="{esc(title)}">'
                          f'<b>✓ {esc(row["label"])}</b><span>{esc(row["model"])}</span>'
-                         f'<span class="wb-rev">@ {rev}</span></div>')
+                         f'<span class="wb-rev">@ {rev}</span>{family}</div>')
         else:
             chips.append(f'<div class="wb-slot wb-slot-bad" title="{esc(row["error"])}"><b>✗ {esc(row["label"])}</b>'
                          f'<span>unavailable: {esc(row["error"])}</span></div>')
     scorer = (f"toxicity scorer: {esc(summary['scorer'])}" if summary.get("scorer")
               else f"toxicity scorer unavailable: {esc(summary.get('scorer_error'))}")
-    info = (f'<div class="wb-slot-info">loaded in {summary["load_seconds"]:.1f} s · {esc(summary["dtype"])} · '
+    precision = esc(summary.get("precision_note") or summary["dtype"])
+    device = f"{esc(summary['device'])} · " if summary.get("device") else ""
+    info = (f'<div class="wb-slot-info">loaded in {summary["load_seconds"]:.1f} s · {device}{precision} · '
             f'input limit {summary["max_input_tokens"]} tokens · {scorer}</div>')
+    scorer_note = (f'<div class="wb-slot-info wb-scorer-note">⚠ toxicity scorer fallback: '
+                   f'{esc(summary["scorer_note"])}</div>' if summary.get("scorer_note") else "")
     notice = f'<div class="wb-slot-info">{esc(summary["notice"])}</div>' if summary.get("notice") else ""
-    return f'<div class="wb-slots">{"".join(chips)}</div>{info}{notice}'
+    return f'<div class="wb-slots">{"".join(chips)}</div>{info}{scorer_note}{notice}'
 
 
 def build_header(service: WorkbenchService, demo: gr.Blocks) -> None:

@@ -18,12 +18,24 @@ def score_html(result: dict | None) -> str:
         return notice_html(result)
     p = result["toxicity"]
     cls = "wb-score wb-bad" if p >= 0.5 else "wb-score"
+    note = (f'<div class="wb-muted">fallback scorer: {esc(result["scorer_note"])}</div>'
+            if result.get("scorer_note") else "")
     return (f'<div class="{cls}"><b>{p:.3f}</b> probability toxic — {esc(result["label"])}'
-            f'<span class="wb-muted"> · scorer {esc(result["scorer"])}</span></div>')
+            f'<span class="wb-muted"> · scorer {esc(result["scorer"])}</span>{note}</div>')
 
 
-def build(service: WorkbenchService) -> None:
+def scorer_note_html(service: WorkbenchService) -> str:
+    """A warning at the top of the tab when the configured scorer could not be loaded (and why)."""
+    notice = service.scorer_notice()
+    return f'<div class="wb-notice wb-warn" role="status">⚠ {esc(notice)}</div>' if notice else ""
+
+
+def build(service: WorkbenchService, demo: gr.Blocks | None = None) -> None:
     datasets = service.datasets()
+    scorer_note = gr.HTML(scorer_note_html(service), elem_id="tox-scorer-note")
+    if demo is not None:  # current after a "Refresh models" too
+        demo.load(lambda: scorer_note_html(service), outputs=scorer_note, api_name="toxicity_scorer_note",
+                  api_visibility="private")
     gr.Markdown("### Score any text")
     with gr.Row():
         text = gr.Textbox(label="Text", lines=3, max_lines=10, scale=4, elem_id="tox-text",
