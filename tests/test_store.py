@@ -192,3 +192,13 @@ def test_model_card_names_its_recipe(tmp_store):
     card = store.model_card("local/z", base_model="x/y", method="full", dataset="demo", metrics=None,
                             training={"steps": 3}, params=None)
     assert "Recipe:" not in card
+
+
+def test_store_errors_do_not_reveal_the_servers_folders(tmp_path):
+    from workbench.paths import REPO_ROOT
+    from workbench.store import LocalStore, StoreError
+
+    for root in (tmp_path / "elsewhere" / "store", REPO_ROOT / "store"):
+        with pytest.raises(StoreError) as err:
+            LocalStore(root).head("demo/not-there")
+        assert str(REPO_ROOT) not in str(err.value) and str(tmp_path) not in str(err.value)

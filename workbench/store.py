@@ -113,6 +113,15 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+def shown_path(path: Path) -> str:
+    """A folder as messages show it: relative to the repository when inside it, so that an error shown in the app (on a
+    Space, to anyone) does not reveal the server's directory layout."""
+    try:
+        return str(Path(path).resolve().relative_to(paths.REPO_ROOT)) or "."
+    except ValueError:
+        return Path(path).name
+
+
 class LocalStore:
     def __init__(self, root: str | Path | None = None):
         self._root = Path(root) if root is not None else None
@@ -153,7 +162,7 @@ class LocalStore:
         if not ref.is_file():
             close = close_names(repo_id, self.list_repos())
             hint = f"close names: {', '.join(close)}" if close else "publish it with a trainer"
-            raise StoreError(f"{repo_id}: not in the local store {self.root} ({hint})")
+            raise StoreError(f"{repo_id}: not in the local store at {shown_path(self.root)}/ ({hint})")
         return ref.read_text().strip()
 
     def resolve(self, repo_id: str, revision: str = "main") -> Path:
