@@ -347,3 +347,14 @@ def test_cli_arguments():
     assert (args.models, args.port, args.share, args.host) == ("x.yaml", 7999, False, "127.0.0.1")
     with pytest.raises(SystemExit):
         parse_args(["--share", "maybe"])
+
+
+def test_dashboard_renders_every_dataset_of_the_committed_results_including_the_reward_run():
+    from workbench import app_service, paths, results
+
+    runs = results.list_runs(paths.REPO_ROOT / "results")
+    keys = {app_service.dataset_key(r) for r in runs}
+    assert any(r["method"] == "reward" for r in runs) and len(keys) >= 2
+    for key in keys:
+        data = app_service.dashboard_data(runs, key, results_dir=paths.REPO_ROOT / "results")
+        assert len(data.runs) == len(runs)  # the provenance table lists every run whatever the dataset

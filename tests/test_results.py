@@ -51,3 +51,32 @@ def test_write_read_list_and_never_overwrite(tmp_path):
 def test_run_ids_are_unique_and_sortable():
     ids = {results.new_run_id("full") for _ in range(50)}
     assert len(ids) == 50 and all(i.startswith("full-") for i in ids)
+
+
+def reward_run(n=32):
+    run = valid_run("reward-1", n=n)
+    run.update(method="reward", generation={})
+    run["metrics"] = {"pairwise_accuracy": {"mean": 0.9, "std": 0.3, "n": n, "ci_low": 0.8, "ci_high": 0.97},
+                      "train_pairs": {"n": 128, "source": "demo"}}
+    return run
+
+
+def test_a_reward_run_is_measured_by_pairwise_accuracy_not_rouge():
+    assert results.validate(reward_run())["method"] == "reward"
+    for mutate, field in ((lambda r: r["metrics"].pop("pairwise_accuracy"), "metrics.pairwise_accuracy"),
+                          (lambda r: r["dataset"].update(n=5), "metrics.pairwise_accuracy.n"),
+                          (lambda r: r["metrics"].update(pairwise_accuracy=0.9), "metrics.pairwise_accuracy")):
+        run = reward_run()
+        mutate(run)
+        with pytest.raises(results.SchemaError, match=f"field {field}"):
+            results.validate(run)
+    lora_without_rouge = valid_run()
+    lora_without_rouge["metrics"] = reward_run()["metrics"]
+    with pytest.raises(results.SchemaError, match="field metrics.rouge1"):  # other methods still need ROUGE
+        results.validate(lora_without_rouge)
+
+
+def test_baseline_runs_are_accepted():
+    run = valid_run("baseline-1")
+    run["method"] = "baseline"
+    assert results.validate(run)["method"] == "baseline"

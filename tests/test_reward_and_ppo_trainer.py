@@ -18,7 +18,15 @@ def test_reward_model_ranks_held_out_pairs_and_drives_ppo(tiny_model_dir, tmp_st
                                   "--output", "test/reward", "--hidden-size", "32", "--layers", "1",
                                   "--max-steps", "80", "--batch-size", "16", "--learning-rate", "2e-3",
                                   "--checkpoint-dir", str(tmp_path / "runs-reward")])
-    assert record["n_held_out"] == 32 and record["held_out_accuracy"] > 0.75  # chance is 0.5
+    saved = results.read(tmp_path / "results" / f"{record['run_id']}.json")  # a schema-valid run record
+    accuracy = saved["metrics"]["pairwise_accuracy"]
+    assert saved["method"] == "reward" and saved["dataset"]["n"] == accuracy["n"] == 32
+    assert accuracy["mean"] > 0.75 and accuracy["ci_low"] <= accuracy["mean"] <= accuracy["ci_high"]  # chance 0.5
+    assert saved["metrics"]["train_pairs"] == {"n": 128, "source": "pairs.jsonl"}  # no machine path
+    assert saved["revision"] == LocalStore().head("test/reward")
+    outcomes = [json.loads(x) for x in (tmp_path / "results" / saved["outputs_file"]).read_text().splitlines()]
+    assert len(outcomes) == 32 and sum(o["correct"] for o in outcomes) / 32 == accuracy["mean"]
+    assert not (tmp_path / "results" / "reward").exists()
     assert (store.resolve("test/reward") / "model.safetensors").exists()
 
     data_dir = write_rows(tmp_path / "data", rows(8))
@@ -30,11 +38,14 @@ def test_reward_model_ranks_held_out_pairs_and_drives_ppo(tiny_model_dir, tmp_st
     assert "learned reward model test/reward" in metrics["training"]["reward"]
     saved = results.read(tmp_path / "results" / f"{metrics['run_id']}.json")
     assert saved["method"] == "ppo" and saved["dataset"]["n"] == 4
-    assert {"toxicity", "toxicity_start", "toxicity_diff_vs_start", "rouge1_diff_vs_start"} <= set(saved["metrics"])
+    assert {"toxicity", "toxicity_start", "toxicity_diff_vs_start", "rouge1_diff_vs_start", "rouge2_diff_vs_start",
+            "length_words", "length_words_start", "length_words_diff_vs_start"} <= set(saved["metrics"])
+    # one length limit: the evaluation generates as long as the rollouts could
+    assert saved["generation"]["max_new_tokens"] == saved["training"]["sampling"]["max_new_tokens"] == 8
     log = [json.loads(x) for x in (tmp_path / "results" / saved["training"]["log_file"]).read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3]
     assert {"reward_mean", "kl", "kl_coef", "entropy", "policy_loss", "value_loss", "clip_frac",
-            "response_length"} <= set(log[0])
+            "response_length", "words"} <= set(log[0])
     adapter = store.resolve("test/tiny-ppo")
     assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == "test/tiny-base"
     assert LocalStore().exists("test/tiny-ppo")

@@ -2,13 +2,16 @@
 
 Policy: a trainable "ppo" adapter initialised from the LoRA weights, plus a value head on the decoder's hidden
 states. Reference: the same LoRA weights as a frozen "ref" adapter on the SAME base copy. Each step samples
-summaries of training dialogues, scores them with the reward (offline: the profanity classifier's log-odds of
-being clean), subtracts a per-token KL penalty against the reference (adaptive coefficient), and runs clipped PPO
-epochs over minibatches (workbench/ppo.py holds the maths). Every step is logged to results/logs/<run>.jsonl.
-At the end the PPO adapter and its LoRA start are both evaluated greedily on the whole test split: toxicity with
-the paired difference and its 95% CI, and ROUGE. The adapter is published to the store.
+summaries of distinct training dialogues (every sampling option explicit, so the log-probs PPO scores are those of
+the distribution it sampled from), scores them with the reward (offline: 1 - the profanity classifier's p(toxic)),
+optionally minus a length term (a toxicity reward otherwise pays for writing less), subtracts a per-token KL
+penalty against the reference (adaptive coefficient), and runs clipped PPO epochs over minibatches (workbench/ppo.py
+holds the maths). accelerate owns devices and processes: one device per process, DDP for the update under a
+multi-process launch. Every step is logged to results/logs/<run>.jsonl; a killed run resumes bit for bit.
+At the end the PPO adapter and its LoRA start are both evaluated greedily on the whole test split, with the same
+length limit as the rollouts: toxicity, ROUGE-1/2 and summary length with paired differences and 95% CIs.
 
-    python -m trainers.ppo                                   # demo family, offline
+    python -m trainers.ppo --config configs/recipes/ppo.yaml    # the demo family's PPO adapter, offline
     python -m trainers.ppo --policy you/flan-t5-base-dialogsum-lora --dataset knkarthick/dialogsum \
         --reward hf:facebook/roberta-hate-speech-dynabench-r4-target:logit --output you/flan-t5-base-dialogsum-ppo
 """
@@ -41,7 +44,8 @@ class PPOTrainConfig:
     eval_split: str = field("test", "split for the final evaluation (whole split unless --eval-limit)")
     train_limit: int | None = field(None, "use only the first N training dialogues")
     eval_limit: int | None = field(None, "evaluate only the first N rows")
-    output: str = field("demo/flan-t5-demo-ppo", "store name of the PPO adapter")
+    output: str | None = field(None, "store name of the PPO adapter (default: local/<policy>-<dataset>-ppo, never a "
+                               "served demo model)")
     push_to_hub: str | None = field(None, "also push to this Hub repo (token from the environment; never printed)")
     reward: str = field("profanity-check:one_minus_p", "reward: profanity-check[:one_minus_p|logodds], "
                         "hf:<model>[:logit|logodds|one_minus_p], or reward-model:<store name>. Offline default "
@@ -54,8 +58,9 @@ class PPOTrainConfig:
     mini_batch_size: int = field(8, "minibatch size for the PPO epochs")
     ppo_epochs: int = field(4, "optimisation epochs over each rollout batch")
     learning_rate: float = field(1e-4, "Adam learning rate for the adapter and value head")
-    init_kl_coef: float = field(0.1, "initial KL penalty coefficient")
-    target_kl: float = field(4.0, "target KL (sum over a summary's tokens) for the adaptive controller")
+    init_kl_coef: float = field(0.2, "initial KL penalty coefficient (0.1 with target 4 let the demo policy lose 18%% "
+                                "of its length and 0.034 ROUGE-2)")
+    target_kl: float = field(2.0, "target KL (sum over a summary's tokens) for the adaptive controller")
     adaptive_kl: bool = field(True, "adapt the KL coefficient towards --target-kl")
     horizon: int = field(2000, "adaptive KL controller horizon")
     cliprange: float = field(0.2, "policy ratio clip")
@@ -65,10 +70,18 @@ class PPOTrainConfig:
     lam: float = field(0.95, "GAE lambda")
     max_grad_norm: float = field(1.0, "gradient clipping")
     max_source_length: int = field(512, "truncate prompts to this many tokens")
-    min_new_tokens: int = field(5, "rollout minimum length (as the reference recipe)")
-    max_new_tokens: int = field(48, "rollout maximum length")
+    min_new_tokens: int = field(0, "rollout minimum length; EOS is masked at the same positions when the rollouts "
+                                "are scored, so sampling and scoring see one distribution")
+    max_new_tokens: int = field(64, "longest summary, for rollouts and the final evaluation alike")
     top_k: int = field(0, "rollout sampling top-k (0 = off, as the reference recipe)")
     top_p: float = field(1.0, "rollout nucleus sampling p")
+    length_penalty: float = field(1.0, "subtract this times a summary's relative shortfall below --length-ratio x "
+                                  "its dialogue's reference length (words) from the reward (0 = off): a "
+                                  "toxicity reward otherwise pays for writing less")
+    rouge_weight: float = field(1.0, "add this times the sample's mean ROUGE-1/ROUGE-2 F1 against its dialogue's "
+                                "training references to the reward (0 = off): keeps the summary a summary while the "
+                                "toxicity reward moves the policy")
+    length_ratio: float = field(1.2, "minimum summary length as a multiple of the reference summary's words")
     heated_share: float = field(0.5, "oversample rows whose reference summary is toxic to this share of each "
                                 "batch (0 = plain random batches)")
     seed: int = field(0, "random seed")
@@ -84,6 +97,8 @@ class PPOTrainConfig:
                 raise ConfigError(f"{name}: must be positive")
         if self.batch_size % self.mini_batch_size:
             raise ConfigError(f"mini_batch_size: must divide batch_size ({self.batch_size})")
+        if self.length_penalty < 0 or self.length_ratio <= 0 or self.rouge_weight < 0:
+            raise ConfigError("length_penalty, rouge_weight: must be >= 0; length_ratio: must be positive")
         if not 0 <= self.min_new_tokens <= self.max_new_tokens:
             raise ConfigError("min_new_tokens: must be between 0 and max_new_tokens")
         if not 0 < self.top_p <= 1 or self.top_k < 0:
@@ -94,7 +109,8 @@ class PPOTrainConfig:
             raise ConfigError("init_kl_coef: must be >= 0; target_kl: must be positive")
         check_reward("reward", self.reward)
         check_scorer("toxicity", self.toxicity)
-        check_repo_id("output", self.output)
+        if self.output is not None:
+            check_repo_id("output", self.output)
         if self.push_to_hub is not None:
             check_repo_id("push_to_hub", self.push_to_hub)
 
@@ -108,25 +124,33 @@ class PPOTrainConfig:
 
 
 def check_reward(name: str, spec: str) -> None:
-    """A reward spec (see --reward)."""
-    kind, _, rest = spec.partition(":")
-    if kind == "reward-model":
-        if not rest.startswith((".", "/", "~")):  # a store name; a local folder is checked when it loads
-            check_repo_id(name, rest)
-        return
-    if kind == "hf" and rest:
-        return
-    if kind == "profanity-check" and rest in ("", "logodds", "one_minus_p"):
-        return
-    raise ConfigError(f"{name}: expected profanity-check[:logodds|one_minus_p], hf:<model>[:logit|logodds|"
-                      f"one_minus_p] or reward-model:<store name>, got {spec!r}")
+    """A reward spec (see --reward), checked before any model loads."""
+    try:
+        source, ref, _ = rewards.parse_spec(spec)
+    except rewards.RewardSpecError as err:
+        raise ConfigError(f"{name}: {err}") from None
+    if source == "reward-model" and not ref.startswith((".", "/", "~")):  # a local folder is checked when it loads
+        check_repo_id(name, ref)
+
+
+# Options that do not change what is trained (evaluation, output, bookkeeping): a run may resume with other values.
+# `steps` is among them: the trajectory up to a step does not depend on it, so a run can be extended.
+NOT_TRAINING = frozenset({"eval_split", "eval_limit", "eval_batch_size", "output", "push_to_hub", "checkpoint_dir",
+                          "fresh", "save_steps", "steps"})
+
+
+def training_settings(config: PPOTrainConfig, rows: list[dict]) -> dict:
+    """What determines the training, for common.guard_resume: the options and a fingerprint of the rollout data."""
+    texts = [f"{r['dialogue']}\n{r['summary']}" for r in rows]
+    return common.training_settings(config, NOT_TRAINING, method="ppo", train_data=common.data_fingerprint(texts))
 
 
 # ------------------------------------------------------------------------------------------------ setup
 
 
-def load_policy(config: PPOTrainConfig):
-    """(peft model with 'ref' frozen and 'ppo' trainable adapters on one base, tokenizer, base ref, lora folder)."""
+def load_policy(config: PPOTrainConfig, device: torch.device | str = "cpu"):
+    """(peft model with 'ref' frozen and 'ppo' trainable adapters on one base, tokenizer, base ref, lora folder),
+    on `device` (this process's device)."""
     from peft import PeftModel
 
     lora_folder = common.resolve_model(config.policy, field="policy")
@@ -134,29 +158,54 @@ def load_policy(config: PPOTrainConfig):
         raise ConfigError(f"policy: {config.policy} is not a LoRA adapter (no adapter_config.json)")
     base_ref = config.base or json.loads((lora_folder / "adapter_config.json").read_text())["base_model_name_or_path"]
     base_folder = common.resolve_model(base_ref, field="base")
-    base = modeling.load_model(base_folder, dtype="fp32")
+    base = modeling.load_model(base_folder, dtype="fp32", device=str(device))
     model = PeftModel.from_pretrained(base, str(lora_folder), adapter_name="ref", is_trainable=False,
                                       use_safetensors=True)
     model.load_adapter(str(lora_folder), adapter_name="ppo", is_trainable=True, use_safetensors=True)
     model.set_adapter("ppo")  # the only adapter that trains; the reference is reached by adapter_names
-    model.eval()  # no dropout: old and new log-probs must agree before the first update
+    model.to(device).eval()  # no dropout: old and new log-probs must agree before the first update
     return model, modeling.load_tokenizer(base_folder), base_ref, lora_folder
 
 
-def save_checkpoint(folder: Path, step: int, model, value_head, optimizer, kl_ctl, rng: random.Random) -> None:
+def rng_state(rng: random.Random, gen: torch.Generator) -> dict:
+    """Every random stream the loop draws from, for this process: batches (rng), sampling (torch, and the device's
+    generator on an accelerator), minibatch order (gen) and Python's global generator."""
+    state = {"rng": rng.getstate(), "python": random.getstate(), "torch": torch.get_rng_state(),
+             "generator": gen.get_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict, rng: random.Random, gen: torch.Generator) -> None:
+    rng.setstate(state["rng"])
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    gen.set_state(state["generator"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def save_checkpoint(folder: Path, step: int, t: "Training") -> None:
     """Write a checkpoint to a temporary folder, then swap it in: the previous checkpoint is moved aside (not deleted)
-    until the new one is in place, so a kill at any moment leaves one complete checkpoint (see latest_checkpoint)."""
+    until the new one is in place, so a kill at any moment leaves one complete checkpoint (see latest_checkpoint).
+    The main process writes the weights and optimizer; every process writes its own random streams."""
     tmp, old = folder.parent / f".tmp-{folder.name}", folder.parent / f".old-{folder.name}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp / "adapter", selected_adapters=["ppo"], safe_serialization=True)
-    torch.save({"step": step, "value_head": value_head.state_dict(), "optimizer": optimizer.state_dict(),
-                "kl_ctl": kl_ctl.state_dict(), "rng": rng.getstate(), "torch_rng": torch.get_rng_state()},
-               tmp / "trainer_state.pt")
-    if folder.exists():
+    if t.state.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        t.model.save_pretrained(tmp / "adapter", selected_adapters=["ppo"], safe_serialization=True)
+        torch.save({"step": step, "value_head": t.value_head.state_dict(), "optimizer": t.optimizer.state_dict(),
+                    "kl_ctl": t.kl_ctl.state_dict(), "processes": t.state.num_processes}, tmp / "trainer_state.pt")
+    t.state.wait_for_everyone()
+    torch.save(rng_state(t.rng, t.gen), tmp / f"rng-{t.state.process_index}.pt")
+    t.state.wait_for_everyone()
+    if t.state.is_main_process:
+        if folder.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            folder.rename(old)
+        tmp.rename(folder)
         shutil.rmtree(old, ignore_errors=True)
-        folder.rename(old)
-    tmp.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
+    t.state.wait_for_everyone()
 
 
 def latest_checkpoint(ckpt: Path) -> Path | None:
@@ -172,49 +221,115 @@ def adapter_files(folder: Path) -> Path:
     return folder / "ppo" if (folder / "ppo" / "adapter_config.json").exists() else folder
 
 
-def load_checkpoint(folder: Path, model, value_head, optimizer, kl_ctl, rng: random.Random) -> int:
+def load_checkpoint(folder: Path, t: "Training", config: PPOTrainConfig) -> int:
+    """Restore weights, optimizer, KL coefficient and this process's random streams exactly as they were saved, so
+    the resumed run continues the interrupted one bit for bit (nothing is reseeded afterwards)."""
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    weights = load_file(adapter_files(folder / "adapter") / "adapter_model.safetensors")
-    set_peft_model_state_dict(model, weights, adapter_name="ppo")
-    # trainer_state.pt is our own file (optimizer moments, RNG states), written by save_checkpoint above.
-    state = torch.load(folder / "trainer_state.pt", weights_only=True)  # tensors and plain values only
-    value_head.load_state_dict(state["value_head"])
-    optimizer.load_state_dict(state["optimizer"])
-    kl_ctl.load_state_dict(state["kl_ctl"])
-    rng.setstate(state["rng"])
-    torch.set_rng_state(state["torch_rng"])
+    weights = load_file(adapter_files(folder / "adapter") / "adapter_model.safetensors", device=str(t.device))
+    set_peft_model_state_dict(t.model, weights, adapter_name="ppo")
+    # trainer_state.pt / rng-<rank>.pt are our own files (optimizer moments, RNG states), written by save_checkpoint.
+    state = torch.load(folder / "trainer_state.pt", weights_only=True, map_location=t.device)
+    t.value_head.load_state_dict(state["value_head"])
+    t.optimizer.load_state_dict(state["optimizer"])
+    t.kl_ctl.load_state_dict(state["kl_ctl"])
+    streams = folder / f"rng-{t.state.process_index}.pt"
+    if streams.is_file():
+        set_rng_state(torch.load(streams, weights_only=True), t.rng, t.gen)
+    else:  # resumed with more processes than saved: a new rank starts its own seeded streams
+        print(f"[ppo] no random state saved for process {t.state.process_index}; seeding it afresh")
+        seed = config.seed + t.state.process_index + 7919 * state["step"]
+        t.rng.seed(seed)
+        torch.manual_seed(seed)
+        t.gen.manual_seed(seed)
     return state["step"]
 
 
 def batch_indices(rows: list[dict], rng: random.Random, batch_size: int, heated_share: float,
                   is_toxic: list[bool]) -> list[int]:
-    pool = list(range(len(rows)))
-    toxic = [i for i in pool if is_toxic[i]]
-    n_toxic = round(batch_size * heated_share) if toxic else 0
-    return rng.sample(toxic, min(n_toxic, len(toxic))) + rng.sample(pool, batch_size - min(n_toxic, len(toxic)))
+    """`batch_size` distinct rows: up to `heated_share` of them drawn from the toxic ones, the rest from all the
+    others (sampling without replacement across both parts, so no row appears twice)."""
+    if batch_size > len(rows):
+        raise ConfigError(f"batch_size: {batch_size} rollouts per step but only {len(rows)} training rows")
+    toxic = [i for i in range(len(rows)) if is_toxic[i]]
+    heated = rng.sample(toxic, min(round(batch_size * heated_share), len(toxic)))
+    taken = set(heated)
+    rest = [i for i in range(len(rows)) if i not in taken]
+    return heated + rng.sample(rest, batch_size - len(heated))
+
+
+def length_shortfall(texts: list[str], reference_words: list[int], ratio: float) -> torch.Tensor:
+    """Relative shortfall of each summary below `ratio` x its reference's word count (0 when long enough)."""
+    words = torch.tensor([len(t.split()) for t in texts], dtype=torch.float32)
+    target = torch.tensor(reference_words, dtype=torch.float32).clamp(min=1) * ratio
+    return (1 - words / target).clamp(min=0)
 
 
 # ------------------------------------------------------------------------------------------------ loop
 
 
-def rollout(model, value_head, tokenizer, prompts_: list[str], config: PPOTrainConfig, reward_fn, kl_ctl):
-    """Sample summaries, score them, and compute everything PPO needs (no gradients)."""
-    enc = tokenizer(prompts_, return_tensors="pt", padding=True, truncation=True, max_length=config.max_source_length)
-    n = len(prompts_)
+def sampling_config(config: PPOTrainConfig, model_config):
+    """Rollout sampling, every parameter explicit: pure ancestral sampling at temperature 1 (optionally top-k/top-p)
+    with one length limit. Nothing is left for a model's own generation_config to fill in."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig(
+        do_sample=True, num_beams=1, temperature=1.0, top_k=config.top_k, top_p=config.top_p, min_p=None,
+        typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0, repetition_penalty=1.0, encoder_repetition_penalty=1.0,
+        no_repeat_ngram_size=0, encoder_no_repeat_ngram_size=0, bad_words_ids=None, suppress_tokens=None,
+        begin_suppress_tokens=None, forced_bos_token_id=None, forced_eos_token_id=None, length_penalty=1.0,
+        min_length=0, min_new_tokens=config.min_new_tokens, max_new_tokens=config.max_new_tokens,
+        renormalize_logits=False, decoder_start_token_id=model_config.decoder_start_token_id,
+        eos_token_id=model_config.eos_token_id, pad_token_id=model_config.pad_token_id)
+
+
+def sample(model, enc, gen_config, adapter_names: list[str], **kwargs):
+    """model.generate with `gen_config` alone: the model's own generation_config is set aside while sampling, since
+    transformers fills every unset option from it."""
+    from transformers import GenerationConfig
+
+    inner = model.get_base_model()
+    saved, inner.generation_config = inner.generation_config, GenerationConfig()
+    try:
+        return model.generate(**enc, generation_config=gen_config, adapter_names=adapter_names, **kwargs)
+    finally:
+        inner.generation_config = saved
+
+
+def shaped_scores(texts: list[str], reward_fn, config: PPOTrainConfig, rows: list[dict] | None) -> torch.Tensor:
+    """The reward of each sampled summary: the reward function, minus the length term and plus the ROUGE term
+    (both against the dialogue's training references in `rows`; skipped without rows)."""
+    scores = torch.tensor(reward_fn(texts), dtype=torch.float32)
+    if rows is None:
+        return scores
+    if config.length_penalty:
+        words = [len(r["summary"].split()) for r in rows]
+        scores = scores - config.length_penalty * length_shortfall(texts, words, config.length_ratio)
+    if config.rouge_weight:
+        rouge = scoring.rouge_per_example(texts, [r["references"] for r in rows])
+        scores = scores + config.rouge_weight * torch.tensor([(x["rouge1"] + x["rouge2"]) / 2 for x in rouge])
+    return scores
+
+
+def rollout(model, value_head, tokenizer, prompts_: list[str], config: PPOTrainConfig, reward_fn, kl_ctl,
+            rows: list[dict] | None = None):
+    """Sample summaries, score them, and compute everything PPO needs (no gradients), on the model's device."""
+    device = next(model.parameters()).device
+    enc = tokenizer(prompts_, return_tensors="pt", padding=True, truncation=True,
+                    max_length=config.max_source_length).to(device)
+    names = ["ppo"] * len(prompts_)
     with torch.no_grad():
-        sequences = model.generate(**enc, do_sample=True, top_k=config.top_k, top_p=config.top_p,
-                                   min_new_tokens=config.min_new_tokens, max_new_tokens=config.max_new_tokens,
-                                   adapter_names=["ppo"] * n)
+        sequences = sample(model, enc, sampling_config(config, model.config), names)
         response_ids, response_mask = ppo.split_generated(sequences, tokenizer.pad_token_id, tokenizer.eos_token_id)
         texts = tokenizer.batch_decode(response_ids, skip_special_tokens=True)
-        scores = torch.tensor(reward_fn(texts), dtype=torch.float32)
-        logprobs, _, hidden = ppo.seq2seq_logprobs(model, enc.input_ids, enc.attention_mask, response_ids,
-                                                   response_mask, return_hidden=True, adapter_names=["ppo"] * n)
+        scores = shaped_scores(texts, reward_fn, config, rows).to(device)
+        common_args = (enc.input_ids, enc.attention_mask, response_ids, response_mask)
+        logprobs, _, hidden = ppo.seq2seq_logprobs(model, *common_args, return_hidden=True, adapter_names=names,
+                                                   min_new_tokens=config.min_new_tokens)
         values = value_head(hidden) * response_mask
-        ref_logprobs, _ = ppo.seq2seq_logprobs(model, enc.input_ids, enc.attention_mask, response_ids,
-                                               response_mask, adapter_names=["ref"] * n)
+        ref_logprobs, _ = ppo.seq2seq_logprobs(model, *common_args, adapter_names=["ref"] * len(prompts_),
+                                               min_new_tokens=config.min_new_tokens)
         prepared = ppo.prepare_advantages(scores, logprobs, ref_logprobs, values, response_mask, kl_ctl.value,
                                           gamma=config.gamma, lam=config.lam)
     batch = {"input_ids": enc.input_ids, "attention_mask": enc.attention_mask, "response_ids": response_ids,
@@ -223,82 +338,181 @@ def rollout(model, value_head, tokenizer, prompts_: list[str], config: PPOTrainC
     return batch, texts, scores, prepared
 
 
-def main(argv: list[str] | None = None) -> dict:
-    from tqdm.auto import tqdm
+@dataclasses.dataclass
+class Training:
+    """Everything the loop updates and a checkpoint holds. `model`/`value_head` are the plain modules (rollouts,
+    saving); `ddp_model`/`ddp_value_head` are what accelerate prepared for the update (DDP wrappers when several
+    processes train)."""
 
-    config = cfg.parse(PPOTrainConfig, argv, description=__doc__)
-    watch = common.Stopwatch()
-    rank, world = common.init_distributed()  # data-parallel: each process rolls out its own batch
-    main_process = rank == 0
-    common.seed_everything(config.seed + rank)
-    modeling.quiet_transformers()
-    rows = common.load_rows(config.dataset, config.train_split, limit=config.train_limit,
-                            fields="dataset / train_split")
-    eval_rows = common.load_rows(config.dataset, config.eval_split, limit=config.eval_limit,
-                                 fields="dataset / eval_split")
-    reward_fn, reward_name = rewards.load_reward(config.reward)
-    scorer = toxicity.load_scorer(config.toxicity)
-    model, tokenizer, base_ref, lora_folder = load_policy(config)
-    value_head = ppo.ValueHead(model.config.d_model)
+    state: object
+    accelerator: object
+    model: object
+    value_head: ppo.ValueHead
+    ddp_model: object
+    ddp_value_head: object
+    optimizer: object
+    params: list
+    kl_ctl: object
+    rng: random.Random
+    gen: torch.Generator
+    tokenizer: object = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.state.device
+
+
+def build_training(config: PPOTrainConfig, model) -> Training:
+    """Value head, optimizer and KL controller, prepared by accelerate on this process's device."""
+    from accelerate import Accelerator
+
+    state = process_state()
+    accelerator = Accelerator(cpu=state.device.type == "cpu")
+    value_head = ppo.ValueHead(model.config.d_model).to(state.device)
     params = [p for p in model.parameters() if p.requires_grad] + list(value_head.parameters())
     optimizer = torch.optim.Adam(params, lr=config.learning_rate)
-    pconf = config.ppo_config()
+    ddp_model, ddp_value_head, optimizer = accelerator.prepare(model, value_head, optimizer)
     kl_ctl = (ppo.AdaptiveKLController(config.init_kl_coef, config.target_kl, config.horizon) if config.adaptive_kl
               else ppo.FixedKLController(config.init_kl_coef))
-    rng = random.Random(config.seed + rank)
-    is_toxic = [s > 0.5 for s in scorer.score([r["summary"] for r in rows])]
+    rank = state.process_index
+    return Training(state, accelerator, model, value_head, ddp_model, ddp_value_head, optimizer, params, kl_ctl,
+                    random.Random(config.seed + rank), torch.Generator().manual_seed(config.seed + rank))
 
+
+def train_step(t: Training, step: int, rows: list[dict], is_toxic: list[bool], config: PPOTrainConfig,
+               reward_fn, scorer) -> dict:
+    """One rollout batch and its PPO epochs; returns the step's log row (averaged over processes)."""
+    picked = batch_indices(rows, t.rng, config.batch_size, config.heated_share, is_toxic)
+    batch, texts, scores, prepared = rollout(
+        t.model, t.value_head, t.tokenizer, [prompts.zero_shot(rows[i]["dialogue"]) for i in picked], config,
+        reward_fn, t.kl_ctl, rows=[rows[i] for i in picked])
+    stats = ppo.ppo_update(t.ddp_model, t.ddp_value_head, t.optimizer, batch, config.ppo_config(), t.params,
+                           generator=t.gen, accelerator=t.accelerator, model_config=t.model.config,
+                           min_new_tokens=config.min_new_tokens)
+    words = [len(x.split()) for x in texts]
+    local = {"reward_mean": scores.mean(), "reward_std": scores.std(),
+             "toxicity_mean": float(sum(scorer.score(texts)) / len(texts)), "kl": prepared["stats"]["kl"],
+             "response_length": batch["response_mask"].sum(1).float().mean(), "words": sum(words) / len(words),
+             **stats}
+    keys = sorted(local)
+    values = torch.stack([torch.as_tensor(local[k], dtype=torch.float32, device=t.device).reshape(()) for k in keys])
+    stats = dict(zip(keys, t.accelerator.reduce(values, "mean").tolist()))
+    t.kl_ctl.update(stats["kl"], config.batch_size * t.state.num_processes)  # same coefficient in every process
+    return {"step": step + 1, "kl_coef": t.kl_ctl.value, **stats}
+
+
+def start_vs_ppo(start_outputs, ppo_outputs, start_tox, ppo_tox, start_rouge, ppo_rouge) -> dict:
+    """Paired metrics of the PPO adapter against its LoRA start over the same dialogues: toxicity, ROUGE-1/2 and
+    summary length in words (a toxicity reward can be gamed by writing less, so length is reported beside it)."""
+    start_words = [len(x.split()) for x in start_outputs]
+    ppo_words = [len(x.split()) for x in ppo_outputs]
+    extra = {"toxicity_start": scoring.mean_ci(start_tox),
+             "toxicity_diff_vs_start": scoring.paired_diff_ci(ppo_tox, start_tox),
+             "length_words": scoring.mean_ci(ppo_words), "length_words_start": scoring.mean_ci(start_words),
+             "length_words_diff_vs_start": scoring.paired_diff_ci(ppo_words, start_words)}
+    for key in ("rouge1", "rouge2"):
+        before, after = [r[key] for r in start_rouge], [r[key] for r in ppo_rouge]
+        extra[f"{key}_start"] = scoring.mean_ci(before)
+        extra[f"{key}_diff_vs_start"] = scoring.paired_diff_ci(after, before)
+    return extra
+
+
+def process_state():
+    """accelerate's view of this process (device, rank, main process, barriers); asked for CPU processes on a machine
+    without CUDA, or a torchrun / accelerate-launch CPU worker would not see the launch (as common.device)."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def prepare(config: PPOTrainConfig, state) -> tuple[list[dict], list[dict], dict, Path, str]:
+    """Everything that can be wrong with the request fails here, before any model loads: data, batch size, reward,
+    and a checkpoint folder holding another run's settings. Returns (rows, eval rows, split info, ckpt, run id)."""
+    if config.output is None:
+        config.output = common.default_output("ppo", config.policy, config.dataset)
+        if state.is_main_process:
+            print(f"[ppo] publishing to {config.output} (choose another name with --output)")
+    rows, eval_rows, split_info = common.load_train_eval(config)
+    if config.batch_size > len(rows):
+        raise ConfigError(f"batch_size: {config.batch_size} rollouts per step but the training split has only "
+                          f"{len(rows)} rows; lower --batch-size or use more data")
     ckpt = common.checkpoint_dir(config, "ppo")
-    if main_process:
+    if state.is_main_process:
         common.prepare_checkpoint_dir(ckpt, config.fresh)
-    run_id = common.run_id_for(ckpt, "ppo")  # waits for the main process
-    log_path = paths.RESULTS_DIR / "logs" / f"{run_id}.jsonl"
-    start_step = 0
-    resume = latest_checkpoint(ckpt)
+        common.guard_resume(ckpt, training_settings(config, rows), config.fresh)
+    return rows, eval_rows, split_info, ckpt, common.run_id_for(ckpt, "ppo")  # run_id_for waits for the main process
+
+
+def train(t: Training, config: PPOTrainConfig, rows: list[dict], ckpt: Path, log_path: Path, reward_fn,
+          scorer) -> int:
+    """The PPO loop from the latest checkpoint (if any) to `config.steps`; returns the step it resumed after."""
+    from tqdm.auto import tqdm
+
+    is_toxic = [s > 0.5 for s in scorer.score([r["summary"] for r in rows])]
+    start_step, resume = 0, latest_checkpoint(ckpt)
     if resume is not None:
-        start_step = load_checkpoint(resume, model, value_head, optimizer, kl_ctl, rng)
-        if main_process:
-            print(f"[ppo] resuming after step {start_step} from {resume} (run {run_id})")
-        # each process continues with its own streams, the same on every restart from this checkpoint
-        rng = random.Random(config.seed + rank + 7919 * start_step)
-        torch.manual_seed(config.seed + rank + 7919 * start_step)
+        start_step = load_checkpoint(resume, t, config)
+        if t.state.is_main_process:
+            print(f"[ppo] resuming after step {start_step} from {resume}")
     log_rows = [json.loads(x) for x in log_path.read_text().splitlines()] if log_path.exists() else []
     log_rows = [r for r in log_rows if r["step"] <= start_step]  # steps after the checkpoint are redone
-
-    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    if main_process:
-        print(f"[ppo] policy {config.policy} on {base_ref}; reward: {reward_name}; {n_trainable:,} trainable "
-              f"adapter parameters + value head; {len(rows)} rollout dialogues; {world} process(es) x "
-              f"{config.batch_size} rollouts per step")
-    gen = torch.Generator().manual_seed(config.seed + rank)
-    grad_sync = common.average_gradients if world > 1 else None
     bar = tqdm(range(start_step, config.steps), desc="ppo", unit="step", initial=start_step, total=config.steps,
-               disable=not main_process)
+               disable=not t.state.is_main_process)
     for step in bar:
-        picked = batch_indices(rows, rng, config.batch_size, config.heated_share, is_toxic)
-        batch, texts, scores, prepared = rollout(model, value_head, tokenizer,
-                                                 [prompts.zero_shot(rows[i]["dialogue"]) for i in picked],
-                                                 config, reward_fn, kl_ctl)
-        stats = ppo.ppo_update(model, value_head, optimizer, batch, pconf, params_to_clip=params, generator=gen,
-                               grad_sync=grad_sync)
-        lengths = batch["response_mask"].sum(1).float()
-        stats = common.mean_across({"reward_mean": scores.mean().item(), "reward_std": scores.std().item(),
-                                    "toxicity_mean": float(sum(scorer.score(texts)) / len(texts)),
-                                    "kl": prepared["stats"]["kl"], "response_length": lengths.mean().item(),
-                                    **stats})
-        kl_ctl.update(stats["kl"], config.batch_size * world)  # same coefficient in every process
-        row = {"step": step + 1, "kl_coef": kl_ctl.value, **stats}
+        row = train_step(t, step, rows, is_toxic, config, reward_fn, scorer)
         log_rows.append(row)
-        bar.set_postfix(reward=f"{row['reward_mean']:.2f}", kl=f"{row['kl']:.2f}", tox=f"{row['toxicity_mean']:.2f}")
-        if main_process and ((step + 1) % config.save_steps == 0 or step + 1 == config.steps):
-            # the log first: rows past the checkpoint a kill falls back to are dropped and redone on resume
-            evaluation.atomic_write_jsonl(log_path, log_rows)
-            save_checkpoint(ckpt / "latest", step + 1, model, value_head, optimizer, kl_ctl, rng)
-    common.end_distributed()  # training is over: no more collectives
-    if not main_process:
-        return {}  # the main process evaluates and publishes once
+        bar.set_postfix(reward=f"{row['reward_mean']:.2f}", kl=f"{row['kl']:.2f}", tox=f"{row['toxicity_mean']:.2f}",
+                        words=f"{row['words']:.1f}")
+        if (step + 1) % config.save_steps == 0 or step + 1 == config.steps:
+            if t.state.is_main_process:  # the log first: rows past the checkpoint a kill falls back to are redone
+                evaluation.atomic_write_jsonl(log_path, log_rows)
+            save_checkpoint(ckpt / "latest", step + 1, t)
+    return start_step
 
-    # ---- evaluation: the PPO adapter and its LoRA start, greedy, on the whole split, paired by example
+
+def main(argv: list[str] | None = None) -> dict:
+    config = cfg.parse(PPOTrainConfig, argv, description=__doc__)
+    watch = common.Stopwatch()
+    state = process_state()  # data-parallel under torchrun / accelerate launch: each process rolls out its own batch
+    common.seed_everything(config.seed + state.process_index)
+    modeling.quiet_transformers()
+    rows, eval_rows, split_info, ckpt, run_id = prepare(config, state)
+    reward_fn, reward_name = rewards.load_reward(config.reward)
+    scorer = toxicity.load_scorer(config.toxicity)
+    model, tokenizer, base_ref, _ = load_policy(config, state.device)
+    t = build_training(config, model)
+    t.tokenizer = tokenizer
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if state.is_main_process:
+        print(f"[ppo] policy {config.policy} on {base_ref} ({state.device}); reward: {reward_name}; {n_trainable:,} "
+              f"trainable adapter parameters + value head; {split_info['note']}; {state.num_processes} "
+              f"process(es) x {config.batch_size} rollouts per step")
+    start_step = train(t, config, rows, ckpt, paths.RESULTS_DIR / "logs" / f"{run_id}.jsonl", reward_fn, scorer)
+    state.wait_for_everyone()  # training is over: no more collectives; all ranks leave the group together
+    state.destroy_process_group()
+    if not state.is_main_process:
+        return {}  # the main process evaluates and publishes once
+    training = {"method": "ppo", "policy_start": config.policy, "reward": reward_name, "steps": config.steps,
+                "processes": state.num_processes, "batch_size": config.batch_size,
+                "mini_batch_size": config.mini_batch_size, "ppo_epochs": config.ppo_epochs,
+                "learning_rate": config.learning_rate, "init_kl_coef": config.init_kl_coef,
+                "target_kl": config.target_kl, "adaptive_kl": config.adaptive_kl, "final_kl_coef": t.kl_ctl.value,
+                "sampling": {"do_sample": True, "num_beams": 1, "temperature": 1.0, "top_k": config.top_k,
+                             "top_p": config.top_p, "min_new_tokens": config.min_new_tokens,
+                             "max_new_tokens": config.max_new_tokens, "repetition_penalty": 1.0,
+                             "no_repeat_ngram_size": 0},
+                "length_penalty": config.length_penalty, "length_ratio": config.length_ratio,
+                "rouge_weight": config.rouge_weight,
+                "heated_share": config.heated_share, "dataset": config.dataset, "split": config.train_split,
+                "n": len(rows), "split_info": split_info, "seed": config.seed, **cfg.recipe_record(config),
+                "train_seconds": round(watch.seconds, 1), "log_file": f"logs/{run_id}.jsonl",
+                "resumed_from_step": start_step or None}
+    return finish(config, model, tokenizer, base_ref, eval_rows, split_info, scorer=scorer, training=training,
+                  watch=watch, run_id=run_id, ckpt=ckpt)
+
+
+def save_final(model, tokenizer, base_ref: str, ckpt: Path) -> Path:
+    """The trained adapter as it is published: safetensors, its config naming the base by store/Hub id."""
     final = ckpt / "final"
     shutil.rmtree(final, ignore_errors=True)
     model.save_pretrained(final, selected_adapters=["ppo"], safe_serialization=True)
@@ -307,47 +521,45 @@ def main(argv: list[str] | None = None) -> dict:
     adapter_config["base_model_name_or_path"] = base_ref
     atomic_write_json(final / "adapter_config.json", adapter_config)
     tokenizer.save_pretrained(final)
-    settings = GenerationSettings(max_new_tokens=64)
+    return final
+
+
+def evaluate_pair(model, tokenizer, eval_rows: list[dict], settings: GenerationSettings, scorer,
+                  batch_size: int) -> tuple[list[str], dict, list[dict]]:
+    """Greedy summaries of the LoRA start ("ref") and the PPO adapter on the same rows, paired metrics, and the
+    first toxic starts with their PPO summaries: (PPO outputs, paired metrics, examples)."""
+    dialogue_prompts = [prompts.zero_shot(r["dialogue"]) for r in eval_rows]
+    references = [r["references"] for r in eval_rows]
+    outputs, tox, rouge = {}, {}, {}
+    for name in ("ref", "ppo"):
+        outputs[name] = generate(model, tokenizer, dialogue_prompts, settings, adapter_names=[name] * len(eval_rows),
+                                 batch_size=batch_size, progress=True)
+        tox[name] = scorer.score(outputs[name])
+        rouge[name] = scoring.rouge_per_example(outputs[name], references)
+    extra = start_vs_ppo(outputs["ref"], outputs["ppo"], tox["ref"], tox["ppo"], rouge["ref"], rouge["ppo"])
+    examples = [{"fname": r["fname"], "before": b, "after": a}
+                for r, b, a, tb in zip(eval_rows, outputs["ref"], outputs["ppo"], tox["ref"]) if tb > 0.5][:5]
+    return outputs["ppo"], extra, examples
+
+
+def finish(config: PPOTrainConfig, model, tokenizer, base_ref: str, eval_rows: list[dict], split_info: dict, *,
+           scorer, training: dict, watch: common.Stopwatch, run_id: str, ckpt: Path) -> dict:
+    """Evaluate the PPO adapter and its LoRA start greedily on the evaluation rows (paired by example), publish and
+    record (common.finish_run)."""
+    final = save_final(model, tokenizer, base_ref, ckpt)
+    settings = GenerationSettings(max_new_tokens=config.max_new_tokens)  # the rollouts' length limit
     n_params = modeling.count_parameters(model)
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     params_record = {"total": n_params["total"], "trainable": n_trainable,
                      "trainable_share": n_trainable / n_params["total"]}
 
     def evaluate() -> dict:
-        dialogue_prompts = [prompts.zero_shot(r["dialogue"]) for r in eval_rows]
-        start_outputs = generate(model, tokenizer, dialogue_prompts, settings,
-                                 adapter_names=["ref"] * len(eval_rows), batch_size=config.eval_batch_size,
-                                 progress=True)
-        start_tox = scorer.score(start_outputs)
-        start_rouge = scoring.rouge_per_example(start_outputs, [r["references"] for r in eval_rows])
-        ppo_outputs = generate(model, tokenizer, dialogue_prompts, settings, adapter_names=["ppo"] * len(eval_rows),
-                               batch_size=config.eval_batch_size, progress=True)
-        ppo_tox = scorer.score(ppo_outputs)
-        ppo_rouge = scoring.rouge_per_example(ppo_outputs, [r["references"] for r in eval_rows])
-        extra = {
-            "toxicity_start": scoring.mean_ci(start_tox),
-            "toxicity_diff_vs_start": scoring.paired_diff_ci(ppo_tox, start_tox),
-            "rouge1_start": scoring.mean_ci([r["rouge1"] for r in start_rouge]),
-            "rouge1_diff_vs_start": scoring.paired_diff_ci([r["rouge1"] for r in ppo_rouge],
-                                                           [r["rouge1"] for r in start_rouge]),
-        }
-        training = {"method": "ppo", "policy_start": config.policy, "reward": reward_name, "steps": config.steps,
-                    "processes": world,
-                    "batch_size": config.batch_size, "mini_batch_size": config.mini_batch_size,
-                    "ppo_epochs": config.ppo_epochs, "learning_rate": config.learning_rate,
-                    "init_kl_coef": config.init_kl_coef, "target_kl": config.target_kl,
-                    "final_kl_coef": kl_ctl.value,
-                    "sampling": {"top_k": config.top_k, "top_p": config.top_p,
-                                 "min_new_tokens": config.min_new_tokens, "max_new_tokens": config.max_new_tokens},
-                    "dataset": config.dataset, "split": config.train_split, "n": len(rows), "seed": config.seed,
-                    "train_seconds": round(watch.seconds, 1), "log_file": f"logs/{run_id}.jsonl",
-                    "resumed_from_step": start_step or None,
-                    "examples": [{"fname": r["fname"], "before": b, "after": a}
-                                 for r, b, a, tb in zip(eval_rows, start_outputs, ppo_outputs, start_tox)
-                                 if tb > 0.5][:5]}
+        ppo_outputs, extra, examples = evaluate_pair(model, tokenizer, eval_rows, settings, scorer,
+                                                     config.eval_batch_size)
         return evaluation.evaluate(
             model, tokenizer, eval_rows, model_id=config.output, method="ppo", base_model=base_ref,
-            dataset=config.dataset, split=config.eval_split, settings=settings, scorer=scorer,
-            params=params_record, training=training, batch_size=config.eval_batch_size,
+            dataset=config.dataset, split=config.eval_split, split_info=split_info, settings=settings, scorer=scorer,
+            params=params_record, training={**training, "examples": examples}, batch_size=config.eval_batch_size,
             started_at=watch.started_at, started_clock=watch.clock, run_id=run_id, extra_metrics=extra,
             predictions=ppo_outputs, write=False,
         )
@@ -360,12 +572,19 @@ def main(argv: list[str] | None = None) -> dict:
     metrics = common.finish_run(run_id=run_id, ckpt=ckpt, folder=final, output=config.output,
                                 push_to_hub=config.push_to_hub, evaluate=evaluate, card=card)
     print(evaluation.format_table([metrics]))
-    m = metrics["metrics"]
-    d = m["toxicity_diff_vs_start"]
-    print(f"[ppo] toxicity {m['toxicity_start']['mean']:.4f} -> {m['toxicity']['mean']:.4f} "
-          f"(paired diff {d['mean']:+.4f}, 95% CI [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}], n={d['n']})")
+    report(metrics)
     print(f"[ppo] published {config.output} revision {metrics['revision']} (run {run_id})")
     return metrics
+
+
+def report(metrics: dict) -> None:
+    m = metrics["metrics"]
+    d, w = m["toxicity_diff_vs_start"], m["length_words_diff_vs_start"]
+    print(f"[ppo] toxicity {m['toxicity_start']['mean']:.4f} -> {m['toxicity']['mean']:.4f} "
+          f"(paired diff {d['mean']:+.4f}, 95% CI [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}], n={d['n']})")
+    print(f"[ppo] length {m['length_words_start']['mean']:.1f} -> {m['length_words']['mean']:.1f} words (paired diff "
+          f"{w['mean']:+.2f} [{w['ci_low']:+.2f}, {w['ci_high']:+.2f}]); ROUGE-1 diff "
+          f"{m['rouge1_diff_vs_start']['mean']:+.4f}, ROUGE-2 diff {m['rouge2_diff_vs_start']['mean']:+.4f}")
 
 
 if __name__ == "__main__":

@@ -1,19 +1,19 @@
 """Train a reward model from preference pairs with trl's RewardTrainer (the reference recipe's "future work":
 learn the reward from human preferences instead of a proxy classifier), and publish it so PPO can use it:
 
-    python -m trainers.reward                                   # demo pairs: civil vs rude summaries of one dialogue
+    python -m trainers.reward --config configs/recipes/reward.yaml   # the demo reward model (demo pairs)
     python -m trainers.reward --pairs prefs.jsonl --output you/summary-reward
     python -m trainers.ppo --reward reward-model:demo/toxicity-reward
 
 A pairs file is jsonl with `chosen` and `rejected` summaries (a `prompt` field may be present and is ignored): like
 the toxicity classifier it replaces, the reward model scores a summary on its own, which is also how PPO queries it.
-Held-out pairs measure how often it ranks `chosen` above `rejected`.
+Held-out pairs measure how often it ranks `chosen` above `rejected`; the run is recorded like every other run
+(results/<run_id>.json, method "reward": held-out pairwise accuracy with its 95% CI, and the pairs it learned from).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
 import sys
 from pathlib import Path
@@ -21,7 +21,7 @@ from pathlib import Path
 from trainers import common
 from trainers import config as cfg
 from trainers.config import ConfigError, check_repo_id, field
-from workbench import modeling, paths, results, store
+from workbench import modeling, paths, results, scoring, store
 from workbench.io import atomic_write_jsonl, read_jsonl
 
 
@@ -29,7 +29,8 @@ from workbench.io import atomic_write_jsonl, read_jsonl
 class RewardConfig:
     pairs: str = field("demo", "preference pairs: a jsonl file (chosen, rejected[, prompt]) or 'demo'")
     tokenizer: str = field("demo/flan-t5-demo-base", "tokenizer to use (store name or Hub id)")
-    output: str = field("demo/toxicity-reward", "store name of the reward model")
+    output: str | None = field(None, "store name of the reward model (default: local/<tokenizer>-<pairs>-reward, "
+                               "never a served demo model)")
     push_to_hub: str | None = field(None, "also push to this Hub repo")
     held_out: float = field(0.2, "share of pairs held out to measure ranking accuracy")
     hidden_size: int = field(128, "reward model width (a small BERT-style encoder built from a config)")
@@ -50,9 +51,14 @@ class RewardConfig:
                 raise ConfigError(f"{name}: must be positive")
         if self.pairs != "demo" and not Path(self.pairs).is_file():
             raise ConfigError(f"pairs: file not found: {self.pairs}")
-        check_repo_id("output", self.output)
+        if self.output is not None:
+            check_repo_id("output", self.output)
         if self.push_to_hub is not None:
             check_repo_id("push_to_hub", self.push_to_hub)
+
+
+# Options that do not change what is trained: a run may resume with other values.
+NOT_TRAINING = frozenset({"output", "push_to_hub", "checkpoint_dir", "fresh"})
 
 
 def load_pairs(spec: str) -> list[dict]:
@@ -82,10 +88,51 @@ def build_reward_model(vocab_size: int, config: RewardConfig):
     return BertForSequenceClassification(bert)
 
 
-def ranking_accuracy(score, pairs: list[dict]) -> float:
+def pair_outcomes(score, pairs: list[dict]) -> list[dict]:
+    """Per held-out pair: both scores and whether `chosen` ranked above `rejected` (1/0)."""
     chosen = score([r["chosen"] for r in pairs])
     rejected = score([r["rejected"] for r in pairs])
-    return sum(c > r for c, r in zip(chosen, rejected)) / len(pairs)
+    return [{**pair, "score_chosen": c, "score_rejected": r, "correct": int(c > r)}
+            for pair, c, r in zip(pairs, chosen, rejected)]
+
+
+def ranking_accuracy(score, pairs: list[dict]) -> float:
+    return sum(o["correct"] for o in pair_outcomes(score, pairs)) / len(pairs)
+
+
+def pairs_source(spec: str) -> str:
+    """How a record names the pairs: 'demo', or the file inside the repository (its name alone if outside)."""
+    return spec if spec == "demo" else cfg.recipe_name(spec)
+
+
+def run_record(config: RewardConfig, run_id: str, outcomes: list[dict], train_pairs: list[dict], *, steps: int,
+               params: dict, watch: common.Stopwatch) -> dict:
+    """The schema-1 run record of a reward model: its headline is held-out pairwise accuracy (a CI over per-pair
+    0/1 correctness) instead of ROUGE; the per-pair outcomes are its outputs file."""
+    outputs_file = f"outputs/{run_id}.jsonl"
+    atomic_write_jsonl(paths.RESULTS_DIR / outputs_file, outcomes)
+    source = pairs_source(config.pairs)
+    run = {
+        "schema_version": results.SCHEMA_VERSION, "run_id": run_id, "model_id": config.output, "revision": None,
+        "method": "reward", "base_model": BASE_DESCRIPTION,
+        "params": {"total": params["total"], "trainable": params["trainable"], "trainable_share": 1.0},
+        "dataset": {"id": source, "split": "held_out", "n": len(outcomes)},
+        "metrics": {"pairwise_accuracy": scoring.mean_ci([o["correct"] for o in outcomes]),
+                    "train_pairs": {"n": len(train_pairs), "source": source}},
+        "generation": {},
+        "training": {"method": "reward", "pairs": source, "n_train": len(train_pairs), "n_held_out": len(outcomes),
+                     "held_out_share": config.held_out, "steps": steps, "batch_size": config.batch_size,
+                     "learning_rate": config.learning_rate, "hidden_size": config.hidden_size,
+                     "layers": config.layers, "max_length": config.max_length, "seed": config.seed,
+                     **cfg.recipe_record(config), "train_seconds": round(watch.seconds, 1),
+                     "log_file": f"logs/{run_id}.jsonl"},
+        "git_commit": results.git_commit(), "started_at": watch.started_at, "finished_at": results.utc_now(),
+        "wall_time_s": round(watch.seconds, 2), "outputs_file": outputs_file,
+    }
+    return results.validate(run)
+
+
+BASE_DESCRIPTION = "(none: BERT-style encoder built from a config)"
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -98,6 +145,9 @@ def main(argv: list[str] | None = None) -> dict:
     watch = common.Stopwatch()
     common.seed_everything(config.seed)
     modeling.quiet_transformers()
+    if config.output is None:
+        config.output = common.default_output("reward", config.tokenizer, config.pairs)
+        print(f"[reward] publishing to {config.output} (choose another name with --output)")
     pairs = load_pairs(config.pairs)
     random.Random(config.seed).shuffle(pairs)
     n_test = max(1, round(len(pairs) * config.held_out))
@@ -106,6 +156,9 @@ def main(argv: list[str] | None = None) -> dict:
     model = build_reward_model(len(tokenizer), config)
     ckpt = common.checkpoint_dir(config, "reward")
     common.prepare_checkpoint_dir(ckpt, config.fresh)
+    texts = [f"{p['chosen']}\n{p['rejected']}" for p in train_pairs]
+    common.guard_resume(ckpt, common.training_settings(config, NOT_TRAINING, method="reward",
+                                                       train_data=common.data_fingerprint(texts)), config.fresh)
     common.last_checkpoint(ckpt, remove_incomplete=True)  # a run killed while saving leaves half a checkpoint
     run_id = common.run_id_for(ckpt, "reward")
     args = TrlRewardConfig(
@@ -119,33 +172,29 @@ def main(argv: list[str] | None = None) -> dict:
     final = ckpt / "final"
     trainer.model.save_pretrained(final, safe_serialization=True)
     tokenizer.save_pretrained(final)
-    reward = LearnedReward(final, max_length=config.max_length)
-    accuracy = ranking_accuracy(reward, test_pairs)
     atomic_write_jsonl(paths.RESULTS_DIR / "logs" / f"{run_id}.jsonl",
                        common.log_history_rows(trainer.state.log_history))
-    record = {"run_id": run_id, "method": "reward", "pairs": config.pairs, "n_train": len(train_pairs),
-              "n_held_out": len(test_pairs), "held_out_accuracy": accuracy, "steps": trainer.state.global_step,
-              "train_seconds": round(watch.seconds, 1), "git_commit": results.git_commit(),
-              "finished_at": results.utc_now(), "log_file": f"logs/{run_id}.jsonl"}
-    card = store.model_card(config.output, base_model="(none: BERT-style encoder built from a config)",
-                            method="reward", dataset=config.pairs, metrics=None, training=record, params=
-                            modeling.count_parameters(trainer.model),
-                            description=f"Reward model trained on preference pairs with trl's RewardTrainer. "
-                                        f"Held-out ranking accuracy: {accuracy:.3f} on {len(test_pairs)} pairs.")
-    from workbench.io import atomic_write_json, atomic_write_text
+    params = modeling.count_parameters(trainer.model)
 
-    path = paths.RESULTS_DIR / "reward" / f"{run_id}.json"
-    if path.exists():  # killed after recording itself: published already, the record stays as written
-        record = json.loads(path.read_text())
-    else:
-        record["revision"] = store.publish_local(final, config.output, card=card, metrics=None)
-        atomic_write_json(path, record)
-    if config.push_to_hub:
-        common.push(final, config.push_to_hub, done=f"{config.output} revision {record['revision']} in the local store")
-    atomic_write_text(ckpt / "COMPLETED", run_id + "\n")
-    print(f"[reward] held-out ranking accuracy {accuracy:.3f} on {len(test_pairs)} pairs "
-          f"(chance 0.5); published {config.output} revision {record['revision']}")
-    return record
+    def evaluate() -> dict:
+        outcomes = pair_outcomes(LearnedReward(final, max_length=config.max_length), test_pairs)
+        return run_record(config, run_id, outcomes, train_pairs, steps=trainer.state.global_step, params=params,
+                          watch=watch)
+
+    def card(run: dict) -> str:
+        acc = run["metrics"]["pairwise_accuracy"]
+        return store.model_card(config.output, base_model=BASE_DESCRIPTION, method="reward", dataset=config.pairs,
+                                metrics=run["metrics"], training=run["training"], params=params,
+                                description=f"Reward model trained on preference pairs with trl's RewardTrainer. "
+                                            f"Held-out ranking accuracy: {acc['mean']:.3f} [{acc['ci_low']:.3f}, "
+                                            f"{acc['ci_high']:.3f}] on {acc['n']} pairs.")
+
+    run = common.finish_run(run_id=run_id, ckpt=ckpt, folder=final, output=config.output,
+                            push_to_hub=config.push_to_hub, evaluate=evaluate, card=card)
+    acc = run["metrics"]["pairwise_accuracy"]
+    print(f"[reward] held-out ranking accuracy {acc['mean']:.3f} [{acc['ci_low']:.3f}, {acc['ci_high']:.3f}] on "
+          f"{acc['n']} pairs (chance 0.5); published {config.output} revision {run['revision']} (run {run_id})")
+    return run
 
 
 if __name__ == "__main__":

@@ -684,7 +684,7 @@ def dashboard_data(runs: list[dict], dataset: str | None = None, *, results_dir:
                                    "ci_low": e["ci_low"], "ci_high": e["ci_high"], "n": e.get("n"),
                                    "run_id": run.get("run_id")})
         trainable = (run.get("params") or {}).get("trainable")
-        if run.get("method") != "base" and trainable:
+        if run.get("method") != "base" and trainable and "rouge1" in m:  # a reward model's run has no ROUGE
             e = m["rouge1"]
             params_rows.append({"model": label, "method": run.get("method"), "trainable": trainable,
                                 "total": (run.get("params") or {}).get("total"), "rouge1": e["mean"],

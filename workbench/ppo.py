@@ -84,27 +84,39 @@ def split_generated(sequences: torch.Tensor, pad_id: int, eos_id: int) -> tuple[
     Drops the leading decoder start token; keeps each response up to and including its first `</s>`; everything
     after it becomes `pad_id` with mask 0.
     """
-    response = sequences[:, 1:].clone()
+    response = sequences[:, 1:]
     is_eos = response == eos_id
     after_eos = (is_eos.cumsum(1) - is_eos.long()) > 0  # strictly after the first eos
-    mask = (~after_eos).long()
-    response[after_eos] = pad_id
-    return response, mask
+    return torch.where(after_eos, torch.full_like(response, pad_id), response), (~after_eos).long()
+
+
+def block_early_eos(logits: torch.Tensor, eos_id: int | None, min_new_tokens: int) -> torch.Tensor:
+    """`generate(min_new_tokens=k)` sets the EOS logit to -inf at the first k positions; the log-probs PPO scores
+    must come from that same distribution, or the policy can move EOS mass where it is never sampled (the KL estimate
+    then goes negative). Applied identically to policy and reference."""
+    if not min_new_tokens or eos_id is None:
+        return logits
+    early = torch.arange(logits.shape[1], device=logits.device) < min_new_tokens
+    is_eos = torch.arange(logits.shape[-1], device=logits.device) == eos_id
+    return logits.masked_fill(early[:, None] & is_eos[None, :], float("-inf"))
 
 
 def seq2seq_logprobs(model, input_ids, attention_mask, response_ids, response_mask, *, return_hidden: bool = False,
-                     adapter_names: list[str] | None = None):
+                     adapter_names: list[str] | None = None, min_new_tokens: int = 0, config=None):
     """Per-token log-probs and entropies of `response_ids` given the encoder input (0 at padded positions);
-    with return_hidden, also the decoder's last hidden states (for the value head)."""
-    start = model.config.decoder_start_token_id
+    with return_hidden, also the decoder's last hidden states (for the value head). `min_new_tokens` masks EOS at
+    the first positions as sampling did; `config` is the model config when `model` is a wrapper (DDP) without one."""
+    config = config or model.config
+    start = config.decoder_start_token_id
     decoder_input_ids = torch.cat([torch.full_like(response_ids[:, :1], start), response_ids[:, :-1]], dim=1)
     decoder_attention_mask = torch.cat([torch.ones_like(response_mask[:, :1]), response_mask[:, :-1]], dim=1)
     kwargs = {"adapter_names": adapter_names} if adapter_names is not None else {}
     out = model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
                 decoder_attention_mask=decoder_attention_mask, output_hidden_states=return_hidden, **kwargs)
-    logp_all = torch.log_softmax(out.logits.float(), dim=-1)
+    logits = block_early_eos(out.logits.float(), config.eos_token_id, min_new_tokens)
+    logp_all = torch.log_softmax(logits, dim=-1)
     logprobs = logp_all.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1) * response_mask
-    entropy = -(logp_all.exp() * logp_all).sum(-1) * response_mask
+    entropy = -(logp_all.exp() * logp_all.clamp(min=torch.finfo(logp_all.dtype).min)).sum(-1) * response_mask
     if return_hidden:
         return logprobs, entropy, out.decoder_hidden_states[-1]
     return logprobs, entropy
@@ -119,7 +131,7 @@ def token_rewards(scores, logprobs, ref_logprobs, mask, kl_coef: float):
     kl = (logprobs - ref_logprobs) * mask
     rewards = -kl_coef * kl
     last = (mask.sum(1) - 1).clamp(min=0).long()
-    rewards[torch.arange(len(scores)), last] += scores.to(rewards.dtype)
+    rewards = rewards.scatter_add(1, last[:, None], scores.to(rewards.dtype)[:, None])
     return rewards * mask, kl
 
 
@@ -127,7 +139,7 @@ def gae(rewards, values, mask, gamma: float, lam: float):
     """Generalised advantage estimation over positions; returns (advantages, returns), 0 at masked positions."""
     rewards, values = rewards * mask, values * mask
     advantages = torch.zeros_like(rewards)
-    last = torch.zeros(rewards.shape[0], dtype=rewards.dtype)
+    last = rewards.new_zeros(rewards.shape[0])
     steps = rewards.shape[1]
     for t in reversed(range(steps)):
         next_value = values[:, t + 1] if t + 1 < steps else torch.zeros_like(last)
@@ -143,9 +155,9 @@ def prepare_advantages(scores, logprobs, ref_logprobs, values, mask, kl_coef: fl
     mask = mask.to(logprobs.dtype)
     rewards, kl = token_rewards(scores, logprobs, ref_logprobs, mask, kl_coef)
     advantages, returns = gae(rewards, values, mask, gamma, lam)
+    # stats stay tensors on the inputs' device (no host sync here; callers convert what they log)
     return {"advantages": masked_whiten(advantages, mask), "returns": returns, "rewards": rewards,
-            "stats": {"kl": kl.sum(1).mean().item(), "non_score_reward": rewards.sum(1).mean().item()
-                      - scores.float().mean().item()}}
+            "stats": {"kl": kl.sum(1).mean(), "non_score_reward": rewards.sum(1).mean() - scores.float().mean()}}
 
 
 # ------------------------------------------------------------------------------------------------ losses
@@ -172,41 +184,54 @@ def value_loss(values, old_values, returns, mask, cliprange_value: float):
 
 
 def ppo_update(model, value_head, optimizer, batch: dict, config: PPOConfig, params_to_clip,
-               generator: torch.Generator | None = None, grad_sync=None) -> dict:
+               generator: torch.Generator | None = None, accelerator=None, model_config=None,
+               min_new_tokens: int = 0) -> dict:
     """`ppo_epochs` passes over shuffled minibatches of one rollout batch; returns mean statistics.
 
-    `grad_sync(params)`, if given, runs between backward and the optimizer step (data-parallel: average the
-    gradients of every process, so all replicas take the same step)."""
+    With an `accelerate.Accelerator`, `model` and `value_head` are what `accelerator.prepare` returned (DDP wrappers
+    when several processes train: backward averages the gradients of every process, so all replicas take the same
+    step) and `model_config` is the unwrapped model's config. The minibatch order comes from `generator` (CPU), so
+    a resumed run that restores its state draws the same order."""
     n = batch["response_ids"].shape[0]
-    totals: dict[str, float] = {}
+    totals: dict[str, torch.Tensor] = {}
     updates = 0
     for _ in range(config.ppo_epochs):
         order = torch.randperm(n, generator=generator)
         for start in range(0, n, config.mini_batch_size):
-            idx = order[start : start + config.mini_batch_size]
+            idx = order[start : start + config.mini_batch_size].to(batch["response_ids"].device)
             mb = {k: v[idx] for k, v in batch.items()}
-            mask = mb["response_mask"].float()
-            logprobs, entropy, hidden = seq2seq_logprobs(model, mb["input_ids"], mb["attention_mask"],
-                                                         mb["response_ids"], mb["response_mask"], return_hidden=True)
-            values = value_head(hidden) * mask
-            pg_loss, pg_clipfrac = policy_loss(logprobs, mb["old_logprobs"], mb["advantages"], mask,
-                                               config.cliprange)
-            vf_loss, vf_clipfrac = value_loss(values, mb["old_values"], mb["returns"], mask, config.cliprange_value)
-            loss = pg_loss + config.vf_coef * vf_loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if grad_sync is not None:
-                grad_sync(params_to_clip)
-            torch.nn.utils.clip_grad_norm_(params_to_clip, config.max_grad_norm)
-            optimizer.step()
-            with torch.no_grad():
-                approx_kl = 0.5 * masked_mean((logprobs - mb["old_logprobs"]) ** 2, mask)
-            for key, value in (("policy_loss", pg_loss), ("value_loss", vf_loss), ("clip_frac", pg_clipfrac),
-                               ("value_clip_frac", vf_clipfrac), ("entropy", masked_mean(entropy, mask)),
-                               ("approx_kl", approx_kl)):
-                totals[key] = totals.get(key, 0.0) + float(value.detach())
+            stats = _minibatch_step(model, value_head, optimizer, mb, config, params_to_clip, accelerator,
+                                    model_config, min_new_tokens)
+            for key, value in stats.items():
+                totals[key] = totals.get(key, 0.0) + value
             updates += 1
-    return {key: value / updates for key, value in totals.items()}
+    return {key: float(value) / updates for key, value in totals.items()}
+
+
+def _minibatch_step(model, value_head, optimizer, mb: dict, config: PPOConfig, params_to_clip, accelerator,
+                    model_config, min_new_tokens: int) -> dict:
+    """One clipped policy + value update on a minibatch; returns its statistics as detached tensors."""
+    mask = mb["response_mask"].float()
+    logprobs, entropy, hidden = seq2seq_logprobs(model, mb["input_ids"], mb["attention_mask"], mb["response_ids"],
+                                                 mb["response_mask"], return_hidden=True, config=model_config,
+                                                 min_new_tokens=min_new_tokens)
+    values = value_head(hidden) * mask
+    pg_loss, pg_clipfrac = policy_loss(logprobs, mb["old_logprobs"], mb["advantages"], mask, config.cliprange)
+    vf_loss, vf_clipfrac = value_loss(values, mb["old_values"], mb["returns"], mask, config.cliprange_value)
+    loss = pg_loss + config.vf_coef * vf_loss
+    optimizer.zero_grad(set_to_none=True)
+    if accelerator is not None:
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(params_to_clip, config.max_grad_norm)
+    else:
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params_to_clip, config.max_grad_norm)
+    optimizer.step()
+    with torch.no_grad():
+        approx_kl = 0.5 * masked_mean((logprobs - mb["old_logprobs"]) ** 2, mask)
+        return {"policy_loss": pg_loss.detach(), "value_loss": vf_loss.detach(), "clip_frac": pg_clipfrac,
+                "value_clip_frac": vf_clipfrac, "entropy": masked_mean(entropy, mask).detach(),
+                "approx_kl": approx_kl}
 
 
 # ------------------------------------------------------------------------------------------------ KL control

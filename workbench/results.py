@@ -23,7 +23,11 @@ REQUIRED = {
     "dataset": dict, "metrics": dict, "generation": dict, "git_commit": str, "started_at": str,
     "finished_at": str, "wall_time_s": (int, float), "outputs_file": str,
 }
-METHODS = {"base", "zero-shot", "one-shot", "few-shot", "full", "lora", "ppo", "eval"}
+METHODS = {"base", "zero-shot", "one-shot", "few-shot", "full", "lora", "ppo", "eval", "reward", "baseline"}
+ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+# The headline metric each kind of run must carry (a CI over the record's dataset.n examples). A summarizer is
+# measured by ROUGE; a reward model writes no summaries and is measured by how often it ranks held-out pairs right.
+HEADLINE = {"reward": ("pairwise_accuracy",)}
 
 
 class SchemaError(ValueError):
@@ -63,14 +67,17 @@ def validate(run: dict) -> dict:
     for key, kind in (("id", str), ("split", str), ("n", int)):
         if not isinstance(run["dataset"].get(key), kind):
             raise SchemaError(f"field dataset.{key}: expected {kind.__name__}")
-    for key in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
+    required = HEADLINE.get(run["method"], ROUGE_KEYS)
+    for key in required:
         if key not in run["metrics"]:
             raise SchemaError(f"field metrics.{key}: missing")
     for key, value in run["metrics"].items():
         if isinstance(value, dict) and "mean" in value:
             _check_ci(value, f"metrics.{key}")
-    if run["metrics"]["rouge1"]["n"] != run["dataset"]["n"]:
-        raise SchemaError("field metrics.rouge1.n: differs from dataset.n")
+    if not isinstance(run["metrics"][required[0]], dict) or "mean" not in run["metrics"][required[0]]:
+        raise SchemaError(f"field metrics.{required[0]}: expected an object with {', '.join(CI_KEYS)}")
+    if run["metrics"][required[0]]["n"] != run["dataset"]["n"]:
+        raise SchemaError(f"field metrics.{required[0]}.n: differs from dataset.n")
     if run.get("training") is not None and not isinstance(run["training"], dict):
         raise SchemaError("field training: expected an object or null")
     return run

@@ -3,7 +3,8 @@
 Specs:
     profanity-check[:KIND]        offline classifier; KIND one_minus_p (default) | logodds
     hf:<model>[:KIND]             a Hub/store sequence classifier, e.g. hf:facebook/roberta-hate-speech-dynabench-r4-target
-                                  with KIND logit (the reference recipe: raw "nothate" logit), logodds or one_minus_p
+                                  with KIND logit (default; the reference recipe: raw "nothate" logit), logodds or
+                                  one_minus_p
     reward-model:<store name>     a reward model trained by `python -m trainers.reward` (its raw score)
 """
 
@@ -16,6 +17,30 @@ import torch
 from workbench import toxicity
 
 RewardFn = Callable[[Sequence[str]], list[float]]
+KINDS = {"profanity-check": ("one_minus_p", "logodds"), "hf": ("logit", "logodds", "one_minus_p")}
+
+
+class RewardSpecError(ValueError):
+    """A reward spec that names no known reward; the message lists the accepted forms."""
+
+
+def parse_spec(spec: str) -> tuple[str, str, str]:
+    """(source, reference, kind) of a reward spec, checked without loading anything.
+
+    Hub ids hold no colon, so in `hf:org/model:KIND` the last colon separates the kind; `hf:org/model` alone takes
+    the default kind (logit). A suffix that is not a known kind is an error, not part of the model id."""
+    source, _, rest = spec.partition(":")
+    if source == "reward-model" and rest:
+        return source, rest, "score"
+    if source == "hf" and rest:
+        ref, _, kind = rest.rpartition(":") if ":" in rest else (rest, "", "logit")
+        if ref and kind in KINDS["hf"]:
+            return source, ref, kind
+        raise RewardSpecError(f"unknown reward kind {kind!r} in {spec!r}; expected one of {', '.join(KINDS['hf'])}")
+    if source == "profanity-check" and rest in ("",) + KINDS[source]:
+        return source, source, rest or "one_minus_p"
+    raise RewardSpecError(f"expected profanity-check[:logodds|one_minus_p], hf:<model>[:logit|logodds|one_minus_p] "
+                          f"or reward-model:<store name>, got {spec!r}")
 
 
 class LearnedReward:
@@ -41,18 +66,10 @@ class LearnedReward:
 
 def load_reward(spec: str) -> tuple[RewardFn, str]:
     """(reward function, description) for a spec (see module docstring)."""
-    if spec.startswith("reward-model:"):
+    source, ref, kind = parse_spec(spec)
+    if source == "reward-model":
         from workbench import store
 
-        ref = spec.split(":", 1)[1]
         return LearnedReward(store.resolve(ref, allow_paths=True)), f"learned reward model {ref}"
-    if spec.startswith("hf:"):
-        rest = spec[3:]
-        ref, _, kind = rest.rpartition(":") if rest.count(":") else (rest, "", "")
-        ref, kind = (ref, kind) if ref else (rest, "logit")
-        scorer = toxicity.load_scorer(f"hf:{ref}")
-    else:
-        name, _, kind = spec.partition(":")
-        scorer = toxicity.load_scorer(name)
-        kind = kind or "one_minus_p"
+    scorer = toxicity.load_scorer(f"hf:{ref}" if source == "hf" else ref)
     return (lambda texts: scorer.reward(list(texts), kind=kind)), f"{scorer.name} ({kind})"

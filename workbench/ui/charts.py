@@ -105,21 +105,41 @@ def params_chart(frame: pd.DataFrame, base_rouge1: float | None = None) -> go.Fi
     return _layout(fig, title, showlegend=False)
 
 
-def toxicity_chart(frame: pd.DataFrame, note: str = "") -> go.Figure:
-    """Mean toxicity with CIs: base/full/LoRA evaluation runs, and the PPO run's before (its LoRA start) and after."""
+def _ci_bars(fig: go.Figure, frame: pd.DataFrame, *, row=None, col=None, fmt: str = ".4f") -> None:
+    """One bar per row of `frame` (model, measured, mean, ci_low, ci_high, n) with its 95% CI as an error bar."""
+    where = {"row": row, "col": col} if row else {}
+    for i, r in enumerate(frame.itertuples()):
+        fig.add_bar(x=[_esc(r.model).replace(" (", "<br>(")], y=[r.mean], name=_esc(r.model),
+                    marker_color=_color(r.model, i),
+                    error_y={"type": "data", "symmetric": False, "array": [max(0, r.ci_high - r.mean)],
+                             "arrayminus": [max(0, r.mean - r.ci_low)]},
+                    hovertemplate=f"{_esc(r.model)} ({_esc(r.measured)})<br>mean %{{y:{fmt}}}<br>n={r.n}"
+                                  "<extra></extra>", **where)
+
+
+def toxicity_chart(frame: pd.DataFrame, note: str = "", length: pd.DataFrame | None = None) -> go.Figure:
+    """Mean toxicity with CIs: base/full/LoRA evaluation runs, and the PPO run's before (its LoRA start) and after.
+    With `length` (the same columns, in words), the summaries' mean length before/after PPO stands beside it: a
+    toxicity reward can be earned by writing less, so a drop in toxicity is read next to the length it kept."""
     title = "Toxicity of the summaries, before/after PPO (mean, 95% CI)"
     if frame is None or frame.empty:
         return empty_figure("no run measured toxicity", title)
-    fig = go.Figure()
-    for i, row in enumerate(frame.itertuples()):
-        fig.add_bar(x=[_esc(row.model).replace(" (", "<br>(")], y=[row.mean], name=_esc(row.model), marker_color=_color(row.model, i),
-                    error_y={"type": "data", "symmetric": False, "array": [max(0, row.ci_high - row.mean)],
-                             "arrayminus": [max(0, row.mean - row.ci_low)]},
-                    hovertemplate=f"{_esc(row.model)} ({_esc(row.measured)})<br>mean %{{y:.4f}}<br>n={row.n}"
-                                  "<extra></extra>")
-    fig.update_yaxes(title="toxicity probability", rangemode="tozero")
+    with_length = length is not None and not length.empty
+    if with_length:
+        title = "Toxicity and length of the summaries, before/after PPO (mean, 95% CI)"
+        fig = make_subplots(rows=1, cols=2, column_widths=[0.62, 0.38], horizontal_spacing=0.12,
+                            subplot_titles=["toxicity (p toxic)", "summary length (words)"])
+        _ci_bars(fig, frame, row=1, col=1)
+        _ci_bars(fig, length, row=1, col=2, fmt=".1f")
+        fig.update_yaxes(title_text="toxicity probability", rangemode="tozero", row=1, col=1)
+        fig.update_yaxes(title_text="words per summary", rangemode="tozero", row=1, col=2)
+    else:
+        fig = go.Figure()
+        _ci_bars(fig, frame)
+        fig.update_yaxes(title="toxicity probability", rangemode="tozero")
     fig.update_xaxes(tickangle=0)
-    fig = _layout(fig, title, showlegend=False, margin={"l": 60, "r": 20, "t": 80 if note else 60, "b": 60})
+    fig = _layout(fig, title, showlegend=False, margin={"l": 60, "r": 20, "t": 80 if note or with_length else 60,
+                                                        "b": 60})
     if note:
         fig.update_layout(title_subtitle_text=_esc(note), title_subtitle_font={"size": 11, "color": "#444"})
     return fig

@@ -4,18 +4,35 @@ from __future__ import annotations
 
 import gradio as gr
 
-from workbench.app_service import PUBLISHED_SOURCE, WorkbenchService, published_reference
+import pandas as pd
+
+from workbench.app_service import PUBLISHED_SOURCE, WorkbenchService, dataset_key, published_reference, run_label
 from workbench.ui import charts
 from workbench.ui.common import esc
 
 
+def length_frame(runs: list[dict], dataset: str | None) -> pd.DataFrame:
+    """Summary length (words) before/after PPO from the latest PPO run on `dataset`: its LoRA start and its result,
+    measured in the same run on the same dialogues (empty when no PPO run recorded length)."""
+    ppo = [r for r in runs if r.get("method") == "ppo" and dataset_key(r) == dataset
+           and {"length_words_start", "length_words"} <= set(r.get("metrics") or {})]
+    if not ppo:
+        return pd.DataFrame()
+    run = max(ppo, key=lambda r: (str(r.get("finished_at", "")), r.get("run_id", "")))
+    rows = [("LoRA (PPO start, same run)", run["metrics"]["length_words_start"], "PPO run: before"),
+            (run_label(run), run["metrics"]["length_words"], "PPO run: after")]
+    return pd.DataFrame([{"model": label, "measured": measured, "mean": e["mean"], "ci_low": e["ci_low"],
+                          "ci_high": e["ci_high"], "n": e.get("n")} for label, e, measured in rows])
+
+
 def render(service: WorkbenchService, dataset: str | None = None):
     d = service.dashboard(dataset)
+    length = length_frame(service.runs(), d.dataset)
     cls = "wb-notice wb-ok" if d.datasets else "wb-notice wb-warn wb-empty"
     message = f'<div class="{cls}">{esc(d.message)}</div>'
     return (message, gr.Dropdown(choices=d.datasets, value=d.dataset, interactive=bool(d.datasets)),
             charts.rouge_chart(d.rouge), charts.improvement_chart(d.improvement),
-            charts.params_chart(d.params, d.base_rouge1), charts.toxicity_chart(d.toxicity, d.toxicity_note),
+            charts.params_chart(d.params, d.base_rouge1), charts.toxicity_chart(d.toxicity, d.toxicity_note, length),
             charts.curves_chart(d.curves), d.runs)
 
 
@@ -29,7 +46,7 @@ def build(service: WorkbenchService, demo: gr.Blocks) -> None:
         improvement = gr.Plot(label="Improvement over base", show_label=False, elem_id="dash-improvement")
     with gr.Row():
         params = gr.Plot(label="Trainable parameters vs ROUGE-1", show_label=False, elem_id="dash-params")
-        toxicity = gr.Plot(label="Toxicity before/after PPO", show_label=False, elem_id="dash-toxicity")
+        toxicity = gr.Plot(label="Toxicity and length before/after PPO", show_label=False, elem_id="dash-toxicity")
     curves = gr.Plot(label="Training curves", show_label=False, elem_id="dash-curves")
     runs = gr.Dataframe(label="Measured runs (provenance)", interactive=False, wrap=True, max_height=360,
                         elem_id="dash-runs")
