@@ -35,6 +35,8 @@ import threading
 import time
 from pathlib import Path
 
+from workbench.store import shown_path
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS = REPO_ROOT / "configs" / "models" / "demo.yaml"
 DEFAULT_OUT = REPO_ROOT / "results" / "benchmarks" / "load.json"
@@ -315,7 +317,7 @@ def run(args: argparse.Namespace) -> dict:
     summary = summarize(records, sampler.samples, load_start, load_end, warmup)
     report = {
         "benchmark": "load", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "settings": {"models": None if args.url else str(args.models), "url": args.url, "users": args.users,
+        "settings": {"models": None if args.url else shown_path(args.models), "url": args.url, "users": args.users,
                      "seconds": args.seconds, "warmup_s": warmup, "dialogues": len(dialogues), "seed": args.seed,
                      "request": {"decoding": "greedy", "max_new_tokens": COMPARE_ARGS[2]},
                      "server_args": extra or "defaults (python -m workbench)"},

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from benchmarks.common import Result, median
 from benchmarks.load import stop_process
+from workbench.store import shown_path
 from workbench import paths
 from workbench.modelset import DEFAULT_CONFIG, SLOTS
 
@@ -70,7 +71,7 @@ def launch_and_ask(config: Path, env: dict | None, dialogue: str) -> dict:
     unavailable = [f"{slot} ({answer['models'][slot]['error']})" for slot in SLOTS
                    if not answer["models"][slot]["available"]]
     return {**{k: round(v, 2) for k, v in marks.items()}, "compare_wall_s": answer["wall_time_s"],
-            "unavailable": unavailable, "config": str(config)}
+            "unavailable": unavailable, "config": shown_path(config)}
 
 
 def _read(proc, start: float, marks: dict, log: list) -> None:
