@@ -66,3 +66,36 @@ def test_resuming_with_other_training_settings_is_refused(tiny_model_dir, tmp_st
     monkeypatch.setattr(ppo_trainer, "train_step", real_step)
     with pytest.raises(ConfigError, match=r"learning_rate: 0\.0001 -> 0\.002.*--fresh"):
         ppo_trainer.main([*args, "--learning-rate", "2e-3"])
+
+
+def test_sigterm_stops_ppo_after_the_step_with_a_checkpoint_and_the_same_command_finishes(tiny_model_dir, tmp_store,
+                                                                                          tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from trainers.callbacks import STOPPED_EXIT_CODE, progress_path, read_progress
+
+    publish_tiny_lora(tiny_model_dir, tmp_path, sharpen=6.0)
+    data_dir = write_rows(tmp_path / "data", rows(8))
+    args = ["--policy", "test/tiny-lora", "--dataset", str(data_dir), "--steps", "4", "--batch-size", "4",
+            "--mini-batch-size", "2", "--ppo-epochs", "1", "--max-new-tokens", "8", "--save-steps", "100",
+            "--eval-limit", "2", "--output", "test/stopped", "--checkpoint-dir", str(tmp_path / "c")]
+    real_step = ppo_trainer.train_step
+
+    def signalled_in_step_2(t, step, *rest, **kwargs):
+        if step == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # what the Train tab's Stop sends
+        return real_step(t, step, *rest, **kwargs)
+
+    before = signal.getsignal(signal.SIGTERM)
+    with monkeypatch.context() as patch:
+        patch.setattr(ppo_trainer, "train_step", signalled_in_step_2)
+        with pytest.raises(SystemExit) as stopped:
+            ppo_trainer.main(args)
+    assert stopped.value.code == STOPPED_EXIT_CODE and signal.getsignal(signal.SIGTERM) is before
+    saved = torch.load(tmp_path / "c" / "latest" / "trainer_state.pt", weights_only=True)
+    assert saved["step"] == 2 and not store.LocalStore().exists("test/stopped")  # checkpointed, not published
+    logged = [r for r in read_progress(progress_path(tmp_path / "c")) if r.get("event") == "log"]
+    assert [r["step"] for r in logged] == [1, 2] and all("kl" in r and r["max_steps"] == 4 for r in logged)
+    finished = ppo_trainer.main(args)
+    assert finished["training"]["resumed_from_step"] == 2 and store.LocalStore().exists("test/stopped")

@@ -52,35 +52,6 @@ def is_main_process() -> bool:
     return _state().is_main_process
 
 
-def init_distributed() -> tuple[int, int]:
-    """(rank, world size). Under torchrun / accelerate launch (WORLD_SIZE > 1) joins the process group: gloo on
-    CPU, nccl on GPU. A plain run is rank 0 of 1."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return int(os.environ.get("RANK", "0")), world
-
-
-def average_gradients(params) -> None:
-    """All-reduce gradients to their mean over the processes (data-parallel training without a wrapper)."""
-    world = torch.distributed.get_world_size()
-    for p in params:
-        if p.grad is not None:
-            torch.distributed.all_reduce(p.grad)
-            p.grad /= world
-
-
-def mean_across(values: dict[str, float]) -> dict[str, float]:
-    """Average scalar statistics over the processes (identity for a single process)."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return values
-    keys = sorted(values)
-    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
-    torch.distributed.all_reduce(t)
-    t /= torch.distributed.get_world_size()
-    return dict(zip(keys, t.tolist()))
-
-
 def _distributed() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 

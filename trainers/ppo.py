@@ -27,7 +27,8 @@ from pathlib import Path
 
 import torch
 
-from trainers import common
+from trainers import common, tracking
+from trainers.callbacks import ProgressWriter, StopFlag, progress_path, stop_exit
 from trainers import config as cfg
 from trainers.config import ConfigError, check_repo_id, check_scorer, field
 from workbench import evaluation, modeling, paths, ppo, prompts, rewards, scoring, store, toxicity
@@ -88,6 +89,8 @@ class PPOTrainConfig:
     save_steps: int = field(10, "checkpoint every N steps (a restarted command resumes)")
     checkpoint_dir: str | None = field(None, "checkpoint folder (default: runs/ppo/<output>)")
     fresh: bool = field(False, "ignore existing checkpoints")
+    report_to: str = field("none", "experiment tracker for the per-step curves: none, trackio (local, offline), "
+                           "tensorboard or wandb, if installed")
     eval_batch_size: int = field(32, "generation batch size for evaluation")
 
     def validate(self) -> None:
@@ -109,6 +112,7 @@ class PPOTrainConfig:
             raise ConfigError("init_kl_coef: must be >= 0; target_kl: must be positive")
         check_reward("reward", self.reward)
         check_scorer("toxicity", self.toxicity)
+        tracking.check_report_to("report_to", self.report_to)
         if self.output is not None:
             check_repo_id("output", self.output)
         if self.push_to_hub is not None:
@@ -135,7 +139,7 @@ def check_reward(name: str, spec: str) -> None:
 
 # Options that do not change what is trained (evaluation, output, bookkeeping): a run may resume with other values.
 # `steps` is among them: the trajectory up to a step does not depend on it, so a run can be extended.
-NOT_TRAINING = frozenset({"eval_split", "eval_limit", "eval_batch_size", "output", "push_to_hub", "checkpoint_dir",
+NOT_TRAINING = frozenset({"report_to", "eval_split", "eval_limit", "eval_batch_size", "output", "push_to_hub", "checkpoint_dir",
                           "fresh", "save_steps", "steps"})
 
 
@@ -458,16 +462,48 @@ def train(t: Training, config: PPOTrainConfig, rows: list[dict], ckpt: Path, log
     log_rows = [r for r in log_rows if r["step"] <= start_step]  # steps after the checkpoint are redone
     bar = tqdm(range(start_step, config.steps), desc="ppo", unit="step", initial=start_step, total=config.steps,
                disable=not t.state.is_main_process)
-    for step in bar:
-        row = train_step(t, step, rows, is_toxic, config, reward_fn, scorer)
-        log_rows.append(row)
-        bar.set_postfix(reward=f"{row['reward_mean']:.2f}", kl=f"{row['kl']:.2f}", tox=f"{row['toxicity_mean']:.2f}",
-                        words=f"{row['words']:.1f}")
-        if (step + 1) % config.save_steps == 0 or step + 1 == config.steps:
-            if t.state.is_main_process:  # the log first: rows past the checkpoint a kill falls back to are redone
-                evaluation.atomic_write_jsonl(log_path, log_rows)
-            save_checkpoint(ckpt / "latest", step + 1, t)
+    stop = StopFlag().install()  # SIGTERM / Ctrl-C: finish the step, checkpoint, leave (the Train tab's Stop)
+    main_process = t.state.is_main_process
+    progress = ProgressWriter(progress_path(ckpt), max_steps=config.steps) if main_process else None
+    tracker = tracking.LoopTracker(config.report_to, log_path.stem) if main_process else None
+    try:
+        if progress:
+            progress.begin(start_step)
+        for step in bar:
+            row = train_step(t, step, rows, is_toxic, config, reward_fn, scorer)
+            log_rows.append(row)
+            bar.set_postfix(reward=f"{row['reward_mean']:.2f}", kl=f"{row['kl']:.2f}",
+                            tox=f"{row['toxicity_mean']:.2f}", words=f"{row['words']:.1f}")
+            if progress:
+                progress.log(step + 1, **{k: v for k, v in row.items() if k != "step"})
+                tracker.log(row, step + 1)
+            stopping = stop_agreed(stop.requested, t.state)
+            if stopping or (step + 1) % config.save_steps == 0 or step + 1 == config.steps:
+                if main_process:  # the log first: rows past the checkpoint a kill falls back to are redone
+                    evaluation.atomic_write_jsonl(log_path, log_rows)
+                save_checkpoint(ckpt / "latest", step + 1, t)
+            if stopping:
+                if progress:
+                    progress.end(step + 1, stopped=True)
+                raise SystemExit(stop_exit(step + 1, ckpt))
+        if progress:
+            progress.end(config.steps)
+    finally:
+        stop.restore()
+        if progress:
+            progress.close()
+            tracker.finish()
     return start_step
+
+
+def stop_agreed(requested: bool, state) -> bool:
+    """Whether any process was asked to stop: every rank must leave after the same step (a launcher signals them all,
+    but not necessarily between the same two steps)."""
+    if state.num_processes == 1:
+        return requested
+    flag = torch.tensor([float(requested)], device=state.device)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    return bool(flag.item())
 
 
 def main(argv: list[str] | None = None) -> dict:
