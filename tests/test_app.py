@@ -358,3 +358,15 @@ def test_dashboard_renders_every_dataset_of_the_committed_results_including_the_
     for key in keys:
         data = app_service.dashboard_data(runs, key, results_dir=paths.REPO_ROOT / "results")
         assert len(data.runs) == len(runs)  # the provenance table lists every run whatever the dataset
+
+
+def test_dashboard_says_when_a_run_was_scored_on_rows_held_out_of_its_training_file():
+    from workbench import app_service, paths, results
+
+    run = next(r for r in results.list_runs(paths.REPO_ROOT / "results") if r["method"] == "lora")
+    held = {**run, "run_id": "lora-held", "dataset": {**run["dataset"], "id": "mine.jsonl", "held_out": True,
+                                                      "note": "held out 24 of 240 dialogues (10%, seed 0)"}}
+    assert app_service.dataset_key(held) == "mine.jsonl / test (held out of the training data)"
+    assert app_service.dataset_key(run) == "demo / test"
+    table = app_service.runs_table([run, held])
+    assert set(table["split"]) == {"test", "test (held out)"}

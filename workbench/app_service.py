@@ -598,8 +598,11 @@ def _method_rank(method: str) -> int:
 
 
 def dataset_key(run: dict) -> str:
+    """The Dashboard's dataset choice for a run. Rows held out of the file that also trained the model are a dataset
+    of their own, and the choice says so: a score on them is never shown as if it came from a separate split."""
     ds = run.get("dataset") or {}
-    return f"{ds.get('id', '?')} / {ds.get('split', '?')}"
+    held_out = " (held out of the training data)" if ds.get("held_out") else ""
+    return f"{ds.get('id', '?')} / {ds.get('split', '?')}{held_out}"
 
 
 def run_label(run: dict) -> str:
@@ -623,7 +626,8 @@ def runs_table(runs: list[dict]) -> pd.DataFrame:
         m, ds, params = run.get("metrics") or {}, run.get("dataset") or {}, run.get("params") or {}
         rows.append({
             "method": run.get("method"), "model": run.get("model_id"), "revision": str(run.get("revision") or "")[:12],
-            "dataset": ds.get("id"), "split": ds.get("split"), "n": ds.get("n"),
+            "dataset": ds.get("id"), "split": ds.get("split") + (" (held out)" if ds.get("held_out") else "")
+            if ds.get("split") else None, "n": ds.get("n"),
             "ROUGE-1": _round((m.get("rouge1") or {}).get("mean")), "ROUGE-L": _round((m.get("rougeL") or {}).get("mean")),
             "toxicity": _round((m.get("toxicity") or {}).get("mean")),
             "trainable params": params.get("trainable"), "commit": str(run.get("git_commit") or "")[:10],
