@@ -20,8 +20,8 @@ PREFS = "test/prefs"
 @pytest.fixture
 def setup(tiny_model_dir, tmp_store, tmp_path, monkeypatch):
     """A tiny base + LoRA start in the store, 8 preference pairs (the reference beats an insulting copy), an
-    evaluation dataset; the methods registered in results.METHODS (owned by another module)."""
-    monkeypatch.setattr(results, "METHODS", results.METHODS | {"orpo", "cpo"})
+    evaluation dataset."""
+    assert {"orpo", "cpo"} <= results.METHODS  # the preference runs are schema-checked runs like the others
     publish_tiny_lora(tiny_model_dir, tmp_path)
     for row in rows(8):
         outputs = {"a": ("m/ref", "r1", row["summary"]), "b": ("m/rude", "r2", "You idiot, " + row["summary"])}

@@ -23,7 +23,8 @@ REQUIRED = {
     "dataset": dict, "metrics": dict, "generation": dict, "git_commit": str, "started_at": str,
     "finished_at": str, "wall_time_s": (int, float), "outputs_file": str,
 }
-METHODS = {"base", "zero-shot", "one-shot", "few-shot", "full", "lora", "ppo", "eval", "reward", "baseline"}
+METHODS = {"base", "zero-shot", "one-shot", "few-shot", "full", "lora", "ppo", "orpo", "cpo", "eval", "reward",
+           "baseline"}
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 # The headline metric each kind of run must carry (a CI over the record's dataset.n examples). A summarizer is
 # measured by ROUGE; a reward model writes no summaries and is measured by how often it ranks held-out pairs right.

@@ -426,7 +426,7 @@ def resolve(ref: str, revision: str = "main", *, allow_paths: bool = False) -> P
 def model_card(repo_id: str, *, base_model: str, method: str, dataset: str, metrics: dict | None,
                training: dict | None, params: dict | None, description: str | None = None) -> str:
     """A Hub model card: YAML front matter + what it is, how it was trained and what it scored (with CIs)."""
-    is_adapter = method in {"lora", "ppo"}
+    is_adapter = method in {"lora", "ppo", "orpo", "cpo"}
     front = ["---", f"library_name: {'peft' if is_adapter else 'transformers'}", "pipeline_tag: summarization",
              "tags:", "- dialogue-summarization", f"- {method}", "- workbench"]
     if "/" in base_model and not base_model.startswith("("):
