@@ -405,22 +405,6 @@ def train_step(t: Training, step: int, rows: list[dict], is_toxic: list[bool], c
     return {"step": step + 1, "kl_coef": t.kl_ctl.value, **stats}
 
 
-def start_vs_ppo(start_outputs, ppo_outputs, start_tox, ppo_tox, start_rouge, ppo_rouge) -> dict:
-    """Paired metrics of the PPO adapter against its LoRA start over the same dialogues: toxicity, ROUGE-1/2 and
-    summary length in words (a toxicity reward can be gamed by writing less, so length is reported beside it)."""
-    start_words = [len(x.split()) for x in start_outputs]
-    ppo_words = [len(x.split()) for x in ppo_outputs]
-    extra = {"toxicity_start": scoring.mean_ci(start_tox),
-             "toxicity_diff_vs_start": scoring.paired_diff_ci(ppo_tox, start_tox),
-             "length_words": scoring.mean_ci(ppo_words), "length_words_start": scoring.mean_ci(start_words),
-             "length_words_diff_vs_start": scoring.paired_diff_ci(ppo_words, start_words)}
-    for key in ("rouge1", "rouge2"):
-        before, after = [r[key] for r in start_rouge], [r[key] for r in ppo_rouge]
-        extra[f"{key}_start"] = scoring.mean_ci(before)
-        extra[f"{key}_diff_vs_start"] = scoring.paired_diff_ci(after, before)
-    return extra
-
-
 def process_state():
     """accelerate's view of this process (device, rank, main process, barriers); asked for CPU processes on a machine
     without CUDA, or a torchrun / accelerate-launch CPU worker would not see the launch (as common.device)."""
@@ -572,7 +556,8 @@ def evaluate_pair(model, tokenizer, eval_rows: list[dict], settings: GenerationS
                                  batch_size=batch_size, progress=True)
         tox[name] = scorer.score(outputs[name])
         rouge[name] = scoring.rouge_per_example(outputs[name], references)
-    extra = start_vs_ppo(outputs["ref"], outputs["ppo"], tox["ref"], tox["ppo"], rouge["ref"], rouge["ppo"])
+    extra = evaluation.paired_vs_start(outputs["ref"], outputs["ppo"], tox["ref"], tox["ppo"], rouge["ref"],
+                                       rouge["ppo"])
     examples = [{"fname": r["fname"], "before": b, "after": a}
                 for r, b, a, tb in zip(eval_rows, outputs["ref"], outputs["ppo"], tox["ref"]) if tb > 0.5][:5]
     return outputs["ppo"], extra, examples

@@ -232,20 +232,6 @@ def held_out_metrics(trainer, held: list[dict]) -> dict:
 # ------------------------------------------------------------------------------------------------ evaluation
 
 
-def paired_vs_start(start_outputs: list[str], outputs: list[str], start_tox: list[float], tox: list[float],
-                    start_rouge: list[dict], rouge: list[dict]) -> dict:
-    """Paired metrics against the start adapter over the same dialogues, under the same keys as PPO's record
-    (toxicity, ROUGE-1/2, length in words: *_start and *_diff_vs_start), so the Dashboard compares the two."""
-    start_words, words = [len(x.split()) for x in start_outputs], [len(x.split()) for x in outputs]
-    extra = {"toxicity_start": scoring.mean_ci(start_tox),
-             "toxicity_diff_vs_start": scoring.paired_diff_ci(tox, start_tox),
-             "length_words": scoring.mean_ci(words), "length_words_start": scoring.mean_ci(start_words),
-             "length_words_diff_vs_start": scoring.paired_diff_ci(words, start_words)}
-    for key in ("rouge1", "rouge2"):
-        before, after = [r[key] for r in start_rouge], [r[key] for r in rouge]
-        extra[f"{key}_start"] = scoring.mean_ci(before)
-        extra[f"{key}_diff_vs_start"] = scoring.paired_diff_ci(after, before)
-    return extra
 
 
 def generate_both(model, tokenizer, rows: list[dict], policy_folder: Path, settings: GenerationSettings, scorer,
@@ -260,7 +246,7 @@ def generate_both(model, tokenizer, rows: list[dict], policy_folder: Path, setti
                        len(rows), batch_size=batch_size, progress=True)
     start, trained = outputs[: len(rows)], outputs[len(rows):]
     references = [r["references"] for r in rows]
-    extra = paired_vs_start(start, trained, scorer.score(start), scorer.score(trained),
+    extra = evaluation.paired_vs_start(start, trained, scorer.score(start), scorer.score(trained),
                             scoring.rouge_per_example(start, references),
                             scoring.rouge_per_example(trained, references))
     return trained, extra

@@ -119,6 +119,23 @@ def dataset_record(dataset: str, split: str, n: int, split_info: dict | None) ->
     return record
 
 
+def paired_vs_start(start_outputs: list[str], outputs: list[str], start_tox: list[float], tox: list[float],
+                    start_rouge: list[dict], rouge: list[dict]) -> dict:
+    """Paired metrics of a tuned adapter against its start over the same dialogues (PPO and preference
+    optimisation alike): toxicity, ROUGE-1/2 and summary length in words, as *_start and *_diff_vs_start. Length is
+    reported beside toxicity because a toxicity reward can be gamed by writing less."""
+    start_words, words = [len(x.split()) for x in start_outputs], [len(x.split()) for x in outputs]
+    extra = {"toxicity_start": scoring.mean_ci(start_tox),
+             "toxicity_diff_vs_start": scoring.paired_diff_ci(tox, start_tox),
+             "length_words": scoring.mean_ci(words), "length_words_start": scoring.mean_ci(start_words),
+             "length_words_diff_vs_start": scoring.paired_diff_ci(words, start_words)}
+    for key in ("rouge1", "rouge2"):
+        before, after = [r[key] for r in start_rouge], [r[key] for r in rouge]
+        extra[f"{key}_start"] = scoring.mean_ci(before)
+        extra[f"{key}_diff_vs_start"] = scoring.paired_diff_ci(after, before)
+    return extra
+
+
 def format_table(runs: Sequence[dict]) -> str:
     """A plain-text ROUGE/toxicity table for terminals and closing notes."""
     header = f"{'model':34} {'method':8} {'n':>5} " + " ".join(f"{k:>17}" for k in scoring.ROUGE_TYPES) + \
