@@ -134,3 +134,16 @@ def write_rows(folder: Path, all_rows: list[dict]) -> Path:
         atomic_write_jsonl(folder / f"{split}.jsonl", [{k: r[k] for k in ("fname", "dialogue", "summary", "topic")}
                                                        for r in part])
     return folder
+
+
+def wait_for(condition, timeout: float = 60.0, what: str = "condition"):
+    """Poll `condition()` every 0.1 s until it returns something truthy (returned), or fail after `timeout` s."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from tests.conftest import wait_for
 from trainers import callbacks
 from workbench import paths
 
@@ -115,14 +116,6 @@ def _launch(model_dir: Path, ckpt: Path, max_steps: int, log: Path) -> subproces
                             cwd=paths.REPO_ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
 
 
-def _wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_sigterm_mid_run_leaves_a_complete_checkpoint_and_the_same_command_resumes(tmp_path, tiny_model_dir):
@@ -132,9 +125,9 @@ def test_sigterm_mid_run_leaves_a_complete_checkpoint_and_the_same_command_resum
     progress = callbacks.progress_path(ckpt)
     proc = _launch(tiny_model_dir, ckpt, 5000, log)
     try:
-        _wait_for(lambda: [r for r in callbacks.read_progress(progress) if r["event"] == "log"], 90, "a first loss")
+        wait_for(lambda: [r for r in callbacks.read_progress(progress) if r["event"] == "log"], 90, "a first loss")
         size = progress.stat().st_size
-        _wait_for(lambda: progress.stat().st_size > size, 10, "the progress file to grow while training")
+        wait_for(lambda: progress.stat().st_size > size, 10, "the progress file to grow while training")
         assert proc.poll() is None  # ... while the run is still going
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=60)

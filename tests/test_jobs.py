@@ -13,11 +13,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import wait_for
 from trainers.callbacks import STOPPED_EXIT_CODE, progress_path, read_progress
 from workbench import jobs as jb
 from workbench import paths
@@ -27,14 +27,6 @@ FAKE = {recipe: "tests.fake_trainer" for recipe in jb.RECIPES}
 BASE, LORA = "demo/flan-t5-demo-base", "demo/flan-t5-demo-lora"  # in the committed store
 
 
-def wait_for(condition, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.fixture

@@ -276,14 +276,7 @@ class WorkbenchService:
 
     def datasets(self) -> list[str]:
         """The dataset choices that exist on this machine (a fixed list; users never give paths)."""
-        out = []
-        for name, (split, _) in DATASET_SPLITS.items():
-            try:
-                data.resolve_source(name, split)
-                out.append(name)
-            except (data.DataError, OSError):
-                continue
-        return out
+        return data.available({name: split for name, (split, _) in DATASET_SPLITS.items()})
 
     def rows(self, dataset: str, split: str) -> list[dict]:
         if not isinstance(dataset, str) or dataset not in DATASET_SPLITS:

@@ -355,3 +355,16 @@ def _split_info(train_split: str, train: list[dict], eval_split: str, evaluation
                 seed: int | None, note: str) -> dict:
     return {"train": {"split": train_split, "n": len(train)}, "eval": {"split": eval_split, "n": len(evaluation)},
             "held_out": held_out, "holdout_seed": seed, "note": note}
+
+
+def available(choices: dict[str, str]) -> list[str]:
+    """The named sources (name -> split) that exist on this machine, in order: what the app and the Train tab offer
+    as their fixed dataset choices (users never type paths)."""
+    out = []
+    for name, split in choices.items():
+        try:
+            resolve_source(name, split)
+            out.append(name)
+        except (DataError, OSError):
+            continue
+    return out

@@ -165,14 +165,7 @@ def recipes() -> list[str]:
 
 def dialogue_datasets() -> list[str]:
     """The fixed dataset choices that exist on this machine (users never give paths)."""
-    out = []
-    for name, split in DIALOGUE_DATASETS.items():
-        try:
-            data.resolve_source(name, split)
-            out.append(name)
-        except (data.DataError, OSError):
-            continue
-    return out
+    return data.available(DIALOGUE_DATASETS)
 
 
 def model_choices(recipe: str, extra: tuple[str, ...] = ()) -> list[str]:
