@@ -23,11 +23,15 @@ test: $(VENV)/.installed         ## the offline test suite
 demo: $(VENV)/.installed         ## rebuild the demo family (corpus, base, full, LoRA, reward, PPO) from configs/recipes/
 	$(PY) -m trainers.build_demo $(ARGS)
 
-bench: $(VENV)/.installed        ## speed and memory benchmarks at FLAN-T5-base scale
-	$(PY) -m benchmarks $(ARGS)
+# CPU=avx2 measures as an AVX2-only CPU would (no AVX512, no native bf16) by capping every kernel library.
+AVX2_ENV := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 FBGEMM_ENABLE_INSTRUCTIONS=AVX2
+CPU_ENV   = $(if $(filter avx2,$(CPU)),$(AVX2_ENV))
 
-load: $(VENV)/.installed         ## 20 concurrent gradio_client users for two minutes against the demo family
-	$(PY) -m benchmarks.load $(ARGS)
+bench: $(VENV)/.installed        ## speed and memory benchmarks at FLAN-T5-base scale (CPU=avx2: as an AVX2-only CPU)
+	$(CPU_ENV) $(PY) -m benchmarks $(ARGS)
+
+load: $(VENV)/.installed         ## 20 concurrent users, 2 min, demo family: unbatched server, then batched (CPU=avx2 too)
+	$(CPU_ENV) $(PY) -m benchmarks.load $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -18,6 +18,12 @@ the ratio against its goal (PASS/MISS), and writes results/benchmarks/<measure>.
   startup   launch `python -m workbench` to the first answered /compare request via gradio_client, for the
             demo family and the FLAN-T5-base-architecture family                                     (no goal)
 
+Every JSON records the CPU it ran on (`machine`: cpu_kind, cpu_flags, PyTorch's kernel capability, and the variables
+that cap it). To measure an AVX2-only CPU on an AVX512 one, cap every kernel library before torch loads:
+
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 FBGEMM_ENABLE_INSTRUCTIONS=AVX2 \
+        python -m benchmarks --out results/benchmarks/avx2
+
 The models have google/flan-t5-base's architecture (248M parameters) with random weights, built into a temporary
 local store (nothing is downloaded); dialogues and lengths come from DialogSum (../shared/data/dialogsum). This
 machine's rule: run it under the CPU lock, `flock /tmp/cpu.lock .venv/bin/python -m benchmarks`.
@@ -70,14 +76,11 @@ class Bench:
 
     def modelset(self, variant: str | None = None):
         """The app's ModelSet on the family: dtype auto (ours), or a variant: fp32, bf16, int8-dynamic."""
-        from benchmarks.common import quantize_dynamic_int8
         from benchmarks.family import load_modelset, use_store
 
         if variant not in self._modelsets:
             with use_store(self.family.store_dir):
-                dtype = "fp32" if variant == "int8-dynamic" else variant
-                models = load_modelset(self.family.models_config, dtype)
-            self._modelsets[variant] = quantize_dynamic_int8(models) if variant == "int8-dynamic" else models
+                self._modelsets[variant] = load_modelset(self.family.models_config, variant)
         return self._modelsets[variant]
 
     def release(self) -> None:
@@ -185,6 +188,10 @@ def summary_table(results: list[Result], errors: dict[str, str], total: float) -
         lines.append(f"{r.measure:9} {fmt(r.naive, r.unit):>14} {fmt(r.ours, r.unit):>14} {ratio:>7}  "
                      f"{str(r.goal) if r.goal else '-':7} {r.verdict:6}  {r.goal.ratio if r.goal else r.details.get('columns', '')}")
     lines += [f"{m:9} ERROR {e}" for m, e in errors.items()]
+    cpu = machine()
+    caps = ", ".join(f"{k}={v}" for k, v in cpu["isa_caps"].items())
+    lines.append(f"CPU kind {cpu['cpu_kind']} ({cpu['processor']}, {cpu['cpus']} CPUs, PyTorch kernels "
+                 f"{cpu['torch_cpu_capability']}{'; emulated: ' + caps if caps else ''})")
     lines.append(f"total {total:.0f} s ({total / 60:.1f} min)")
     return "\n".join(lines)
 

@@ -92,7 +92,21 @@ def machine() -> dict:
 
     return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "bf16": modeling.cpu_has_bf16(),
             "torch": torch.__version__, "python": platform.python_version(),
-            "processor": _cpu_name()}
+            "processor": _cpu_name(), **cpu_description()}
+
+
+EMULATION_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS",
+                 "FBGEMM_ENABLE_INSTRUCTIONS", "WORKBENCH_CPU_KIND")
+
+
+def cpu_description() -> dict:
+    """The CPU kind serving decided on (modeling.cpu_kind), the flags the chip reports, what PyTorch's kernels
+    dispatch to, and any variables that cap the instruction sets (how an AVX2-only CPU is emulated)."""
+    from workbench import modeling
+
+    return {"cpu_kind": modeling.cpu_kind(), "cpu_flags": modeling.cpu_flags(),
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "isa_caps": {k: os.environ[k] for k in EMULATION_ENV if os.environ.get(k)}}
 
 
 def _cpu_name() -> str:
@@ -161,20 +175,3 @@ def naive_generate(model, tokenizer, prompt: str, settings: GenerationSettings) 
     inputs = tokenizer(prompt, return_tensors="pt", truncation=True, max_length=512)
     out = model.generate(input_ids=inputs.input_ids, attention_mask=inputs.attention_mask, **settings.to_kwargs())
     return tokenizer.decode(out[0], skip_special_tokens=True).strip()
-
-
-def quantize_dynamic_int8(modelset):
-    """The brief's candidate for CPU serving, as an extra row: torch.ao dynamic int8 quantisation of every linear layer
-    but the LoRA matrices (weights int8, activations quantised per call), on an fp32 ModelSet."""
-    import warnings
-
-    from torch import nn
-    from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
-
-    for model in filter(None, (modelset.base_model, modelset.full_model)):
-        spec = {name: default_dynamic_qconfig for name, module in model.named_modules()
-                if type(module) is nn.Linear and "lora_" not in name}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated in favour of torchao
-            quantize_dynamic(model, spec, inplace=True)
-    return modelset

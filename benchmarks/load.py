@@ -1,6 +1,8 @@
 """Load test: many concurrent users of the Compare endpoint against the real app, as a public Space would see it.
 
-    python -m benchmarks.load                                  # 20 users for 120 s on configs/models/demo.yaml
+    python -m benchmarks.load                                  # 20 users for 120 s on configs/models/demo.yaml,
+                                                               # unbatched server, then the batched one
+    python -m benchmarks.load --variants batched               # the app as it serves by default, only
     python -m benchmarks.load --users 5 --seconds 30 --models configs/models/hub.yaml
     python -m benchmarks.load --url https://you-dialogue-workbench.hf.space/   # a running app (no RSS sampling)
 
@@ -13,9 +15,16 @@
    difference would mean one request's adapter leaked into another's (cross-talk) or state was shared.
 4. Meanwhile the server's resident memory (RSS, /proc/<pid>/status) is sampled every second.
 
+5. By default all of this runs twice, one server after the other in the same run: `unbatched` (the app with
+   WORKBENCH_MAX_BATCH=1: requests served one at a time) and `batched` (the app's default: the model set's
+   micro-batcher runs concurrent Compare requests with the same settings in shared calls). Reported side by side:
+   the throughput ratio (goal ≥ 3×), the batched p95 (goal ≤ 2 s), and whether both servers gave the same
+   single-user answers (batching may not change an answer); with the CPU kind and the machine's load average.
+
 Counted separately: answered and identical, answered but different (cross-talk), rejected by the queue (full), and
 errors. Reported: p50/p95/p99 latency and throughput of answered requests, RSS over time and its trend after
-warm-up. Written to results/benchmarks/load.json. Exit status 1 if any answer differed or any request failed.
+warm-up. Written to results/benchmarks/load.json (the top-level `load`, `single_user`, `rss_mb_over_time` are the
+batched server's; `variants` has both). Exit status 1 if any answer differed or any request failed.
 """
 
 from __future__ import annotations
@@ -58,7 +67,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-queue", type=int, default=None, help="passed to python -m workbench")
     parser.add_argument("--timeout", type=float, default=600.0, help="per-request timeout in seconds")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="where to write the JSON report")
+    parser.add_argument("--variants", default="unbatched,batched",
+                        help="servers to measure one after the other: unbatched (WORKBENCH_MAX_BATCH=1), batched "
+                             "(the app's default micro-batching); default both, side by side")
     args = parser.parse_args(argv)
+    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if not args.variants or set(args.variants) - set(VARIANTS):
+        parser.error(f"--variants: choose from {', '.join(VARIANTS)}")
     if not 1 <= args.users <= 500:
         parser.error("--users must be between 1 and 500")
     if not args.seconds > 0 or not 1 <= args.dialogues <= 500:
@@ -86,13 +101,15 @@ def rss_mb(pid: int) -> float | None:
 
 
 @contextlib.contextmanager
-def launched_app(models: str, extra: list[str], log_path: Path, timeout: float = 600.0):
-    """`python -m workbench` on a free port; yields (url, pid); stops it afterwards."""
+def launched_app(models: str, extra: list[str], log_path: Path, timeout: float = 600.0, env_extra: dict | None = None):
+    """`python -m workbench` on a free port (with `env_extra` in its environment); yields (url, pid); stops it
+    afterwards."""
     import urllib.request
 
     port = free_port()
     cmd = [sys.executable, "-m", "workbench", "--models", models, "--port", str(port), *extra]
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
+           **(env_extra or {})}
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}/"
@@ -273,7 +290,69 @@ def server_status(url: str) -> str | None:
         return None
 
 
+VARIANTS = {"unbatched": {"WORKBENCH_MAX_BATCH": "1"}, "batched": {}}  # the app's environment per variant
+GOALS = {"throughput_ratio": 3.0, "p95_s": 2.0}  # batched vs unbatched requests/s, and batched p95
+
+
+def measure(args: argparse.Namespace, name: str, dialogues: list[str], extra: list[str]) -> dict:
+    """One variant: launch the app (or use --url), single-user reference, then the users for --seconds."""
+    warmup = args.warmup if args.warmup is not None else min(30.0, args.seconds / 4)
+    log_path = Path(tempfile.gettempdir()) / f"workbench-load-{os.getpid()}-{name}.log"
+    with contextlib.ExitStack() as stack:
+        launch_started = time.monotonic()
+        if args.url:
+            url, pid = args.url, None
+        else:
+            url, pid = stack.enter_context(launched_app(args.models, extra, log_path, env_extra=VARIANTS[name]))
+        ready_s = time.monotonic() - launch_started
+        sampler = RssSampler(pid)
+        sampler.start()
+        print(f"[load] {name}: app at {url} ready in {ready_s:.1f} s; single-user reference on {len(dialogues)} "
+              "dialogues", flush=True)
+        reference, single = reference_outputs(url, dialogues, args.timeout)
+        status = server_status(url)
+        print(f"[load] {name}: single-user latency p50 {statistics.median(single):.3f} s; {args.users} users for "
+              f"{args.seconds:.0f} s ...", flush=True)
+        records, lock, threads = [], threading.Lock(), []
+        load_before = os.getloadavg()
+        load_start = time.monotonic() - sampler.t0
+        stop_at = time.monotonic() + args.seconds
+        for user in range(args.users):
+            thread = threading.Thread(target=user_loop, args=(user, url, dialogues, reference, stop_at, args.seed,
+                                                              args.timeout, sampler.t0, records, lock), daemon=True)
+            thread.start()
+            threads.append(thread)
+        for thread in threads:
+            thread.join(timeout=args.seconds + args.timeout + 60)
+        load_end = time.monotonic() - sampler.t0
+        load_after = os.getloadavg()
+        time.sleep(1.5)  # one more memory sample after the load
+        sampler.stop()
+    return {"environment": VARIANTS[name], "server": {"ready_s": round(ready_s, 1), "pid_sampled": pid is not None,
+                                                      "status_html": status},
+            "single_user": {"latency_s": {"p50": _r(statistics.median(single)), "max": _r(max(single))}},
+            "reference": reference, "load": summarize(records, sampler.samples, load_start, load_end, warmup),
+            "machine_load_avg": {"before": [round(x, 2) for x in load_before],
+                                 "after": [round(x, 2) for x in load_after]},
+            "rss_mb_over_time": sampler.samples, "failures": [r for r in records if r["status"] != "ok"][:50]}
+
+
+def comparison(variants: dict) -> dict | None:
+    """Batched vs unbatched: throughput ratio and the batched p95 against their goals; and whether both servers gave
+    the same single-user answers (they must: batching may not change an answer)."""
+    if not {"batched", "unbatched"} <= set(variants):
+        return None
+    b, u = variants["batched"]["load"], variants["unbatched"]["load"]
+    ratio = b["throughput_rps"] / u["throughput_rps"] if u["throughput_rps"] else None
+    p95 = b["latency_s"]["p95"]
+    same = variants["batched"]["reference"] == variants["unbatched"]["reference"]
+    met = ratio is not None and ratio >= GOALS["throughput_ratio"] and p95 is not None and p95 <= GOALS["p95_s"]
+    return {"throughput_ratio": _r(ratio), "batched_p95_s": p95, "goals": GOALS,
+            "same_answers_both_servers": same, "met": bool(met and same and b["passed"] and u["passed"])}
+
+
 def run(args: argparse.Namespace) -> dict:
+    from benchmarks.common import machine
     from workbench import data
 
     rows = data.load_dialogues(data.DEMO, "test")
@@ -285,49 +364,26 @@ def run(args: argparse.Namespace) -> dict:
         extra += ["--concurrency", str(args.concurrency)]
     if args.max_queue:
         extra += ["--max-queue", str(args.max_queue)]
-    log_path = Path(tempfile.gettempdir()) / f"workbench-load-{os.getpid()}.log"
-    with contextlib.ExitStack() as stack:
-        launch_started = time.monotonic()
-        if args.url:
-            url, pid = args.url, None
-        else:
-            url, pid = stack.enter_context(launched_app(args.models, extra, log_path))
-        ready_s = time.monotonic() - launch_started
-        sampler = RssSampler(pid)
-        sampler.start()
-        print(f"[load] app at {url} ready in {ready_s:.1f} s; single-user reference on {len(dialogues)} dialogues",
-              flush=True)
-        reference, single = reference_outputs(url, dialogues, args.timeout)
-        status = server_status(url)
-        print(f"[load] single-user latency p50 {statistics.median(single):.3f} s; {args.users} users for "
-              f"{args.seconds:.0f} s ...", flush=True)
-        records, lock, threads = [], threading.Lock(), []
-        load_start = time.monotonic() - sampler.t0
-        stop_at = time.monotonic() + args.seconds
-        for user in range(args.users):
-            thread = threading.Thread(target=user_loop, args=(user, url, dialogues, reference, stop_at, args.seed,
-                                                              args.timeout, sampler.t0, records, lock), daemon=True)
-            thread.start()
-            threads.append(thread)
-        for thread in threads:
-            thread.join(timeout=args.seconds + args.timeout + 60)
-        load_end = time.monotonic() - sampler.t0
-        time.sleep(1.5)  # one more memory sample after the load
-        sampler.stop()
-    summary = summarize(records, sampler.samples, load_start, load_end, warmup)
+    variants = {name: measure(args, name, dialogues, extra) for name in args.variants}
+    main_variant = variants.get("batched") or next(iter(variants.values()))
     report = {
         "benchmark": "load", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": "python -m benchmarks.load " + " ".join(args.argv),
         "settings": {"models": None if args.url else shown_path(args.models), "url": args.url, "users": args.users,
                      "seconds": args.seconds, "warmup_s": warmup, "dialogues": len(dialogues), "seed": args.seed,
                      "request": {"decoding": "greedy", "max_new_tokens": COMPARE_ARGS[2]},
-                     "server_args": extra or "defaults (python -m workbench)"},
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
-        "server": {"ready_s": round(ready_s, 1), "pid_sampled": pid is not None, "status_html": status},
-        "single_user": {"latency_s": {"p50": _r(statistics.median(single)), "max": _r(max(single))},
-                        "outputs": [{"fname": r["fname"], **o} for r, o in zip(sample, reference)]},
-        "load": summary,
-        "rss_mb_over_time": sampler.samples,
-        "failures": [r for r in records if r["status"] != "ok"][:50],
+                     "server_args": extra or "defaults (python -m workbench)", "variants": list(variants)},
+        "machine": {**machine(), "platform": platform.platform()},
+        "comparison": comparison(variants),
+        "variants": {name: {k: v for k, v in variant.items() if k not in ("reference", "rss_mb_over_time")}
+                     for name, variant in variants.items()},
+        # the app as it serves by default (batched), in the fields earlier reports had
+        "server": main_variant["server"],
+        "single_user": {**main_variant["single_user"],
+                        "outputs": [{"fname": r["fname"], **o} for r, o in zip(sample, main_variant["reference"])]},
+        "load": main_variant["load"],
+        "rss_mb_over_time": main_variant["rss_mb_over_time"],
+        "failures": main_variant["failures"],
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -339,20 +395,30 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    args.argv = list(argv if argv is not None else sys.argv[1:])
     report = run(args)
-    s = report["load"]
-    lat, mem = s["latency_s"], s["memory"] or {}
-    print(f"[load] {s['requests']} requests from {args.users} users in {args.seconds:.0f} s: {s['ok']} identical to "
-          f"single-user, {s['mismatch']} different (cross-talk), {s['rejected']} rejected (queue full), "
-          f"{s['error']} errors")
-    print(f"[load] latency p50 {lat['p50']} s, p95 {lat['p95']} s, max {lat['max']} s; throughput "
-          f"{s['throughput_rps']} requests/s")
-    if mem:
-        print(f"[load] server RSS {mem['before_load_mb']} MB before, {mem['after_warmup_mb']} MB after warm-up, "
-              f"{mem['end_mb']} MB at the end (max {mem['max_mb']}; trend {mem['trend_after_warmup_mb_per_min']} "
-              f"MB/min; flat: {mem['flat_after_warmup']})")
+    print(f"[load] machine: CPU kind {report['machine']['cpu_kind']}, {report['machine']['cpus']} CPUs")
+    for name, variant in report["variants"].items():
+        s = variant["load"]
+        lat, mem = s["latency_s"], s["memory"] or {}
+        print(f"[load] {name}: {s['requests']} requests from {args.users} users in {args.seconds:.0f} s: {s['ok']} "
+              f"identical to single-user, {s['mismatch']} different (cross-talk), {s['rejected']} rejected (queue "
+              f"full), {s['error']} errors; load average {variant['machine_load_avg']['after'][0]}")
+        print(f"[load] {name}: latency p50 {lat['p50']} s, p95 {lat['p95']} s, max {lat['max']} s; throughput "
+              f"{s['throughput_rps']} requests/s")
+        if mem:
+            print(f"[load] {name}: server RSS {mem['before_load_mb']} MB before, {mem['after_warmup_mb']} MB after "
+                  f"warm-up, {mem['end_mb']} MB at the end (max {mem['max_mb']}; trend "
+                  f"{mem['trend_after_warmup_mb_per_min']} MB/min; flat: {mem['flat_after_warmup']})")
+    cmp = report["comparison"]
+    if cmp:
+        print(f"[load] batched / unbatched throughput {cmp['throughput_ratio']}× "
+              f"(goal ≥ {GOALS['throughput_ratio']:g}×), "
+              f"batched p95 {cmp['batched_p95_s']} s (goal ≤ {GOALS['p95_s']:g} s), same answers on both servers: "
+              f"{cmp['same_answers_both_servers']} -> {'PASS' if cmp['met'] else 'MISS'}")
     print(f"[load] report: {args.out}")
-    return 0 if s["passed"] else 1
+    passed = all(v["load"]["passed"] for v in report["variants"].values())
+    return 0 if passed and (cmp is None or cmp["same_answers_both_servers"]) else 1
 
 
 if __name__ == "__main__":

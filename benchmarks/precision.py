@@ -12,7 +12,9 @@ this CPU:
     bf16        dtype: bf16 (what `auto` serves on GPUs with bf16)
     int8+bf16   int8 weights, bf16 compute: what `auto` serves on CPUs with native bf16 (AVX512-BF16 or AMX)
     int8+fp32   int8 weights, fp32 compute: what `int8` serves on CPUs without native bf16; measured here by loading
-                as such a CPU would (`modeling.cpu_has_bf16` answering no), where the int8 kernel takes fp32 inputs
+                as such a CPU would (WORKBENCH_CPU_KIND=avx2), where the int8 kernel takes fp32 inputs
+    int8-dynamic  torch.ao dynamic int8 (per-channel int8 weights, int8 activations per call, fp32 out): the
+                candidate for `auto` on AVX2-only CPUs (modeling.AVX2_AUTO)
 
 Each precision loads the four demo models exactly as the app does (`ModelSet` on configs/models/demo.yaml) and runs
 every test dialogue through every slot by the Toxicity tab's path: chunks of 16 dialogues in file order,
@@ -42,42 +44,43 @@ from workbench import data, modeling, paths, prompts, scoring  # noqa: E402
 from workbench.generation import GenerationSettings  # noqa: E402
 from workbench.modelset import DEFAULT_CONFIG, SLOTS  # noqa: E402
 
-PRECISIONS = {"fp32": ("fp32", True), "bf16": ("bf16", True), "int8+bf16": ("int8", True),
-              "int8+fp32": ("int8", False)}  # key -> (models-config dtype, whether the CPU's bf16 is used)
-CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+PRECISIONS = {"fp32": ("fp32", None), "bf16": ("bf16", None), "int8+bf16": ("int8", None),
+              "int8+fp32": ("int8", "avx2"), "int8-dynamic": ("int8-dynamic", None)}
+# key -> (models-config dtype, the CPU kind to load as: None = this CPU's own)
 CHUNK = 16  # the Toxicity tab's batch size: dialogues per generate_slots call
 SETTINGS = GenerationSettings(max_new_tokens=64)
 
 
 def cpu_flags() -> dict[str, bool]:
     """Which of the instruction sets that decide CPU serving speed and precision this CPU has."""
-    try:
-        words = set(next(line for line in Path("/proc/cpuinfo").read_text().splitlines()
-                         if line.startswith("flags")).split(":", 1)[1].split())
-    except (OSError, StopIteration):
-        words = set()
-    return {flag: flag in words for flag in CPU_FLAGS}
+    return modeling.cpu_flags()
 
 
 @contextlib.contextmanager
-def cpu_bf16(available: bool):
-    """Load as a CPU with (True) or without (False) native bf16 would; True leaves this CPU's answer alone."""
-    if available:
+def cpu_kind(kind: str | None):
+    """Load as a CPU of `kind` would (modeling.CPU_KIND_ENV); None leaves this CPU's answer alone."""
+    if kind is None:
         yield
         return
-    saved = modeling.cpu_has_bf16
-    modeling.cpu_has_bf16 = lambda: False
+    saved = os.environ.get(modeling.CPU_KIND_ENV)
+    os.environ[modeling.CPU_KIND_ENV] = kind
     try:
         yield
     finally:
-        modeling.cpu_has_bf16 = saved
+        if saved is None:
+            os.environ.pop(modeling.CPU_KIND_ENV, None)
+        else:
+            os.environ[modeling.CPU_KIND_ENV] = saved
 
 
 def load(key: str, config: Path):
     """The app's ModelSet on the demo family at precision `key`, or None when this CPU cannot serve it."""
-    dtype, use_bf16 = PRECISIONS[key]
-    with cpu_bf16(use_bf16):
-        models = load_modelset(config, dtype)
+    dtype, kind = PRECISIONS[key]
+    with cpu_kind(kind):
+        try:
+            models = load_modelset(config, dtype)
+        except ValueError:  # e.g. int8-dynamic without a quantized engine
+            return None
     return models if models.precision.key == key else None
 
 
@@ -182,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             "dataset": {"id": data.DEMO, "split": "test", "n": len(rows)},
             "path": f"ModelSet.generate_slots, {CHUNK} dialogues per call in file order (the Toxicity tab's path)",
             "settings": SETTINGS.as_dict(), "reference": "fp32", "precisions": entries, "notes": notes,
-            "machine": {**machine(), "cpu_flags": cpu_flags()}, "seconds": round(time.time() - started, 1)})
+            "machine": machine(), "seconds": round(time.time() - started, 1)})
 
     measure(["fp32", *args.precisions], rows, save)
     entries = result.get("entries", [])

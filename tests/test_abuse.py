@@ -171,7 +171,7 @@ def test_raw_http_nan_infinity_and_lone_surrogates(client):
     event, data = raw_call(url, "compare", '{"data": ["#Person1#: hi", "", "greedy", NaN, 4, 0.7, 0.9, 0]}')
     assert event == "complete" and "max_new_tokens must be between" in data
     event, data = raw_call(url, "compare", '{"data": ["#Person1#: hi", "", "greedy", 64, 4, 0.7, 0.9, NaN]}')
-    assert event == "error" and "Could not preprocess" in data and len(data) < MESSAGE_LIMIT
+    assert event == "error" and "Seed (sampling): must be a finite number (got nan)" in data and len(data) < 300
     event, data = raw_call(url, "compare", '{"data": ["#Person1#: hi", "", "greedy", 64, 4, Infinity, 0.9, 0]}')
     assert event == "error" and "greater than maximum" in data
     event, data = raw_call(url, "compare", '{"data": ["#Person1#: a\\ud800b \\udfff", "", "greedy", 16, 4, 0.7, 0.9, 0]}')
@@ -208,7 +208,7 @@ def test_paths_and_ids_typed_into_choices_are_refused_and_nothing_outside_is_rea
             lambda: client.predict(dataset, api_name="/compare_examples"))
         # one layer down, the service refuses them too: datasets are a fixed list, never a path
         assert not wb.service.toxicity_sample(3, 0, dataset)["ok"]
-        with pytest.raises(svc.InputError, match="unknown dataset"):
+        with pytest.raises(svc.InputError, match="Unknown dataset"):
             wb.service.rows(dataset, "test")
     for example_id in ("../../etc/passwd", "/etc/passwd", str(outside / "test.jsonl"), "train_0/../secret_0"):
         assert "not in the list of choices" in refused(
@@ -222,7 +222,7 @@ def test_paths_and_ids_typed_into_choices_are_refused_and_nothing_outside_is_rea
 def test_the_api_takes_no_files_model_ids_or_paths(client):
     api = client.view_api(print_info=False, return_format="dict")
     components = {p["component"] for endpoint in api["named_endpoints"].values() for p in endpoint["parameters"]}
-    assert components <= {"Textbox", "Slider", "Number", "Radio", "Dropdown"}, components
+    assert components <= {"Textbox", "Slider", "Number", "Radio", "Checkboxgroup", "Dropdown"}, components
     labels = " ".join(str(p.get("label")).lower() for e in api["named_endpoints"].values() for p in e["parameters"])
     assert not re.search(r"\b(model|path|file|folder|url|revision)\b", labels), labels
 
@@ -324,3 +324,45 @@ def test_source_never_enables_remote_code_or_unpickling():
                 assert "trust_remote_code=False" in args, f"{where}: {match.group(0)}{args})"
             else:
                 assert "use_safetensors=True" in args, f"{where}: {match.group(0)}{args})"
+
+
+# ------------------------------------------------------------------------------------------------ API shapes
+
+
+@pytest.mark.parametrize("value, kind", [("5", "a number"), ("[1, 2]", "a list"), ('{"a": 1}', "an object"),
+                                         ("true", "true/false")])
+def test_a_number_list_or_object_sent_as_the_dialogue_is_refused(wb, client, monkeypatch, value, kind):
+    calls = []
+    monkeypatch.setattr(wb.models, "summarize", lambda *a, **k: calls.append(a))
+    event, data = raw_call(client.src, "compare", f'{{"data": [{value}, "", "greedy", 64, 4, 0.7, 0.9, 0]}}')
+    assert event == "error" and f"must be text, not {kind}" in data, data
+    event, data = raw_call(client.src, "score", f'{{"data": [{value}]}}')
+    assert event == "error" and f"must be text, not {kind}" in data, data
+    assert calls == []
+
+
+def test_a_call_with_missing_arguments_gets_a_sentence_and_one_log_line(client, caplog, capfd):
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="workbench.ui")
+    event, data = raw_call(client.src, "compare", '{"data": ["#Person1#: hi"]}')
+    assert event == "error" and "takes 8 inputs" in data and "the request sent 1" in data, data
+    assert "object at 0x" not in data and "<gradio" not in data and "Wanted inputs" not in data
+    assert any("rejected call" in r.getMessage() for r in caplog.records)
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_rejected_choice_is_logged_as_one_line_without_the_choices(client, caplog, capfd):
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="workbench.ui")
+    message = refused(lambda: client.predict("demo", "no-such-example", api_name="/compare_example"))
+    assert "not in the list of choices" in message and "test_1" not in message and "<class" not in message
+    lines = [r.getMessage() for r in caplog.records if "rejected input" in r.getMessage()]
+    assert lines and all("\n" not in line and "test_1" not in line for line in lines)
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_invisible_format_characters_are_removed_through_the_api(client):
+    result = compare(client, "#Person1#: hi\u200e there\u200f \u2066x\u2069\u200b\n#Person2#: ok\u00ad")
+    assert result["ok"] and not re.search("[\u200b-\u200f\u2066-\u2069\u00ad]", result["prompt"])

@@ -230,7 +230,7 @@ def test_missing_slot_is_unavailable_while_others_work(wb, tmp_path):
     assert result["models"]["ppo"]["available"] is False and result["models"]["ppo"]["error"]
     assert all(result["models"][s]["text"] is not None for s in ("base", "full", "lora"))
     rendered = compare.render(result)
-    assert "unavailable:" in rendered[1 + 3 * 3] and rendered[2 + 3 * 3].startswith("unavailable:")
+    assert "Unavailable:" in rendered[1 + 3 * 3] and rendered[2 + 3 * 3].startswith("Unavailable:")
 
 
 # ------------------------------------------------------------------------------------------------ pure functions
@@ -238,6 +238,13 @@ def test_missing_slot_is_unavailable_while_others_work(wb, tmp_path):
 
 def test_clean_text():
     assert svc.clean_text("  a\x00b\r\nc\td\u202e ", field="x", limit=100) == "ab\nc\td"
+    # invisible format characters (category Cf: LRM, RLM, zero-width space, soft hyphen, word joiner) go too;
+    # the zero-width joiner inside an emoji sequence stays
+    assert svc.clean_text("a\u200eb\u200fc\u200bd\u00ade\u2060f", field="x", limit=100) == "abcdef"
+    assert svc.clean_text("👩\u200d💻", field="x", limit=100) == "👩\u200d💻"
+    for value, kind in ((5, "a number"), ([1, 2], "a list"), ({"a": 1}, "an object")):
+        with pytest.raises(svc.InputError, match=f"^x must be text, not {kind}\\.$"):
+            svc.clean_text(value, field="x", limit=100)
     with pytest.raises(svc.InputError, match="empty"):
         svc.clean_text("\x01 \n", field="x", limit=10)
     with pytest.raises(svc.InputError, match="limit is 5"):
@@ -283,12 +290,14 @@ def test_dashboard_data_from_seeded_results(wb):
     assert d.dataset == "demo / test" and d.datasets == ["demo / test"]
     assert len(d.runs) == 4 and {"commit", "date", "run id", "model", "method", "n"} <= set(d.runs.columns)
     assert set(d.rouge["method"]) == {"base", "full", "lora", "ppo"} and len(d.rouge) == 16
-    lora_r1 = d.improvement[(d.improvement["model"] == "LoRA") & (d.improvement["rouge_type"] == "rouge1")]
-    assert lora_r1["improvement_pct"].iloc[0] == pytest.approx(100 * (0.37 - 0.20) / 0.20)
+    lora_r1 = d.improvement[(d.improvement["model"] == "LoRA") & (d.improvement["rouge_type"] == "rouge1")].iloc[0]
+    assert lora_r1["points"] == pytest.approx(100 * (0.37 - 0.20))  # absolute ROUGE points, not a percentage
+    # no outputs files: the CI comes from the two runs' own CIs (half-widths 3 points each, added in quadrature)
+    assert lora_r1["ci"] == "unpaired" and lora_r1["ci_high"] - lora_r1["points"] == pytest.approx(3 * 2 ** 0.5)
     assert set(d.params["method"]) == {"full", "lora", "ppo"} and d.base_rouge1 == pytest.approx(0.20)
     assert "LoRA (PPO start, same run)" in set(d.toxicity["model"]) and "-0.0400" in d.toxicity_note
     assert {"loss", "reward_mean", "kl", "toxicity_mean"} == set(d.curves["metric"])
-    assert list(d.reference["rouge1"]) == [0.233, 0.422, 0.408] and "not measured" in d.reference["source"][0]
+    assert list(d.reference["rouge1"]) == [0.233, 0.422, 0.408] and "source" not in d.reference  # stated once, above
 
 
 def test_dashboard_empty_results_is_friendly(tmp_path):
@@ -370,3 +379,97 @@ def test_dashboard_says_when_a_run_was_scored_on_rows_held_out_of_its_training_f
     assert app_service.dataset_key(run) == "demo / test"
     table = app_service.runs_table([run, held])
     assert set(table["split"]) == {"test", "test (held out)"}
+
+
+# ------------------------------------------------------------------------------------------------ UI polish
+
+
+def test_word_highlight_keeps_punctuation_and_hides_without_a_reference():
+    from workbench import scoring
+    from workbench.ui import common, compare
+
+    pieces = [[t, m] for t, m in scoring.word_overlap("Hello, world! It's #Person1#.", "hello person1")]
+    value = common.highlight_value(pieces)
+    assert "".join(t for t, _ in value) == "Hello, world! It's #Person1#."  # no space before the punctuation
+    assert [t for t, label in value if label] == ["Hello", "#Person1#"]
+    entry = {"label": "LoRA", "model": "m", "revision": "r", "available": True, "text": "Hello", "latency_s": 0.1,
+             "family": None, "toxicity": 0.1, "rouge": None, "overlap": None}
+    rendered = compare.render({"ok": True, "models": {"lora": entry}})
+    boxes = rendered[3::3]
+    assert len(boxes) == 4 and not any(b.visible for b in boxes)  # no reference: no "Words also in the reference"
+    with_ref = compare.render({"ok": True, "models": {"lora": {**entry, "overlap": pieces}}})
+    assert with_ref[9].visible and not with_ref[3].visible  # the LoRA box only
+
+
+def test_decoding_controls_follow_the_decoding():
+    from workbench.ui import compare
+
+    def interactive(kind):
+        return [c.interactive for c in compare.decoding_controls(kind)]  # beams, temperature, top-p, seed
+
+    assert interactive("greedy") == [False, False, False, False]
+    assert interactive("beam search") == [True, False, False, False]
+    assert interactive("sampling") == [False, True, True, True]
+    from workbench.ui import prompting
+
+    typed, shots, seed = prompting.shot_controls("typed")  # the typed box takes the place of count and seed
+    assert typed.visible and not shots.visible and not seed.visible
+    assert [c.visible for c in prompting.shot_controls("dataset")] == [False, True, True]
+
+
+def test_cards_of_every_slot_have_the_same_lines():
+    """A card's lines are fixed (title, model, family, badges), so that the four cards align whatever the names."""
+    from workbench.ui import compare
+
+    entry = {"model": "demo/flan-t5-demo-full", "revision": "r", "available": True, "latency_s": 0.1,
+             "toxicity": 0.1, "rouge": None}
+    short = compare.card_html("full", {**entry, "family": None})
+    long = compare.card_html("lora", {**entry, "model": "a/" + "very-long-name-" * 5, "family": "fallback: x"})
+    assert short.count("<div") == long.count("<div") == 5
+
+
+def test_empty_typed_shots_say_the_run_was_zero_shot(wb):
+    result = wb.service.prompt(DIALOGUES[0][0], shot_source="typed", custom_shots="  \n ")
+    assert result["ok"] and result["style"] == "instruction" and result["shots"] == []
+    assert result["prompt"] == prompts.zero_shot(DIALOGUES[0][0])
+    assert result["notices"] == ["The typed shots are empty, so the run was zero-shot (the instruction prompt)."]
+    assert wb.service.prompt(DIALOGUES[0][0], shots=0)["notices"] == []  # chosen zero-shot: nothing to say
+
+
+def test_toxicity_progress_count_and_fraction_agree(wb):
+    import re
+
+    seen = []
+    result = wb.service.toxicity_sample(10, 0, "demo", batch_size=4, progress=lambda f, text: seen.append((f, text)))
+    assert result["ok"] and len(seen) == 4
+    for fraction, text in seen:
+        done, total = map(int, re.match(r"(\d+) of (\d+) dialogues", text).groups())
+        assert fraction == pytest.approx(done / total)
+    assert [f for f, _ in seen] == pytest.approx([0, 0.4, 0.8, 1.0])
+
+
+def test_improvement_is_paired_when_the_outputs_are_there(tmp_path):
+    import json
+
+    from workbench import dashboard
+
+    def run(method, values):
+        (tmp_path / f"{method}.jsonl").write_text("".join(
+            json.dumps({"fname": f"t{i}", "rouge1": v}) + "\n" for i, v in enumerate(values)))
+        e = {"mean": sum(values) / len(values), "ci_low": 0.0, "ci_high": 1.0, "n": len(values)}
+        return {"run_id": method, "method": method, "metrics": {"rouge1": e}, "outputs_file": f"{method}.jsonl",
+                "dataset": {"id": "demo", "split": "test"}}
+
+    base, lora = run("base", [0.1, 0.2, 0.3, 0.4]), run("lora", [0.2, 0.3, 0.4, 0.5])
+    [row] = dashboard.improvement_frame([base, lora], tmp_path).to_dict("records")
+    assert row["ci"] == "paired" and row["points"] == pytest.approx(10.0)
+    assert row["ci_low"] == pytest.approx(10.0) and row["ci_high"] == pytest.approx(10.0)  # the same gain on each
+    escaped = {**lora, "outputs_file": "../lora.jsonl"}  # never read outside the results folder
+    assert dashboard.improvement_frame([base, escaped], tmp_path / "sub").iloc[0]["ci"] == "unpaired"
+
+
+def test_provenance_table_formats_numbers_alike(wb):
+    table = wb.service.dashboard().runs
+    assert all(len(v.split(".")[1]) == 4 for v in table["ROUGE-1"])  # 0.2000, not 0.2
+    assert set(table["trainable"]) == {"1,000,000", "8,000"}
+    assert all(len(d) == 16 and "T" not in d for d in table["date"])  # YYYY-MM-DD HH:MM

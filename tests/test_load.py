@@ -21,8 +21,8 @@ def test_load_benchmark_runs_and_finds_no_crosstalk(tmp_path, tiny_tokenizer, ti
     env = {**os.environ, "WORKBENCH_STORE": str(store_dir), "WORKBENCH_DEMO_DATA": str(data_dir),
            "WORKBENCH_RESULTS": str(tmp_path / "results"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"}
     done = subprocess.run([sys.executable, "-m", "benchmarks.load", "--models", str(config), "--users", "4",
-                           "--seconds", "6", "--dialogues", "5", "--out", str(out)], cwd=paths.REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=240)
+                           "--seconds", "5", "--dialogues", "5", "--out", str(out)], cwd=paths.REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     report = json.loads(out.read_text())
     load = report["load"]
@@ -34,3 +34,13 @@ def test_load_benchmark_runs_and_finds_no_crosstalk(tmp_path, tiny_tokenizer, ti
     assert all(isinstance(o["lora"], str) for o in report["single_user"]["outputs"])
     assert len(report["rss_mb_over_time"]) >= 3 and load["memory"]["max_mb"] > 50
     assert "identical to single-user" in done.stdout and "latency p50" in done.stdout
+    # both servers, side by side: the unbatched one (WORKBENCH_MAX_BATCH=1) and the app's micro-batching default
+    assert set(report["variants"]) == {"unbatched", "batched"}
+    assert report["variants"]["unbatched"]["environment"] == {"WORKBENCH_MAX_BATCH": "1"}
+    assert all(v["load"]["passed"] and v["load"]["mismatch"] == 0 for v in report["variants"].values())
+    comparison = report["comparison"]
+    assert comparison["same_answers_both_servers"] is True and comparison["throughput_ratio"] > 0
+    assert comparison["goals"] == {"throughput_ratio": 3.0, "p95_s": 2.0}
+    machine = report["machine"]
+    assert machine["cpu_kind"] in ("avx512_bf16", "avx2", "basic") and "avx2" in machine["cpu_flags"]
+    assert "batched / unbatched throughput" in done.stdout and str(tmp_path) not in json.dumps(report["machine"])

@@ -3,6 +3,8 @@ pinned for the whole run, and the comparison with fp32 counts what it says it co
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -34,12 +36,18 @@ def test_each_precision_loads_as_the_app_serves_it_on_pinned_revisions(family, t
     this_cpu = modeling.cpu_has_bf16
     without_bf16 = precision.load("int8+fp32", config)
     assert modeling.cpu_has_bf16 is this_cpu  # the pretend CPU is gone again
+    assert os.environ.get(modeling.CPU_KIND_ENV) is None
     if modeling.int8_kernel_available(torch.float32):
         assert without_bf16.precision.key == "int8+fp32"
         prompt = [f"Summarize: {DIALOGUES[0][0]}"]
         assert all(isinstance(t[0], str) for t in without_bf16.generate_slots(list(uf.REPOS), prompt).values())
     else:
         assert without_bf16 is None
+    dynamic = precision.load("int8-dynamic", config)  # the AVX2 candidate
+    if modeling.dynamic_int8_available():
+        assert dynamic.precision.key == "int8-dynamic" and dynamic.precision.dtype == torch.float32
+    else:
+        assert dynamic is None
 
 
 def test_comparison_counts_identical_outputs_and_the_rouge_change():
@@ -52,4 +60,5 @@ def test_comparison_counts_identical_outputs_and_the_rouge_change():
     assert (out["outputs"], out["identical"], out["identical_share"]) == (8, 7, 0.875)
     assert out["per_slot"]["ppo"]["identical"] == 1 and out["per_slot"]["ppo"]["rouge1_delta"] == -0.5
     assert out["per_slot"]["base"]["rouge1_delta"] == 0 and out["max_abs_rouge1_delta"] == 0.5
-    assert set(precision.cpu_flags()) == {"avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"}
+    assert set(precision.cpu_flags()) == {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16",
+                                          "amx_int8"}

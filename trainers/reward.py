@@ -3,10 +3,14 @@ learn the reward from human preferences instead of a proxy classifier), and publ
 
     python -m trainers.reward --config configs/recipes/reward.yaml   # the demo reward model (demo pairs)
     python -m trainers.reward --pairs prefs.jsonl --output you/summary-reward
+    python -m trainers.reward --preferences local/votes --output you/votes-reward   # Compare votes (or trainers.pairs)
     python -m trainers.ppo --reward reward-model:demo/toxicity-reward
 
 A pairs file is jsonl with `chosen` and `rejected` summaries (a `prompt` field may be present and is ignored): like
 the toxicity classifier it replaces, the reward model scores a summary on its own, which is also how PPO queries it.
+`--preferences` takes a preference dataset instead (workbench.preferences: the votes saved in Compare, or the
+automatic pairs of `python -m trainers.pairs`; a store name or a .jsonl in that format): the pairs of one vote are
+not independent, so whole votes are held out, never split across training and measurement.
 Held-out pairs measure how often it ranks `chosen` above `rejected`; the run is recorded like every other run
 (results/<run_id>.json, method "reward": held-out pairwise accuracy with its 95% CI, and the pairs it learned from).
 """
@@ -28,6 +32,9 @@ from workbench.io import atomic_write_jsonl, read_jsonl
 @dataclasses.dataclass
 class RewardConfig:
     pairs: str = field("demo", "preference pairs: a jsonl file (chosen, rejected[, prompt]) or 'demo'")
+    preferences: str | None = field(None, "train on a preference dataset instead of --pairs: a workbench.preferences "
+                                          "name in the local store (Compare votes, trainers.pairs) or a .jsonl in "
+                                          "its format; whole votes are held out")
     tokenizer: str = field("demo/flan-t5-demo-base", "tokenizer to use (store name or Hub id)")
     output: str | None = field(None, "store name of the reward model (default: local/<tokenizer>-<pairs>-reward, "
                                "never a served demo model)")
@@ -51,6 +58,13 @@ class RewardConfig:
                 raise ConfigError(f"{name}: must be positive")
         if self.pairs != "demo" and not Path(self.pairs).is_file():
             raise ConfigError(f"pairs: file not found: {self.pairs}")
+        if self.preferences is not None and not Path(self.preferences).is_file():
+            from workbench import preferences
+
+            if self.preferences not in preferences.list_datasets():
+                known = ", ".join(preferences.list_datasets()) or "none yet: vote in Compare or run trainers.pairs"
+                raise ConfigError(f"preferences: no preference dataset {self.preferences!r} (in the local store: "
+                                  f"{known})")
         if self.output is not None:
             check_repo_id("output", self.output)
         if self.push_to_hub is not None:
@@ -79,6 +93,30 @@ def load_pairs(spec: str) -> list[dict]:
     return [{"chosen": r["chosen"], "rejected": r["rejected"]} for r in rows]
 
 
+def load_preferences(spec: str) -> list[dict]:
+    """Pairs (vote_id, chosen, rejected) from a preference dataset; the prompt is dropped (see the module doc)."""
+    from trainers.preference import load_preference_pairs
+
+    pairs, where = load_preference_pairs(spec)
+    if len({p["vote_id"] for p in pairs}) < 2:
+        raise ConfigError(f"preferences: {where} holds one vote; at least 2 are needed (one is held out)")
+    return [{"vote_id": p["vote_id"], "chosen": p["chosen"], "rejected": p["rejected"]} for p in pairs]
+
+
+def split_pairs(pairs: list[dict], held_out: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """(train, held out) pairs. Pairs with a vote_id (a preference dataset) are held out by whole votes, at least
+    one vote and never all of them; plain pairs are shuffled and cut as before."""
+    if pairs and "vote_id" in pairs[0]:
+        votes = sorted({p["vote_id"] for p in pairs})
+        held = set(random.Random(seed).sample(votes, min(len(votes) - 1, max(1, round(len(votes) * held_out)))))
+        texts = [({"chosen": p["chosen"], "rejected": p["rejected"]}, p["vote_id"] in held) for p in pairs]
+        return [t for t, out in texts if not out], [t for t, out in texts if out]
+    pairs = list(pairs)
+    random.Random(seed).shuffle(pairs)
+    n_test = max(1, round(len(pairs) * held_out))
+    return pairs[n_test:], pairs[:n_test]
+
+
 def build_reward_model(vocab_size: int, config: RewardConfig):
     from transformers import BertConfig, BertForSequenceClassification
 
@@ -101,8 +139,14 @@ def ranking_accuracy(score, pairs: list[dict]) -> float:
 
 
 def pairs_source(spec: str) -> str:
-    """How a record names the pairs: 'demo', or the file inside the repository (its name alone if outside)."""
-    return spec if spec == "demo" else cfg.recipe_name(spec)
+    """How a record names the pairs: 'demo', a preference dataset's store name, or the file inside the repository
+    (its name alone if outside)."""
+    return spec if spec == "demo" or not Path(spec).is_file() else cfg.recipe_name(spec)
+
+
+def data_spec(config: RewardConfig) -> str:
+    """What the run trains on: --preferences when given, else --pairs."""
+    return config.preferences or config.pairs
 
 
 def run_record(config: RewardConfig, run_id: str, outcomes: list[dict], train_pairs: list[dict], *, steps: int,
@@ -111,7 +155,7 @@ def run_record(config: RewardConfig, run_id: str, outcomes: list[dict], train_pa
     0/1 correctness) instead of ROUGE; the per-pair outcomes are its outputs file."""
     outputs_file = f"outputs/{run_id}.jsonl"
     atomic_write_jsonl(paths.RESULTS_DIR / outputs_file, outcomes)
-    source = pairs_source(config.pairs)
+    source = pairs_source(data_spec(config))
     run = {
         "schema_version": results.SCHEMA_VERSION, "run_id": run_id, "model_id": config.output, "revision": None,
         "method": "reward", "base_model": BASE_DESCRIPTION,
@@ -146,12 +190,10 @@ def main(argv: list[str] | None = None) -> dict:
     common.seed_everything(config.seed)
     modeling.quiet_transformers()
     if config.output is None:
-        config.output = common.default_output("reward", config.tokenizer, config.pairs)
+        config.output = common.default_output("reward", config.tokenizer, data_spec(config))
         print(f"[reward] publishing to {config.output} (choose another name with --output)")
-    pairs = load_pairs(config.pairs)
-    random.Random(config.seed).shuffle(pairs)
-    n_test = max(1, round(len(pairs) * config.held_out))
-    train_pairs, test_pairs = pairs[n_test:], pairs[:n_test]
+    pairs = load_preferences(config.preferences) if config.preferences else load_pairs(config.pairs)
+    train_pairs, test_pairs = split_pairs(pairs, config.held_out, config.seed)
     tokenizer = modeling.load_tokenizer(common.resolve_model(config.tokenizer, field="tokenizer"))
     model = build_reward_model(len(tokenizer), config)
     ckpt = common.checkpoint_dir(config, "reward")
@@ -183,7 +225,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     def card(run: dict) -> str:
         acc = run["metrics"]["pairwise_accuracy"]
-        return store.model_card(config.output, base_model=BASE_DESCRIPTION, method="reward", dataset=config.pairs,
+        return store.model_card(config.output, base_model=BASE_DESCRIPTION, method="reward",
+                                dataset=pairs_source(data_spec(config)),
                                 metrics=run["metrics"], training=run["training"], params=params,
                                 description=f"Reward model trained on preference pairs with trl's RewardTrainer. "
                                             f"Held-out ranking accuracy: {acc['mean']:.3f} [{acc['ci_low']:.3f}, "

@@ -36,8 +36,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     parser.add_argument("--share", type=_yes_no, default=False, metavar="yes|no",
                         help="create a public gradio.live link (default no)")
-    parser.add_argument("--concurrency", type=int, default=2,
-                        help="requests handled at once per event (default 2; the models serialise their calls)")
+    parser.add_argument("--concurrency", type=int, default=20,
+                        help="requests handled at once per event (default 20: concurrent Compare requests are "
+                             "micro-batched by the model set, so they must be let in together)")
     parser.add_argument("--max-queue", type=int, default=64, help="requests allowed to wait (default 64)")
     parser.add_argument("--allow-training", type=_yes_no, metavar="yes|no",
                         default=_yes_no(os.environ.get("WORKBENCH_ALLOW_TRAINING", "no")),

@@ -67,6 +67,15 @@ def model_input_limit(tokenizer, model=None, default: int = 512) -> int:
     return int(limit) if isinstance(limit, int) and 0 < limit < 100_000 else default
 
 
+def length_bucket(tokens: int, multiple: int) -> int:
+    """The padded length a prompt of `tokens` tokens is computed at when padded to a multiple of `multiple`.
+
+    Why buckets: a CPU softmax or matrix product over a longer padded row may sum in another order than over the
+    row's own length, so a prompt padded to a longer neighbour's length can round differently and, in reduced
+    precision, end in another summary. Prompts padded to the same bucket have the same shapes alone and batched."""
+    return -(-max(tokens, 1) // multiple) * multiple
+
+
 def count_tokens(tokenizer, text: str) -> int:
     return len(tokenizer(text, truncation=False).input_ids)
 
@@ -82,11 +91,14 @@ def generate(
     max_input_tokens: int | None = None,
     seed: int | None = None,
     progress: bool = False,
+    pad_to_multiple_of: int | None = None,
 ) -> list[str]:
     """Generate one text per prompt, batched by length; order is preserved.
 
     `adapter_names[i]` selects the adapter for `prompts[i]` (peft mixed-adapter batch). Inputs longer than
-    `max_input_tokens` (default: the tokenizer's limit) are truncated.
+    `max_input_tokens` (default: the tokenizer's limit) are truncated. `pad_to_multiple_of` pads every batch to a
+    multiple of that many tokens: the serving path uses it so that a prompt is computed at the same padded length
+    alone and batched with other requests of its length bucket (see `length_bucket`).
     """
     if adapter_names is not None and len(adapter_names) != len(prompts):
         raise ValueError(f"{len(prompts)} prompts but {len(adapter_names)} adapter names")
@@ -107,7 +119,7 @@ def generate(
     extra = {}
     for batch in batches:
         enc = tokenizer([prompts[i] for i in batch], return_tensors="pt", padding=True, truncation=True,
-                        max_length=limit).to(device)
+                        max_length=limit, pad_to_multiple_of=pad_to_multiple_of).to(device)
         if adapter_names is not None:
             extra["adapter_names"] = [adapter_names[i] for i in batch]
         with torch.inference_mode():

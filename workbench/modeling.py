@@ -11,6 +11,7 @@ import functools
 import json
 import logging
 import math
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -47,14 +48,45 @@ def quiet_transformers() -> None:
 # ---------------------------------------------------------------------------------------------------- devices
 
 
+CPU_KINDS = ("avx512_bf16", "avx2", "basic")  # what decides CPU serving: native bf16, AVX2 only, neither
+CPU_KIND_ENV = "WORKBENCH_CPU_KIND"  # forces the kind (tests, or a CPU this detection gets wrong)
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) under which its bf16 matmuls are no longer native
+_ONEDNN_BELOW_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
+
+
 @functools.cache
+def cpu_flags() -> dict[str, bool]:
+    """Which of the instruction sets that decide CPU serving speed this CPU reports (/proc/cpuinfo)."""
+    try:
+        words = set(next(line for line in Path("/proc/cpuinfo").read_text().splitlines()
+                         if line.startswith("flags")).split(":", 1)[1].split())
+    except (OSError, StopIteration):
+        words = set()
+    return {flag: flag in words for flag in CPU_FLAGS}
+
+
+def cpu_kind() -> str:
+    """The CPU as serving sees it: `avx512_bf16` (native bf16: AVX512-BF16 or AMX), `avx2` (AVX2, no native bf16) or
+    `basic` (neither). What the kernels may use counts, not only what the chip has: ATEN_CPU_CAPABILITY=avx2 and
+    ONEDNN_MAX_CPU_ISA=AVX2 make an AVX512-BF16 machine compute as an AVX2 one (how the benchmarks emulate it), so
+    the answer follows them. WORKBENCH_CPU_KIND forces it."""
+    forced = os.environ.get(CPU_KIND_ENV, "").strip().lower()
+    if forced:
+        if forced not in CPU_KINDS:
+            raise ValueError(f"{CPU_KIND_ENV}={forced!r}: expected one of {', '.join(CPU_KINDS)}")
+        return forced
+    flags, capability = cpu_flags(), torch.backends.cpu.get_cpu_capability()
+    onednn = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL").upper()
+    if (flags["avx512_bf16"] or flags["amx_bf16"]) and capability.startswith("AVX512") \
+            and onednn not in _ONEDNN_BELOW_BF16:
+        return "avx512_bf16"
+    return "avx2" if flags["avx2"] and capability in ("AVX2", "AVX512") else "basic"
+
+
 def cpu_has_bf16() -> bool:
     """True when the CPU computes bf16 natively (AVX512-BF16 or AMX), where bf16 matmuls are faster than fp32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
+    return cpu_kind() == "avx512_bf16"
 
 
 def default_device() -> torch.device:
@@ -85,7 +117,7 @@ def resolve_dtype(name: str | torch.dtype | None, device: torch.device | str | N
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 4000, extra_texts: Iterable[str] = (),
-                    min_word_count: int = 2):
+                    min_word_count: int = 2, word_share: float = 0.5):
     """Train a T5 tokenizer (Unigram, the pipeline T5Tokenizer rebuilds on load) with T5's special ids.
 
     `<pad>`=0, `</s>`=1, `<unk>`=2, the learned pieces, then `<extra_id_99>` ... `<extra_id_0>` (last id), like T5.
@@ -95,7 +127,10 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 4000, extra_texts: I
     On a small corpus the Unigram trainer stops at a few hundred subword pieces and spells common words in two or
     three of them ("▁cl ient", "▁#Person 1 #"). SentencePiece on a large corpus keeps frequent words whole, so every
     word seen at least `min_word_count` times is added as a piece scored by its unigram log-frequency: FLAN-T5-like
-    ~1.3 tokens per word instead of ~2.2, and speaker tags such as `#Person1#` become single pieces.
+    ~1.3 tokens per word instead of ~2.2, and speaker tags such as `#Person1#` become single pieces. On a large,
+    varied corpus the trainer would fill the whole vocabulary with subword pieces and leave no room for whole words
+    (then even "I" and "#Person1#" were split), so it gets `1 - word_share` of the vocabulary and the frequent words
+    the rest.
     """
     from collections import Counter
 
@@ -109,7 +144,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 4000, extra_texts: I
     )
     alphabet = [chr(c) for c in range(33, 127)]  # every printable ASCII character stays representable
     trainer = trainers.UnigramTrainer(
-        vocab_size=vocab_size - SENTINELS,
+        vocab_size=max(300, round((vocab_size - SENTINELS) * (1 - word_share))),
         special_tokens=SPECIAL_TOKENS,
         unk_token="<unk>",
         initial_alphabet=alphabet,
@@ -118,7 +153,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 4000, extra_texts: I
     )
     backend.train_from_iterator(texts, trainer=trainer)
     pieces = dict(json.loads(backend.to_str())["model"]["vocab"])  # specials first, then learned pieces
-    words = Counter(word.rstrip(".,!?;:\"") for text in texts for word in text.split())
+    words = Counter(word.strip(".,!?;:\"") for text in texts for word in text.split())
     total = sum(words.values())
     frequent = sorted(((f"▁{w}", math.log(c / total)) for w, c in words.items()
                        if w and c >= min_word_count and f"▁{w}" not in pieces), key=lambda item: -item[1])
@@ -206,32 +241,83 @@ def load_adapters(base_model, adapters: dict[str, str | Path], *, trainable: boo
 
 @dataclasses.dataclass(frozen=True)
 class Precision:
-    """How a served model computes: the activations' dtype, and whether its linear layers hold int8 weights."""
+    """How a served model computes: the activations' dtype, whether its linear layers hold int8 weights (weight-only,
+    `Int8Linear`) or are torch.ao dynamic-int8 layers (int8 weights and per-call int8 activations, fp32 out), and
+    why this precision was chosen (one line for the app's header; not part of equality)."""
 
     dtype: torch.dtype
     int8_weights: bool = False
+    dynamic_int8: bool = False
+    reason: str = dataclasses.field(default="", compare=False)
 
     def __str__(self) -> str:
+        if self.dynamic_int8:
+            return "int8 dynamic (torch.ao), float32"
         return ("int8 weights, " if self.int8_weights else "") + str(self.dtype).replace("torch.", "")
 
     @property
     def key(self) -> str:
-        """Short name: fp32, bf16, fp16, int8+bf16, int8+fp32 (how results/benchmarks/precision.json names it)."""
+        """Short name: fp32, bf16, fp16, int8+bf16, int8+fp32, int8-dynamic (how results/benchmarks/precision.json
+        names it)."""
+        if self.dynamic_int8:
+            return "int8-dynamic"
         name = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
         return f"int8+{name}" if self.int8_weights else name
 
+    @property
+    def batch_invariant(self) -> bool:
+        """Whether a prompt's output is the same whatever else shares its batch. Not with dynamic int8: one
+        activation scale per call is taken over the whole batch, so other requests' rows move this one's rounding."""
+        return not self.dynamic_int8
+
+
+# What `auto` serves on an AVX2-only CPU, and why. The bar: >= 90% of the demo test outputs identical to fp32 and
+# ROUGE-1 within 0.005 per model. torch.ao dynamic int8 (per-channel weights, fp32 top logits) is the fast candidate
+# there, but measured on an emulated AVX2 CPU (results/benchmarks/precision-avx2.json) it kept 847 of 1,560 outputs
+# (54%) and moved LoRA/PPO ROUGE-1 by -0.008/-0.011: its activations are rounded to 7 bits, one scale per call.
+# Weight-only int8 with fp32 compute came closer (88% identical) but PyTorch's kernel for it is ~14x slower than
+# the fp32 matmul there (17 ms against 1.2 ms for 8 x 768 x 3072).
+AVX2_AUTO = "fp32"
+AVX2_WHY = "int8-dynamic is faster but kept only 54% of demo outputs identical (needs 90%)"
+
 
 def serving_precision(name: str | None, device: torch.device | str | None = None) -> Precision:
-    """The precision the app serves with. `auto` = the fastest whose ROUGE stays with fp32's: int8 weights with bf16
-    compute on CPUs with native bf16, bf16/fp16 on GPUs, fp32 elsewhere. `int8` asks for int8 weights wherever the CPU
-    kernel exists (compute in bf16 where native, else fp32); fp32/bf16/fp16 as named. Only fp32 gives fp32's outputs:
-    how many outputs each other precision changes is in results/benchmarks/precision.json."""
+    """The precision the app serves with. `auto` = per device and CPU kind, the fastest that holds quality
+    (`auto_precision`). `int8` asks for int8 weights wherever the CPU kernel exists (compute in bf16 where native,
+    else fp32); `int8-dynamic` for torch.ao dynamic int8 (CPU); fp32/bf16/fp16 as named. Only fp32 gives fp32's
+    outputs: how many outputs each other precision changes is in results/benchmarks/precision.json."""
     device = torch.device(device) if device is not None else default_device()
-    if name in (None, "auto", "int8"):
-        wanted = name == "int8" or cpu_has_bf16()
+    if name in (None, "auto"):
+        return auto_precision(device)
+    if name == "int8":
         dtype = best_dtype(device)
-        return Precision(dtype, wanted and device.type == "cpu" and int8_kernel_available(dtype))
-    return Precision(resolve_dtype(name, device))
+        int8 = device.type == "cpu" and int8_kernel_available(dtype)
+        return Precision(dtype, int8, reason="dtype: int8 in the config")
+    if name == "int8-dynamic":
+        if device.type != "cpu" or not dynamic_int8_available():
+            raise ValueError("int8-dynamic needs a CPU with a torch.ao quantized engine (x86/fbgemm)")
+        return Precision(torch.float32, dynamic_int8=True, reason="dtype: int8-dynamic in the config")
+    return Precision(resolve_dtype(name, device), reason=f"dtype: {name} in the config")
+
+
+def auto_precision(device: torch.device) -> Precision:
+    """`auto`, per device and CPU kind: GPUs bf16/fp16; AVX512-BF16/AMX CPUs int8 weights with native bf16 compute;
+    AVX2-only CPUs `AVX2_AUTO` (the measured winner that holds quality); other CPUs fp32. The reason says which."""
+    if device.type != "cpu":
+        return Precision(best_dtype(device), reason=f"auto on {device.type}: its native reduced precision")
+    kind = cpu_kind()
+    if kind == "avx512_bf16" and int8_kernel_available(torch.bfloat16):
+        return Precision(torch.bfloat16, True, reason="auto on an avx512_bf16 CPU: int8 weights, native bf16 compute")
+    if kind == "avx2" and AVX2_AUTO == "int8-dynamic" and dynamic_int8_available():
+        return Precision(torch.float32, dynamic_int8=True, reason=f"auto on an avx2 CPU (no native bf16): {AVX2_WHY}")
+    why = f"auto on an {kind} CPU (no native bf16): fp32" + (f"; {AVX2_WHY}" if kind == "avx2" else "")
+    return Precision(torch.float32, reason=why)
+
+
+@functools.cache
+def dynamic_int8_available() -> bool:
+    """Whether this PyTorch build has a CPU quantized engine for torch.ao dynamic int8 linear layers."""
+    return any(engine in torch.backends.quantized.supported_engines for engine in ("x86", "fbgemm", "onednn"))
 
 
 def prepare_for_inference(model, precision: Precision):
@@ -239,17 +325,24 @@ def prepare_for_inference(model, precision: Precision):
 
     - Eager attention: T5's SDPA path builds a float mask of (batch, heads, length, length) per layer from the position
       bias and runs a flash kernel that is slow for one-token decoding steps on CPU; plain matmuls are faster here.
-    - int8 weights for every linear layer but the LoRA matrices, if `precision.int8_weights`.
-    - In bf16/fp16, the head's leading logits recomputed in fp32 from its unquantised weights (`ExactTopLogits`):
-      this removes the head's own rounding, not the layers' below it, so outputs still differ from fp32 sometimes.
-    LoRA matrices stay fp32 (peft's default): at decoding sizes fp32 matmuls are the faster ones on CPU.
+    - int8 weights for every linear layer but the LoRA matrices, if `precision.int8_weights` (weight-only) or
+      `precision.dynamic_int8` (torch.ao, fp32 compute).
+    - Wherever the head is not plain fp32, its leading logits recomputed in fp32 from its unquantised weights
+      (`ExactTopLogits`): this removes the head's own rounding, not the layers' below it, so outputs still differ
+      from fp32 sometimes.
+    - LoRA matrices stay fp32 (peft's default; at decoding sizes fp32 matmuls are the faster ones on CPU) and compute
+      row by row (`RowwiseLinear`), so that a request's answer does not depend on what else shares its batch.
     """
     core = model.get_base_model() if hasattr(model, "get_base_model") else model
     core.set_attn_implementation("eager")
-    if precision.dtype != torch.float32 and not isinstance(core.lm_head, ExactTopLogits):
+    reduced = precision.dtype != torch.float32 or precision.int8_weights or precision.dynamic_int8
+    if reduced and not isinstance(core.lm_head, ExactTopLogits):
         core.lm_head = ExactTopLogits(core.lm_head)
     if precision.int8_weights:
         quantize_int8(model)  # the head too; ExactTopLogits keeps its unquantised weights for the fp32 logits
+    elif precision.dynamic_int8:
+        quantize_dynamic_int8(model)
+    rowwise_lora(model)
     return model.eval()
 
 
@@ -281,7 +374,8 @@ class ExactTopLogits(nn.Module):
         logits = self.head(hidden).float()
         top = logits.topk(min(self.k, logits.shape[-1]), dim=-1).indices
         with torch.autocast(hidden.device.type, enabled=False):
-            exact = torch.einsum("...kd,...d->...k", self.exact[top].float(), hidden.float())
+            # multiply and sum rather than a batched matrix product, whose rounding can depend on the batch size
+            exact = (self.exact[top].float() * hidden.float().unsqueeze(-2)).sum(-1)
         return logits.scatter_(-1, top, exact)
 
 
@@ -309,13 +403,22 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features).to(self.scales.dtype)
-        if rows.shape[0] <= self.small:
+        if self.uses_kernel(x):
             y = torch.ops.aten._weight_int8pack_mm(rows.contiguous(), self.weight, self.scales)
         else:
             y = nn.functional.linear(rows, self.weight.to(self.scales.dtype) * self.scales[:, None])
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*x.shape[:-1], self.out_features)
+
+    def uses_kernel(self, x: torch.Tensor) -> bool:
+        """Whether `x` goes through the int8 kernel. A decoding step (one position per sequence) always does, however
+        many sequences the batch holds, and a prompt never does: the two paths round differently, so choosing by the
+        row count would let a request's answer depend on how many other requests share its batch
+        (`ModelSet`'s micro-batcher). Inputs without a sequence axis fall back to the row count."""
+        if x.dim() >= 3:
+            return x.shape[-2] == 1
+        return x.reshape(-1, self.in_features).shape[0] <= self.small
 
 
 def quantize_int8(model) -> int:
@@ -335,11 +438,63 @@ def quantize_int8(model) -> int:
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.data = parameter.data.clone()
-    _release_free_memory()
+    release_free_memory()
     return len(names)
 
 
-def _release_free_memory() -> None:
+def quantize_dynamic_int8(model) -> int:
+    """torch.ao dynamic int8 for every plain nn.Linear but the LoRA matrices; returns how many. Weights int8 with one
+    scale per output row (per-channel: per-tensor scales changed far more outputs), activations quantised per call,
+    fp32 out. The fbgemm/oneDNN kernels are the fast path on CPUs without native bf16 (AVX2)."""
+    import warnings
+
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    spec = {name: per_channel_dynamic_qconfig for name, module in model.named_modules()
+            if type(module) is nn.Linear and "lora_" not in name}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated in favour of torchao
+        quantize_dynamic(model, spec, inplace=True)
+    release_free_memory()
+    return len(spec)
+
+
+class RowwiseLinear(nn.Linear):
+    """A LoRA matrix computed in fixed blocks of `BLOCK` rows, so that each row's rounding is the same however many
+    rows come with it.
+
+    A BLAS matrix product may round a row differently depending on how many rows it is given (one row takes a
+    matrix-vector kernel, seven a blocked one, a padded batch of prompts yet another). peft runs each adapter's rows
+    of a mixed batch as one product, so a request's LoRA rows rounded differently alone than batched with other
+    requests, and in bf16 serving that flipped 14 of 1,680 demo summaries. Here the rows are cut into blocks of 16
+    (the last one zero-padded) and multiplied block by block (`bmm`): every block has the same shape, whatever the
+    batch. The rank is small, so the padding costs little."""
+
+    BLOCK = 16
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, self.in_features)
+        n = rows.shape[0]
+        if n % self.BLOCK:
+            rows = torch.cat([rows, rows.new_zeros(self.BLOCK - n % self.BLOCK, self.in_features)])
+        blocks = rows.view(-1, self.BLOCK, self.in_features)
+        y = torch.bmm(blocks, self.weight.t().expand(blocks.shape[0], -1, -1)).reshape(-1, self.out_features)[:n]
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+
+def rowwise_lora(model) -> int:
+    """Make every LoRA matrix of a served model a `RowwiseLinear` (same parameters, in place); returns how many."""
+    count = 0
+    for name, module in model.named_modules():
+        if type(module) is nn.Linear and ("lora_A" in name or "lora_B" in name):
+            module.__class__ = RowwiseLinear
+            count += 1
+    return count
+
+
+def release_free_memory() -> None:
     """Return freed heap pages to the OS where the C library allows it (glibc's malloc_trim); a no-op elsewhere."""
     import ctypes
     import ctypes.util

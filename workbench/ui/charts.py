@@ -1,4 +1,5 @@
-"""Plotly figures built from the plain DataFrames of `workbench.app_service`: pure functions, no gradio.
+"""Plotly figures built from the plain DataFrames of `workbench.dashboard` and of the Toxicity sample: pure functions,
+no gradio.
 
 Any text that came from a model or a file is HTML-escaped before it goes into a figure (Plotly renders a subset of
 HTML in labels and hover text).
@@ -29,11 +30,25 @@ def _color(name: str, i: int) -> str:
     return MODEL_COLORS.get(name, PALETTE[i % len(PALETTE)])
 
 
+LABEL_POSITIONS = {"lora": "middle left", "ppo": "middle right"}  # they share an x: labels either side
+MODEL_SYMBOLS = {"Full fine-tune": "square", "LoRA": "circle", "PPO (detoxified LoRA)": "diamond-open"}
+# Short tick labels for the toxicity bars, so that five fit side by side; the hover text keeps the full names.
+SHORT_NAMES = {"Base (zero-shot)": "Base", "Full fine-tune": "Full", "LoRA": "LoRA<br>eval run",
+               "LoRA (PPO start, same run)": "LoRA<br>PPO start", "PPO (detoxified LoRA)": "PPO"}
+MODEBAR_MARGIN = 44  # the right margin that holds Plotly's toolbar (upright, outside the plot and its title)
+
+
 def _layout(fig: go.Figure, title: str, *, height: int = 380, **kwargs) -> go.Figure:
-    kwargs.setdefault("margin", {"l": 60, "r": 20, "t": 60, "b": 50})
-    fig.update_layout(title={"text": _esc(title), "x": 0.01, "xanchor": "left", "font": {"size": 15}},
+    """Common look. The title sits at the top edge and the legend on its own line(s) under it, left-aligned, so
+    neither covers the other; the toolbar stands upright in the right margin, where it covers neither."""
+    legend = kwargs.get("showlegend", True)
+    kwargs.setdefault("margin", {"l": 60, "r": MODEBAR_MARGIN, "t": 96 if legend else 60, "b": 50})
+    kwargs["margin"]["r"] = max(kwargs["margin"].get("r", 0), MODEBAR_MARGIN)
+    fig.update_layout(modebar={"orientation": "v"},
+                      title={"text": _esc(title), "x": 0.01, "xanchor": "left", "font": {"size": 15},
+                             "y": 0.985, "yanchor": "top", "yref": "container"},
                       template="plotly_white", height=height,
-                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 1, "xanchor": "right"},
+                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0, "xanchor": "left"},
                       font={"family": "system-ui, sans-serif", "size": 12}, **kwargs)
     return fig
 
@@ -44,7 +59,7 @@ def empty_figure(message: str, title: str = "") -> go.Figure:
                        font={"size": 14, "color": "#666"})
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
-    return _layout(fig, title, height=260)
+    return _layout(fig, title, height=260, showlegend=False)
 
 
 def _error_bars(frame: pd.DataFrame, value: str = "mean") -> dict:
@@ -68,17 +83,20 @@ def rouge_chart(frame: pd.DataFrame) -> go.Figure:
 
 
 def improvement_chart(frame: pd.DataFrame) -> go.Figure:
-    """Relative change over the base model, in percent, per ROUGE type."""
-    title = "Improvement over the base model (%)"
+    """Each adapted model minus the base model, in absolute ROUGE points (F1 x 100) with the 95% CI of the
+    difference, per ROUGE type."""
+    title = "Improvement over the base model (ROUGE points, 95% CI)"
     if frame is None or frame.empty:
         return empty_figure("needs a base run and at least one adapted model on the same dataset", title)
     fig = go.Figure()
     for i, (model, group) in enumerate(frame.groupby("model", sort=False)):
+        how = _esc(group["ci"].iloc[0]) if "ci" in group else ""
         fig.add_bar(name=_esc(model), x=[ROUGE_NAMES.get(t, t) for t in group["rouge_type"]],
-                    y=group["improvement_pct"], marker_color=_color(model, i + 1),
-                    text=[f"{v:+.0f}%" for v in group["improvement_pct"]], textposition="outside",
-                    hovertemplate=f"{_esc(model)}<br>%{{x}}: %{{y:+.1f}}%<extra></extra>")
-    fig.update_yaxes(title="% vs base", zeroline=True, zerolinecolor="#999")
+                    y=group["points"], marker_color=_color(model, i + 1),
+                    error_y=_error_bars(group, "points"),
+                    hovertemplate=f"{_esc(model)}<br>%{{x}}: %{{y:+.1f}} points<br>{how} 95% CI"
+                                  "<extra></extra>")
+    fig.update_yaxes(title="ROUGE points vs base", zeroline=True, zerolinecolor="#999")
     return _layout(fig, title, barmode="group")
 
 
@@ -88,11 +106,13 @@ def params_chart(frame: pd.DataFrame, base_rouge1: float | None = None) -> go.Fi
     if frame is None or frame.empty:
         return empty_figure("no adapted model with a parameter count", title)
     fig = go.Figure()
-    for i, row in enumerate(frame.itertuples()):
+    for i, row in enumerate(frame.itertuples()):  # LoRA and PPO share a parameter count: a dot and a ring
         fig.add_scatter(x=[row.trainable], y=[row.rouge1], mode="markers+text", name=_esc(row.model),
                         text=[_esc(row.model).replace(" (", "<br>(")],
-                        textposition="top center" if i % 2 == 0 else "bottom center",
-                        marker={"size": 13, "color": _color(row.model, i + 1)},
+                        textposition=LABEL_POSITIONS.get(row.method, "top center"),
+                        marker={"size": 18 if MODEL_SYMBOLS.get(row.model, "").endswith("-open") else 12,
+                                "color": _color(row.model, i + 1), "symbol": MODEL_SYMBOLS.get(row.model, "circle"),
+                                "line": {"width": 2.5, "color": _color(row.model, i + 1)}},
                         error_y={"type": "data", "symmetric": False, "array": [max(0, row.ci_high - row.rouge1)],
                                  "arrayminus": [max(0, row.rouge1 - row.ci_low)]},
                         hovertemplate=f"{_esc(row.model)}<br>%{{x:,}} trainable<br>ROUGE-1 %{{y:.4f}}<extra></extra>")
@@ -101,15 +121,17 @@ def params_chart(frame: pd.DataFrame, base_rouge1: float | None = None) -> go.Fi
                       annotation_text="base (no adaptation)", annotation_position="bottom right")
     lows, highs = math.log10(max(frame["trainable"].min(), 1)), math.log10(max(frame["trainable"].max(), 1))
     fig.update_xaxes(type="log", title="trainable parameters (log scale)", range=[lows - 0.6, highs + 0.6])
-    fig.update_yaxes(title="ROUGE-1")
-    return _layout(fig, title, showlegend=False)
+    ys = [*frame["ci_low"], *frame["ci_high"], *([base_rouge1] if base_rouge1 is not None else [])]
+    span = (max(ys) - min(ys)) or 0.1  # room above the top marker for its label
+    fig.update_yaxes(title="ROUGE-1", range=[min(ys) - 0.1 * span, max(ys) + 0.25 * span])
+    return _layout(fig, title, showlegend=True)
 
 
 def _ci_bars(fig: go.Figure, frame: pd.DataFrame, *, row=None, col=None, fmt: str = ".4f") -> None:
     """One bar per row of `frame` (model, measured, mean, ci_low, ci_high, n) with its 95% CI as an error bar."""
     where = {"row": row, "col": col} if row else {}
     for i, r in enumerate(frame.itertuples()):
-        fig.add_bar(x=[_esc(r.model).replace(" (", "<br>(")], y=[r.mean], name=_esc(r.model),
+        fig.add_bar(x=[SHORT_NAMES.get(r.model, _esc(r.model))], y=[r.mean], name=_esc(r.model),
                     marker_color=_color(r.model, i),
                     error_y={"type": "data", "symmetric": False, "array": [max(0, r.ci_high - r.mean)],
                              "arrayminus": [max(0, r.mean - r.ci_low)]},
@@ -127,8 +149,8 @@ def toxicity_chart(frame: pd.DataFrame, note: str = "", length: pd.DataFrame | N
     with_length = length is not None and not length.empty
     if with_length:
         title = "Toxicity and length of the summaries, before/after PPO (mean, 95% CI)"
-        fig = make_subplots(rows=1, cols=2, column_widths=[0.62, 0.38], horizontal_spacing=0.12,
-                            subplot_titles=["toxicity (p toxic)", "summary length (words)"])
+        fig = make_subplots(rows=1, cols=2, column_widths=[0.68, 0.32], horizontal_spacing=0.12,
+                            subplot_titles=["toxicity (p toxic)", "length (words)"])
         _ci_bars(fig, frame, row=1, col=1)
         _ci_bars(fig, length, row=1, col=2, fmt=".1f")
         fig.update_yaxes(title_text="toxicity probability", rangemode="tozero", row=1, col=1)
@@ -137,9 +159,14 @@ def toxicity_chart(frame: pd.DataFrame, note: str = "", length: pd.DataFrame | N
         fig = go.Figure()
         _ci_bars(fig, frame)
         fig.update_yaxes(title="toxicity probability", rangemode="tozero")
-    fig.update_xaxes(tickangle=0)
+    fig.update_xaxes(tickangle=0, tickfont={"size": 10})
+    both = {"LoRA", "LoRA (PPO start, same run)"} <= set(frame["model"])
     fig = _layout(fig, title, showlegend=False, margin={"l": 60, "r": 20, "t": 80 if note or with_length else 60,
-                                                        "b": 60})
+                                                        "b": 100 if both else 60})
+    if both:  # two LoRA bars: say why
+        fig.add_annotation(text="LoRA eval run: the adapter's own evaluation run.<br>LoRA PPO start: the same "
+                                "adapter re-measured inside the PPO run, on its dialogues.", showarrow=False, x=0,
+                           y=-0.3, xref="paper", yref="paper", xanchor="left", font={"size": 11, "color": "#444"})
     if note:
         fig.update_layout(title_subtitle_text=_esc(note), title_subtitle_font={"size": 11, "color": "#444"})
     return fig
@@ -176,10 +203,7 @@ def reference_chart(frame: pd.DataFrame) -> go.Figure:
                            marker_pattern_shape="/", text=[f"{v:.3f}" for v in frame["rouge1"]],
                            textposition="outside", hovertemplate="%{x}: ROUGE-1 %{y:.3f}<extra>published</extra>"))
     fig.update_yaxes(title="ROUGE-1 (published)", range=[0, 0.5])
-    fig.add_annotation(text="Source: DeepLearning.AI / AWS “Generative AI with LLMs”, lab 2 (DialogSum test)",
-                       showarrow=False, x=0, y=-0.2, xref="paper", yref="paper", xanchor="left",
-                       font={"size": 11, "color": "#444"})
-    return _layout(fig, title, height=320, showlegend=False, margin={"l": 60, "r": 20, "t": 60, "b": 70})
+    return _layout(fig, title, height=320, showlegend=False)  # the source is stated once, above the chart
 
 
 def toxicity_distribution(records: pd.DataFrame, stats: pd.DataFrame | None = None) -> go.Figure:

@@ -1,13 +1,22 @@
-"""Compare tab: the four models on one dialogue, side by side."""
+"""Compare tab: the four models on one dialogue, side by side, and a vote on their summaries.
+
+The last Compare's outputs (models, revisions, texts, settings) are kept in a gr.State on the server: a vote refers
+to them and is never recomputed or read back from the page. Voting rules and checks live in workbench.votes.
+"""
 
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import gradio as gr
 
-from workbench import app_service as svc
+from workbench import inputs
 from workbench.app_service import WorkbenchService
 from workbench.modelset import LABELS, SLOTS
-from workbench.ui.common import esc, guard, highlight_value, notice_html, rouge_badges, tox_badge, user_error
+from workbench.ui.common import (esc, example_picker, guard, highlight_value, notice_html, rouge_badges, tox_badge,
+                                 wire_example_picker)
+from workbench.votes import Votes
 
 HIGHLIGHT_COLORS = {"match": "#b7e4c7"}
 
@@ -20,17 +29,23 @@ def card_html(slot: str, entry: dict | None) -> str:
     rev = esc(str(entry.get("revision") or "")[:10])
     if not entry.get("available"):
         return (f'<div class="wb-card wb-card-bad"><div class="wb-card-title">{title}</div>'
-                f'<div class="wb-card-model">{model}</div>'
-                f'<div class="wb-unavailable">unavailable: {esc(entry.get("error"))}</div></div>')
+                f'<div class="wb-card-model" title="{model}">{model}</div>'
+                f'<div class="wb-unavailable">Unavailable: {esc(entry.get("error"))}</div></div>')
     shared = ' title="one mixed-adapter batch shared with the other slots on the same base copy"' \
         if entry.get("shared_call") else ""
     latency = f'<span class="wb-badge"{shared}>{entry["latency_s"]:.2f} s{"*" if shared else ""}</span>'
-    family = (f'<div class="wb-card-family" title="{esc(entry.get("note") or "")}">{esc(entry["family"])}</div>'
-              if entry.get("family") else "")
+    family = (f'<div class="wb-card-family" title="{esc(entry.get("note") or entry["family"])}">'
+              f'{esc(entry["family"])}</div>' if entry.get("family") else '<div class="wb-card-family"></div>')
     return (f'<div class="wb-card"><div class="wb-card-title">{title}</div>'
-            f'<div class="wb-card-model">{model} <span class="wb-rev">@ {rev}</span></div>{family}'
+            f'<div class="wb-card-model" title="{model} @ {esc(entry.get("revision") or "")}">{model} '
+            f'<span class="wb-rev">@ {rev}</span></div>{family}'
             f'<div class="wb-metrics">{latency}{tox_badge(entry.get("toxicity"))}'
             f'{rouge_badges(entry.get("rouge"))}</div></div>')
+
+
+def overlap_update(overlap: list | None):
+    """The "Words also in the reference" box: shown only when there was a reference to compare with."""
+    return gr.HighlightedText(value=highlight_value(overlap), visible=bool(overlap))
 
 
 def render(result: dict | None):
@@ -41,42 +56,16 @@ def render(result: dict | None):
     for slot in SLOTS:
         entry = models.get(slot)
         if entry is None:
-            out += [card_html(slot, None), "", None]
+            out += [card_html(slot, None), "", overlap_update(None)]
         elif not entry.get("available"):
-            out += [card_html(slot, entry), f"unavailable: {entry.get('error')}", None]
+            out += [card_html(slot, entry), f"Unavailable: {entry.get('error')}", overlap_update(None)]
         else:
-            out += [card_html(slot, entry), entry["text"], highlight_value(entry.get("overlap"))]
+            out += [card_html(slot, entry), entry["text"], overlap_update(entry.get("overlap"))]
     return out
 
 
-def build(service: WorkbenchService) -> None:
-    datasets = service.datasets()
-    with gr.Row():
-        with gr.Column(scale=3, min_width=360):
-            with gr.Row():
-                dataset = gr.Dropdown(datasets, value=datasets[0] if datasets else None, label="Dataset",
-                                      interactive=bool(datasets), scale=1, min_width=140)
-                example = gr.Dropdown(service.example_choices(datasets[0]) if datasets else [], value=None,
-                                      label="Example (test split)", scale=2, min_width=200,
-                                      info="fills in the dialogue and its reference")
-            dialogue = gr.Textbox(label="Dialogue", lines=9, max_lines=18, elem_id="compare-dialogue",
-                                  placeholder="#Person1#: ...\n#Person2#: ...",
-                                  info=f"paste a dialogue (up to {svc.MAX_DIALOGUE_CHARS:,} characters) or pick an "
-                                       "example")
-            reference = gr.Textbox(label="Reference summary (optional)", lines=2, max_lines=6,
-                                   elem_id="compare-reference",
-                                   info=f"enables ROUGE and the word highlight; separate several references with a "
-                                        f"line '{svc.REFERENCE_SEPARATOR}'")
-        with gr.Column(scale=1, min_width=250):
-            decoding = gr.Radio(list(svc.DECODING), value="greedy", label="Decoding")
-            max_new = gr.Slider(*svc.GEN_RANGES["max_new_tokens"], value=64, step=1, label="Max new tokens")
-            beams = gr.Slider(2, svc.GEN_RANGES["num_beams"][1], value=4, step=1, label="Beams (beam search)")
-            temperature = gr.Slider(*svc.GEN_RANGES["temperature"], value=0.7, step=0.05,
-                                    label="Temperature (sampling)")
-            top_p = gr.Slider(*svc.GEN_RANGES["top_p"], value=0.9, step=0.05, label="Top-p (sampling)")
-            seed = gr.Number(0, label="Seed (sampling)", precision=0, minimum=0, maximum=svc.SEED_MAX)
-            run = gr.Button("Compare the four models", variant="primary", elem_id="compare-run")
-    notice = gr.HTML(elem_id="compare-notice")
+def build_cards() -> tuple[list, list, list]:
+    """(card, summary, highlight) components, one column per slot."""
     cards, texts, highlights = [], [], []
     with gr.Row(equal_height=False, elem_classes="wb-cards"):
         for slot in SLOTS:
@@ -86,33 +75,148 @@ def build(service: WorkbenchService) -> None:
                                         buttons=["copy"], elem_id=f"summary-{slot}"))
                 highlights.append(gr.HighlightedText(label="Words also in the reference", color_map=HIGHLIGHT_COLORS,
                                                      show_legend=False, show_inline_category=False,
-                                                     combine_adjacent=True, elem_id=f"overlap-{slot}"))
-    gr.Markdown("\\* base, LoRA and PPO share one copy of their family's base weights and run in one mixed-adapter "
+                                                     combine_adjacent=True, elem_id=f"overlap-{slot}",
+                                                     visible=False))
+    return cards, texts, highlights
+
+
+def decoding_controls(kind: str):
+    """Beams only matter for beam search, temperature, top-p and seed only for sampling: greyed out otherwise."""
+    beam, sample = kind == "beam search", kind == "sampling"
+    return (gr.Slider(interactive=beam), gr.Slider(interactive=sample), gr.Slider(interactive=sample),
+            gr.Number(interactive=sample))
+
+
+def build_inputs(service: WorkbenchService):
+    """Example picker, dialogue and reference on the left; decoding settings (two to a row) and the button on the
+    right, short enough that the button and the first result cards show in a 1400x1000 window."""
+    with gr.Row():
+        with gr.Column(scale=3, min_width=360):
+            dataset, example = example_picker(service, label="Example (test split)")
+            dialogue = gr.Textbox(label="Dialogue", lines=6, max_lines=18, elem_id="compare-dialogue",
+                                  placeholder="#Person1#: ...\n#Person2#: ...",
+                                  info=f"Paste a dialogue (up to {inputs.MAX_DIALOGUE_CHARS:,} characters) or pick "
+                                       "an example.")
+            reference = gr.Textbox(label="Reference summary (optional)", lines=1, max_lines=6,
+                                   elem_id="compare-reference",
+                                   info=f"Enables ROUGE and the word highlight; separate several references with a "
+                                        f"line '{inputs.REFERENCE_SEPARATOR}'.")
+        with gr.Column(scale=2, min_width=420, elem_id="compare-settings"):
+            decoding = gr.Radio(list(inputs.DECODING), value="greedy", label="Decoding", elem_id="compare-decoding")
+            with gr.Row():
+                max_new = gr.Slider(*inputs.GEN_RANGES["max_new_tokens"], value=64, step=1, label="Max new tokens",
+                                    min_width=200)
+                beams = gr.Slider(2, inputs.GEN_RANGES["num_beams"][1], value=4, step=1, label="Beams (beam search)",
+                                  interactive=False, min_width=200, elem_id="compare-beams")
+            with gr.Row():
+                temperature = gr.Slider(*inputs.GEN_RANGES["temperature"], value=0.7, step=0.05,
+                                        label="Temperature (sampling)", interactive=False, min_width=200,
+                                        elem_id="compare-temperature")
+                top_p = gr.Slider(*inputs.GEN_RANGES["top_p"], value=0.9, step=0.05, label="Top-p (sampling)",
+                                  interactive=False, min_width=200, elem_id="compare-top-p")
+            with gr.Row(equal_height=False):
+                seed = gr.Number(0, label="Seed (sampling)", precision=0, minimum=0, maximum=inputs.SEED_MAX,
+                                 interactive=False, min_width=200, elem_id="compare-seed")
+                run = gr.Button("Compare the four models", variant="primary", elem_id="compare-run", min_width=200)
+    wire_example_picker(service, dataset, example, dialogue, reference, api_prefix="compare")
+    decoding.change(decoding_controls, decoding, [beams, temperature, top_p, seed], api_visibility="private")
+    return dialogue, reference, [decoding, max_new, beams, temperature, top_p, seed], run
+
+
+def build(service: WorkbenchService, votes: Votes | None = None):
+    """The tab's components and events; returns the "Save vote" event (the app chains the Preferences refresh to it)."""
+    dialogue, reference, settings, run = build_inputs(service)
+    notice = gr.HTML(elem_id="compare-notice")
+    cards, texts, highlights = build_cards()
+    gr.Markdown("\\* Base, LoRA and PPO share one copy of their family's base weights and run in one mixed-adapter "
                 "batch, so they report the same latency. Each card names the family its model comes from (the "
-                "models config's own models, or its fallbacks). Toxicity: probability from the scorer in the header "
-                "(≥ 0.5 in red).",
+                "models config's own models, or its fallbacks). Toxicity is the probability from the scorer in the "
+                "header (0.5 or more in red).",
                 elem_classes="wb-footnote")
+    held = gr.State(None)  # the last Compare's outputs, server side: what a vote refers to
+    vote_parts = build_vote_panel()
     with gr.Accordion("Result as JSON (what the `compare` API endpoint returns)", open=False):
         as_json = gr.JSON(label="compare result", elem_id="compare-json")
-
-    def examples_for(name):
-        return gr.Dropdown(choices=service.example_choices(name) if name in datasets else [], value=None)
-
-    @user_error
-    def fill(name, example_id):
-        if not example_id:
-            return gr.skip(), gr.skip()
-        fields = service.example_fields(name, example_id)
-        return fields["dialogue"], fields["reference"]
 
     @guard
     def compare(dialogue, reference, decoding, max_new_tokens, num_beams, temperature, top_p, seed):
         return service.compare(dialogue, reference, decoding=decoding, max_new_tokens=max_new_tokens,
                                num_beams=num_beams, temperature=temperature, top_p=top_p, seed=seed)
 
-    dataset.input(examples_for, dataset, example, api_name="compare_examples")
-    example.input(fill, [dataset, example], [dialogue, reference], api_name="compare_example")
-    run.click(compare, [dialogue, reference, decoding, max_new, beams, temperature, top_p, seed], as_json,
-              api_name="compare", concurrency_id="models").then(
-        render, as_json, [notice, *[c for trio in zip(cards, texts, highlights) for c in trio]],
-        api_name="compare_render", api_visibility="private")
+    def compare_and_hold(dialogue, *settings):
+        result = compare(dialogue, *settings)
+        return result, Votes.comparison(result, dialogue)
+
+    compared = run.click(compare_and_hold, [dialogue, reference, *settings], [as_json, held], api_name="compare",
+                         concurrency_id="models")
+    compared.then(render, as_json, [notice, *[c for trio in zip(cards, texts, highlights) for c in trio]],
+                  api_name="compare_render", api_visibility="private")
+    compared.then(vote_panel, held, vote_parts[:4], api_visibility="private")
+    return wire_votes(votes or Votes(), held, *vote_parts)
+
+
+# ------------------------------------------------------------------------------------------------ votes
+
+
+def slot_choices(slots) -> list[tuple[str, str]]:
+    return [(LABELS.get(s, s), s) for s in slots]
+
+
+def oauth_available() -> bool:
+    """On a Hugging Face Space with OAuth enabled (`hf_oauth: true` in its card: the Space gets OAUTH_CLIENT_ID) and
+    gradio's OAuth extras installed, a sign-in button names the voter. Elsewhere votes are anonymous and the extras
+    are not needed (a LoginButton would make gradio require them, and on a Space without OAuth refuse to start)."""
+    from gradio.utils import get_space  # how gradio itself tells a Space (SYSTEM=spaces) from a local run
+
+    return bool(get_space() and os.environ.get("OAUTH_CLIENT_ID")) and \
+        all(importlib.util.find_spec(m) for m in ("authlib", "itsdangerous"))
+
+
+def build_vote_panel():
+    """(best, unacceptable, own summary, vote notice, save button, vote result) under the summaries."""
+    with gr.Group(elem_id="vote-panel"):
+        gr.Markdown("**Your vote** — which summary is best? Votes become preference pairs (see the Preferences tab) "
+                    "for training a reward model or preference optimisation.")
+        with gr.Row():
+            best = gr.Radio(slot_choices(SLOTS), value=None, label="Best summary", elem_id="vote-best", scale=2)
+            unacceptable = gr.CheckboxGroup(slot_choices(SLOTS), value=[], label="Unacceptable (optional)",
+                                            elem_id="vote-unacceptable", scale=2)
+        own = gr.Textbox(label="Or write a better summary (optional; it becomes the preferred one)", lines=2,
+                         max_lines=6, max_length=inputs.MAX_REFERENCE_CHARS, elem_id="vote-own")
+        with gr.Row():
+            save = gr.Button("Save vote", variant="secondary", elem_id="vote-save", scale=0, min_width=140)
+            if oauth_available():
+                gr.LoginButton(scale=0)
+        vote_notice = gr.HTML(elem_id="vote-notice")
+    vote_json = gr.JSON(visible=False, label="vote result")
+    return best, unacceptable, own, vote_notice, save, vote_json
+
+
+def vote_panel(held):
+    """After a Compare: offer the summaries that were shown, clear the last vote."""
+    shown = slot_choices(Votes.shown_slots(held))
+    message = "" if held else notice_html({"ok": False, "message": "No summaries to vote on: fix the message above "
+                                                                   "and run Compare again."})
+    return (gr.Radio(choices=shown, value=None), gr.CheckboxGroup(choices=shown, value=[]), gr.Textbox(value=""),
+            message)
+
+
+def vote_notice_html(answer: dict | None) -> str:
+    if not answer:
+        return ""
+    if not answer.get("ok"):
+        return notice_html(answer)
+    return f'<div class="wb-notice wb-ok" role="status">✓ {esc(answer.get("message"))}</div>'
+
+
+def wire_votes(votes: Votes, held, best, unacceptable, own, vote_notice, save, vote_json):
+    @guard
+    def save_vote(held_value, best_value, unacceptable_value, own_value, profile: gr.OAuthProfile | None = None):
+        voter = getattr(profile, "username", None) if profile is not None else None
+        return votes.save(held_value, best=best_value, unacceptable=unacceptable_value, own_summary=own_value,
+                          voter=voter)
+
+    saved = save.click(save_vote, [held, best, unacceptable, own], vote_json, api_name="vote",
+                       concurrency_id="votes", concurrency_limit=8)
+    saved.then(vote_notice_html, vote_json, vote_notice, api_visibility="private")
+    return saved

@@ -4,25 +4,14 @@ from __future__ import annotations
 
 import gradio as gr
 
-import pandas as pd
-
-from workbench.app_service import PUBLISHED_SOURCE, WorkbenchService, dataset_key, published_reference, run_label
+from workbench.app_service import WorkbenchService
+from workbench.dashboard import PUBLISHED_SOURCE, length_frame, published_reference
 from workbench.ui import charts
 from workbench.ui.common import esc
 
-
-def length_frame(runs: list[dict], dataset: str | None) -> pd.DataFrame:
-    """Summary length (words) before/after PPO from the latest PPO run on `dataset`: its LoRA start and its result,
-    measured in the same run on the same dialogues (empty when no PPO run recorded length)."""
-    ppo = [r for r in runs if r.get("method") == "ppo" and dataset_key(r) == dataset
-           and {"length_words_start", "length_words"} <= set(r.get("metrics") or {})]
-    if not ppo:
-        return pd.DataFrame()
-    run = max(ppo, key=lambda r: (str(r.get("finished_at", "")), r.get("run_id", "")))
-    rows = [("LoRA (PPO start, same run)", run["metrics"]["length_words_start"], "PPO run: before"),
-            (run_label(run), run["metrics"]["length_words"], "PPO run: after")]
-    return pd.DataFrame([{"model": label, "measured": measured, "mean": e["mean"], "ci_low": e["ci_low"],
-                          "ci_high": e["ci_high"], "n": e.get("n")} for label, e, measured in rows])
+# Provenance table: pixel widths that keep every header on one line and the dates and run ids (the first columns)
+# whole; the rest scrolls sideways at 1400 px.
+RUN_COLUMN_WIDTHS = [175, 330, 95, 220, 160, 60, 55, 80, 80, 85, 100, 130, 110, 120]
 
 
 def render(service: WorkbenchService, dataset: str | None = None):
@@ -48,15 +37,15 @@ def build(service: WorkbenchService, demo: gr.Blocks) -> None:
         params = gr.Plot(label="Trainable parameters vs ROUGE-1", show_label=False, elem_id="dash-params")
         toxicity = gr.Plot(label="Toxicity and length before/after PPO", show_label=False, elem_id="dash-toxicity")
     curves = gr.Plot(label="Training curves", show_label=False, elem_id="dash-curves")
-    runs = gr.Dataframe(label="Measured runs (provenance)", interactive=False, wrap=True, max_height=360,
-                        elem_id="dash-runs")
+    runs = gr.Dataframe(label="Measured runs (provenance)", interactive=False, wrap=False, max_height=360,
+                        column_widths=RUN_COLUMN_WIDTHS, elem_id="dash-runs")
     with gr.Accordion("Published reference numbers — not measured here", open=False):
         gr.Markdown(f"**Source:** {PUBLISHED_SOURCE}. These numbers were measured by others, on the full-size "
                     "FLAN-T5-base and the real DialogSum test set; they are shown for orientation only and never "
                     "enter the charts above.")
         ref = published_reference()
         gr.Plot(charts.reference_chart(ref), label="Published ROUGE-1 (reference recipe)", show_label=False)
-        gr.Dataframe(ref, interactive=False, wrap=True)
+        gr.Dataframe(ref, interactive=False, wrap=True, elem_id="dash-reference")
 
     outputs = [message, dataset, rouge, improvement, params, toxicity, curves, runs]
     reload.click(lambda ds: render(service, ds), dataset, outputs, api_name="dashboard")

@@ -12,10 +12,13 @@ def status_html(summary: dict) -> str:
     """One chip per slot (model, revision and the family it comes from, or why it is unavailable), then a line with
     the load time, serving precision and scorer, and a warning for a fallback scorer."""
     chips = []
+    families = {row.get("family") for row in summary["slots"] if row["ok"]}
+    shared = families.pop() if len(families) == 1 else None  # one family serves every slot: said once, below
     for row in summary["slots"]:
         if row["ok"]:
             rev = esc(str(row["revision"] or "")[:10])
-            family = f'<span class="wb-family">{esc(row.get("family"))}</span>' if row.get("family") else ""
+            family = (f'<span class="wb-family">{esc(row.get("family"))}</span>' if row.get("family") and not shared
+                      else "")
             title = " — ".join(filter(None, (f"{row['model']} @ {row['revision']}", row.get("note"))))
             chips.append(f'<div class="wb-slot wb-slot-ok" title="{esc(title)}">'
                          f'<b>✓ {esc(row["label"])}</b><span>{esc(row["model"])}</span>'
@@ -27,12 +30,15 @@ def status_html(summary: dict) -> str:
               else f"toxicity scorer unavailable: {esc(summary.get('scorer_error'))}")
     precision = esc(summary.get("precision_note") or summary["dtype"])
     device = f"{esc(summary['device'])} · " if summary.get("device") else ""
-    info = (f'<div class="wb-slot-info">loaded in {summary["load_seconds"]:.1f} s · {device}{precision} · '
+    every = f"all from the {esc(shared)} · " if shared else ""
+    info = (f'<div class="wb-slot-info">{every}loaded in {summary["load_seconds"]:.1f} s · {device}{precision} · '
             f'input limit {summary["max_input_tokens"]} tokens · {scorer}</div>')
     scorer_note = (f'<div class="wb-slot-info wb-scorer-note">⚠ toxicity scorer fallback: '
                    f'{esc(summary["scorer_note"])}</div>' if summary.get("scorer_note") else "")
     notice = f'<div class="wb-slot-info">{esc(summary["notice"])}</div>' if summary.get("notice") else ""
-    return f'<div class="wb-slots">{"".join(chips)}</div>{info}{scorer_note}{notice}'
+    family = (f'<div class="wb-slot-info wb-family-note">{esc(summary["family_note"])}</div>'
+              if summary.get("family_note") else "")
+    return f'<div class="wb-slots">{"".join(chips)}</div>{family}{info}{scorer_note}{notice}'
 
 
 def build_header(service: WorkbenchService, demo: gr.Blocks) -> None:

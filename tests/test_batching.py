@@ -1,0 +1,137 @@
+"""The model set's micro-batcher: concurrent Compare requests that share generation settings run in the same calls,
+and every answer is exactly the one the request gets alone (in fp32 and in int8+bf16)."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import pytest
+import torch
+from torch import nn
+
+from tests import ui_fixtures as uf
+from tests.conftest import DIALOGUES
+from workbench import modeling, paths
+from workbench.generation import GenerationSettings, length_bucket
+from workbench.modelset import SLOTS, ModelSet, ModelSetConfig, ModelSetError
+
+PROMPTS = [f"Summarize: {d}" for d, _ in DIALOGUES] + [f"Summarize: {d}" for d in uf.DIALOGUES_EXTRA]
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory, tiny_tokenizer, tiny_model_dir):
+    root = tmp_path_factory.mktemp("batching")
+    patch = pytest.MonkeyPatch()
+    patch.setattr(paths, "STORE_DIR", uf.build_family(root, tiny_tokenizer, tiny_model_dir))
+    yield ModelSetConfig.load(uf.write_config(root / "models.yaml"))
+    patch.undo()
+
+
+def concurrently(ms: ModelSet, jobs: list[tuple[str, GenerationSettings]]) -> list:
+    """Run every (prompt, settings) job in its own thread at once; the answers (or errors) in job order."""
+    out: list = [None] * len(jobs)
+    start = threading.Barrier(len(jobs))
+
+    def one(i: int) -> None:
+        prompt, settings = jobs[i]
+        start.wait()
+        try:
+            out[i] = {s: r.text for s, r in ms.summarize(dict.fromkeys(SLOTS, prompt), settings).items()}
+        except Exception as err:  # noqa: BLE001 - returned to the test
+            out[i] = err
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(jobs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    return out
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "int8"])
+def test_concurrent_requests_are_batched_and_answer_as_alone(config, dtype):
+    if dtype == "int8" and not modeling.int8_kernel_available(torch.bfloat16):
+        dtype = "fp32"  # int8 weights need the bf16 kernel; the fp32 case still runs
+    ms = ModelSet(dataclasses.replace(config, dtype=dtype), device="cpu", max_batch=32, batch_window_ms=400)
+    greedy, beams = GenerationSettings(max_new_tokens=12), GenerationSettings(max_new_tokens=12, num_beams=2)
+    jobs = [(p, s) for p in PROMPTS for s in (greedy, beams)]
+    alone = [{k: r.text for k, r in ms.summarize(dict.fromkeys(SLOTS, p), s).items()} for p, s in jobs]
+    served_alone = list(ms.batcher.batches)
+    assert set(served_alone) == {1}  # one caller at a time: batches of one
+    together = concurrently(ms, jobs)
+    assert together == alone
+    batched = ms.batcher.batches[len(served_alone):]
+    assert sum(batched) == len(jobs) and max(batched) > 1  # they really were served together
+
+
+def test_sampling_requests_are_not_batched_and_keep_their_seed(config):
+    ms = ModelSet(config, device="cpu", max_batch=32, batch_window_ms=200)
+    sampling = GenerationSettings(max_new_tokens=10, do_sample=True, top_k=20)
+    first = ms.summarize({"lora": PROMPTS[0]}, sampling, seed=7)["lora"].text
+    answers = []
+    threads = [threading.Thread(target=lambda: answers.append(
+        ms.summarize({"lora": PROMPTS[0]}, sampling, seed=7)["lora"].text)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert answers == [first] * 4 and ms.batcher.batches == []
+
+
+def test_an_error_in_a_batch_reaches_every_caller_and_the_batcher_goes_on(config, monkeypatch):
+    ms = ModelSet(config, device="cpu", max_batch=8, batch_window_ms=300)
+    engine = ms.engine_of("base")
+    real = engine.generate
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("kernel exploded")
+
+    monkeypatch.setattr(engine, "generate", broken)
+    settings = GenerationSettings(max_new_tokens=6)
+    answers = concurrently(ms, [(p, settings) for p in PROMPTS[:3]])
+    assert all(isinstance(a, RuntimeError) and str(a) == "kernel exploded" for a in answers)
+    monkeypatch.setattr(engine, "generate", real)
+    assert all(isinstance(t, str) for t in concurrently(ms, [(PROMPTS[0], settings)])[0].values())
+
+
+def test_unavailable_slots_still_answer_with_their_reason(config):
+    broken = dataclasses.replace(config, slots={**config.slots, "ppo": dataclasses.replace(
+        config.slots["ppo"], ref="test/missing")})
+    ms = ModelSet(broken, device="cpu", max_batch=8, batch_window_ms=50)
+    out = concurrently(ms, [(PROMPTS[0], GenerationSettings(max_new_tokens=6))] * 2)
+    assert all(o["ppo"] is None and isinstance(o["lora"], str) for o in out)
+
+
+def test_batching_settings_come_from_the_environment_with_clear_errors(config, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_MAX_BATCH", "1")
+    assert not ModelSet(config, device="cpu").batcher.enabled
+    monkeypatch.setenv("WORKBENCH_MAX_BATCH", "many")
+    with pytest.raises(ModelSetError, match="WORKBENCH_MAX_BATCH='many': expected a number"):
+        ModelSet(config, device="cpu")
+    monkeypatch.setenv("WORKBENCH_MAX_BATCH", "4")
+    monkeypatch.setenv("WORKBENCH_BATCH_WINDOW_MS", "5000")
+    with pytest.raises(ModelSetError, match="from 0 to 1000"):
+        ModelSet(config, device="cpu")
+
+
+def test_lora_rows_round_the_same_whatever_else_is_in_the_product():
+    torch.manual_seed(0)
+    linear = nn.Linear(96, 8, bias=False)
+    rowwise = nn.Linear(96, 8, bias=False)
+    rowwise.load_state_dict(linear.state_dict())
+    assert modeling.rowwise_lora(nn.ModuleDict({"lora_A": rowwise})) == 1
+    x = torch.randn(41, 1, 96)
+    alone = torch.cat([rowwise(x[i: i + 1]) for i in range(len(x))])
+    assert torch.equal(rowwise(x), alone) and torch.equal(rowwise(x[:7]), alone[:7])
+    torch.testing.assert_close(rowwise(x), linear(x))
+    prompt = torch.randn(3, 37, 96)  # many positions per row: blocked too
+    assert torch.equal(rowwise(prompt)[1], rowwise(prompt[1:2])[0])
+
+
+def test_int8_layers_pick_their_kernel_by_step_not_by_batch_size():
+    layer = modeling.Int8Linear(nn.Linear(64, 32), torch.bfloat16)
+    assert layer.uses_kernel(torch.zeros(60, 1, 64))  # a decoding step of 60 rows
+    assert not layer.uses_kernel(torch.zeros(1, 5, 64))  # a prompt of 5 positions
+    assert layer.uses_kernel(torch.zeros(4, 64)) and not layer.uses_kernel(torch.zeros(400, 64))
+    assert [length_bucket(n, 32) for n in (1, 32, 33, 500)] == [32, 32, 64, 512]
