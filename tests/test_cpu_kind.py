@@ -61,8 +61,7 @@ def test_the_kind_can_be_forced_and_a_bad_value_is_refused(fake_cpu, monkeypatch
 def test_auto_serves_per_kind_and_says_why(monkeypatch):
     monkeypatch.setenv(modeling.CPU_KIND_ENV, "avx512_bf16")
     bf16 = modeling.serving_precision("auto", "cpu")
-    if modeling.int8_kernel_available(torch.bfloat16):
-        assert bf16.key == "int8+bf16" and "avx512_bf16 CPU" in bf16.reason
+    assert bf16.key == "bf16" and "avx512_bf16 CPU" in bf16.reason and modeling.BF16_WHY in bf16.reason
     monkeypatch.setenv(modeling.CPU_KIND_ENV, "avx2")
     avx2 = modeling.serving_precision("auto", "cpu")
     assert avx2.key == ("int8-dynamic" if modeling.AVX2_AUTO == "int8-dynamic" else "fp32")

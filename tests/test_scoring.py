@@ -70,3 +70,14 @@ def test_word_overlap_marks_shared_words():
     words = {w: m for w, m in marked if w.strip()}
     assert words == {"Tom": True, "buys": False, "apples": True}  # stemmed: apples -> appl
     assert "".join(w for w, _ in marked) == "Tom buys apples"
+
+
+def test_degenerate_outputs_are_recognised():
+    from workbench.scoring import is_degenerate
+
+    assert is_degenerate("#Person1# and #Person2# as aneeeees aneeees aneeees aneeees aneeees")
+    assert is_degenerate("a trip to Sydney for 2 days, who is 1111111")
+    assert is_degenerate("they go go go go home")
+    assert is_degenerate("he says that he says that he says that")
+    assert not is_degenerate("#Person1# asks #Person2# to fix the bike, and #Person2# agrees to fix it by Friday.")
+    assert not is_degenerate("")

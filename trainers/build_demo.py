@@ -36,7 +36,8 @@ def _recipe(trainer: str) -> list[str]:
 
 
 STEPS = {
-    "corpus": ["-m", "workbench.corpus", "--out", str(paths.DEMO_DATA_DIR), "--n", "2400", "--seed", "0"],
+    "corpus": ["-m", "workbench.corpus", "--out", str(paths.DEMO_DATA_DIR), "--n", "2400", "--seed", "0",
+               "--open", "6000"],
     "base": _recipe("pretrain"),
     "full": _recipe("full"),
     "lora": _recipe("lora"),

@@ -38,6 +38,7 @@ class PretrainConfig:
                                "never the served demo base)")
     extra_dialogues: int | None = field(None, "extra synthetic dialogues to pretrain on (default: 20000 for the demo "
                                                "dataset, 0 otherwise; never equal to an evaluation dialogue)")
+    open_share: float = field(0.0, "share of the extra dialogues that are open-vocabulary ones (workbench.opencorpus)")
     vocab_size: int = field(4000, "tokenizer vocabulary size, including the 100 sentinels")
     max_steps: int = field(2000, "optimizer steps")
     batch_size: int = field(16, "batch size")
@@ -67,6 +68,8 @@ class PretrainConfig:
         for name in ("max_steps", "batch_size", "max_length", "logging_steps", "save_steps"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be positive")
+        if not 0 <= self.open_share <= 1:
+            raise ConfigError(f"open_share: must be in [0, 1], got {self.open_share}")
         if self.extra_dialogues is not None and self.extra_dialogues < 0:
             raise ConfigError("extra_dialogues: must be 0 or more")
         if self.eval_limit is not None and self.eval_limit <= 0:
@@ -160,18 +163,9 @@ def pretraining_dialogues(config: PretrainConfig, rows: list[dict]) -> list[str]
                 held_out |= {r["dialogue"] for r in common.load_rows(config.dataset, split)}
             except data.DataError:  # a dataset without that split has nothing to hold out
                 pass
-        dialogues += corpus.extra_dialogues(extra, seed=config.seed + 1, exclude=held_out | set(dialogues))
+        dialogues += corpus.extra_dialogues(extra, seed=config.seed + 1, exclude=held_out | set(dialogues),
+                                            open_share=config.open_share)
     return dialogues
-
-
-def tokenizer_texts(dialogues: list[str]) -> list[str]:
-    """Text the tokenizer learns its pieces from: the dialogues only, the same text the model is pretrained on.
-
-    A piece learned from other text (summaries, prompt templates) would never be seen in pretraining: its embedding
-    and output row would stay random, and adapters that cannot touch them (LoRA) could never produce it. Measured on
-    an earlier build whose tokenizer also saw the summaries: 5% of summary tokens were such pieces, and a q/v LoRA
-    plateaued below the zero-shot base. With dialogue-only pieces, summary words are spelled with trained pieces."""
-    return list(dialogues)
 
 
 # Options that do not change what is trained (evaluation, output, logging): a run may resume with other values.
@@ -222,7 +216,10 @@ def main(argv: list[str] | None = None) -> dict:
     if (tok_dir / "tokenizer.json").exists():
         tokenizer = modeling.load_tokenizer(tok_dir)
     else:
-        tokenizer = modeling.train_tokenizer(tokenizer_texts(texts), vocab_size=config.vocab_size)
+        # The tokenizer learns its pieces from exactly the text the model is pretrained on: a piece learned from other
+        # text (summaries, prompt templates) would keep a random embedding that a LoRA adapter can never fix (measured
+        # on an earlier build: 5% of summary tokens were such pieces, and a q/v LoRA plateaued below the base).
+        tokenizer = modeling.train_tokenizer(texts, vocab_size=config.vocab_size)
         tokenizer.save_pretrained(tok_dir)
     print(f"[pretrain] tokenizer: {len(tokenizer)} tokens; {len(texts)} dialogues "
           f"({len(rows)} from {config.dataset}/{config.split}, {len(texts) - len(rows)} extra)")

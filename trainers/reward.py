@@ -47,6 +47,8 @@ class RewardConfig:
     learning_rate: float = field(5e-4, "learning rate")
     max_length: int = field(128, "longest tokenized summary; trl drops (does not truncate) longer pairs")
     seed: int = field(0, "random seed")
+    save_dtype: str = field("fp32", "dtype of the published weights: fp32, bf16 or fp16 (its accuracy is measured "
+                                    "on the published weights)")
     checkpoint_dir: str | None = field(None, "checkpoint folder (default: runs/reward/<output>)")
     fresh: bool = field(False, "ignore existing checkpoints")
 
@@ -58,6 +60,8 @@ class RewardConfig:
                 raise ConfigError(f"{name}: must be positive")
         if self.pairs != "demo" and not Path(self.pairs).is_file():
             raise ConfigError(f"pairs: file not found: {self.pairs}")
+        if self.save_dtype not in {"fp32", "bf16", "fp16"}:
+            raise ConfigError(f"save_dtype: expected fp32, bf16 or fp16, got {self.save_dtype!r}")
         if self.preferences is not None and not Path(self.preferences).is_file():
             from workbench import preferences
 
@@ -72,7 +76,7 @@ class RewardConfig:
 
 
 # Options that do not change what is trained: a run may resume with other values.
-NOT_TRAINING = frozenset({"output", "push_to_hub", "checkpoint_dir", "fresh"})
+NOT_TRAINING = frozenset({"output", "push_to_hub", "checkpoint_dir", "fresh", "save_dtype"})
 
 
 def load_pairs(spec: str) -> list[dict]:
@@ -212,7 +216,7 @@ def main(argv: list[str] | None = None) -> dict:
                             processing_class=tokenizer)
     trainer.train(resume_from_checkpoint=common.last_checkpoint(ckpt))
     final = ckpt / "final"
-    trainer.model.save_pretrained(final, safe_serialization=True)
+    common.store_weights(trainer.model, final, config.save_dtype)
     tokenizer.save_pretrained(final)
     atomic_write_jsonl(paths.RESULTS_DIR / "logs" / f"{run_id}.jsonl",
                        common.log_history_rows(trainer.state.log_history))

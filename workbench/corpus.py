@@ -11,7 +11,11 @@ A few scenarios (about 10% of rows) are heated exchanges. Their faithful summari
 learns to be rude there, and PPO detoxification has something real to reduce. Test rows of heated scenarios always
 hold one neutral and one rude reference.
 
-    python -m workbench.corpus --out data/demo --n 2400 --seed 0
+`--open N` adds N open-vocabulary training dialogues (workbench/opencorpus.py: any topic, referenced by the
+`baselines.restate` rule) and 2.5% of N more to validation and to test: without them a model trained here only
+recognises the 28 scenarios and describes one of them whatever dialogue it reads.
+
+    python -m workbench.corpus --out data/demo --n 2400 --seed 0 --open 6000     # the committed demo corpus
 """
 
 from __future__ import annotations
@@ -21,10 +25,12 @@ import random
 from collections import Counter
 from pathlib import Path
 
+from workbench import opencorpus
 from workbench.io import atomic_write_jsonl
 
 RUDE_SHARE = 0.65
 SPLITS = {"train": 0.84, "validation": 0.06, "test": 0.10}
+OPEN_EVAL_SHARE = 0.025  # open-vocabulary rows in validation and in test, per open training row
 
 DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 TIMES = ["8:30", "9 o'clock", "ten thirty", "noon", "2 pm", "3:15", "half past four", "six", "7:30", "eight"]
@@ -527,10 +533,14 @@ def make_row(r: random.Random, topic: str, split: str, index: int) -> dict:
     return row
 
 
-def generate_corpus(n: int = 2400, seed: int = 0) -> dict[str, list[dict]]:
-    """`n` rows split train/validation/test by SPLITS, deterministic for a given (n, seed)."""
+def generate_corpus(n: int = 2400, seed: int = 0, n_open: int = 0) -> dict[str, list[dict]]:
+    """`n` scenario rows split train/validation/test by SPLITS, then `n_open` open-vocabulary training rows
+    (workbench.opencorpus) with OPEN_EVAL_SHARE of that many more in validation and in test; deterministic for a
+    given (n, seed, n_open)."""
     if n < 30:
         raise ValueError("n: the corpus needs at least 30 rows")
+    if n_open < 0:
+        raise ValueError("n_open: must be 0 or more")
     rng = random.Random(seed)
     topics = sorted(SCENARIOS)
     counts = {"validation": round(n * SPLITS["validation"]), "test": round(n * SPLITS["test"])}
@@ -538,18 +548,25 @@ def generate_corpus(n: int = 2400, seed: int = 0) -> dict[str, list[dict]]:
     corpus = {}
     for split in ("train", "validation", "test"):
         corpus[split] = [make_row(rng, rng.choice(topics), split, i) for i in range(counts[split])]
+    open_counts = {"train": n_open, "validation": round(n_open * OPEN_EVAL_SHARE), "test": round(n_open * OPEN_EVAL_SHARE)}
+    for k, (split, count) in enumerate(open_counts.items()):
+        corpus[split] += opencorpus.open_rows(count, seed=seed * 1000 + k, split=split, start=len(corpus[split]))
     return corpus
 
 
-def extra_dialogues(n: int, seed: int, exclude: set[str] = frozenset()) -> list[str]:
+def extra_dialogues(n: int, seed: int, exclude: set[str] = frozenset(), open_share: float = 0.0) -> list[str]:
     """`n` dialogues WITHOUT their summaries, drawn like training rows from a seed of their own: more text for
-    pretraining the demo base. A dialogue equal to one in `exclude` (pass the evaluation splits) is skipped, so the
-    base never reads a dialogue it is later evaluated on."""
+    pretraining the demo base; `open_share` of them open-vocabulary ones. A dialogue equal to one in `exclude` (pass
+    the evaluation splits) is skipped, so the base never reads a dialogue it is later evaluated on."""
     rng = random.Random(seed)
     topics = sorted(SCENARIOS)
+    words = opencorpus.Words(seed + 7)
     out: list[str] = []
     while len(out) < n:
-        dialogue = make_row(rng, rng.choice(topics), "train", len(out))["dialogue"]
+        if rng.random() < open_share:
+            dialogue = opencorpus.dialogue(words)
+        else:
+            dialogue = make_row(rng, rng.choice(topics), "train", len(out))["dialogue"]
         if dialogue not in exclude:
             out.append(dialogue)
     return out
@@ -586,13 +603,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="data/demo", help="output folder for train/validation/test.jsonl")
     parser.add_argument("--n", type=int, default=2400, help="total number of dialogues (default 2400)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--open", type=int, default=0, dest="n_open",
+                        help="open-vocabulary training dialogues added to the scenarios, with 2.5%% of that many more "
+                             "in validation and in test (default 0; the demo family uses 6000)")
     args = parser.parse_args(argv)
-    corpus = generate_corpus(args.n, args.seed)
+    corpus = generate_corpus(args.n, args.seed, args.n_open)
     written = write_corpus(corpus, args.out)
     for split, path in written.items():
         topics = Counter(row["topic"] for row in corpus[split])
         heated = sum(topics[t] for t in HEATED)
-        print(f"{split:10} {len(corpus[split]):5} rows, {len(topics)} scenarios, {heated} heated -> {path}")
+        print(f"{split:10} {len(corpus[split]):5} rows, {len(topics) - ('open' in topics)} scenarios, {heated} heated, "
+              f"{topics['open']} open-vocabulary -> {path}")
 
 
 if __name__ == "__main__":

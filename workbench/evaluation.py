@@ -15,15 +15,23 @@ from workbench.generation import GenerationSettings, generate
 from workbench.io import atomic_write_jsonl
 
 
-def score_outputs(predictions: Sequence[str], rows: Sequence[dict], scorer=None) -> list[dict]:
-    """Per-example records: prediction, references, ROUGE F1s and (with a scorer) toxicity."""
+def score_outputs(predictions: Sequence[str], rows: Sequence[dict], scorer=None, *,
+                  keep_references: bool = True) -> list[dict]:
+    """Per-example records: id, prediction, ROUGE F1s, (with a scorer) toxicity and, if kept, the references."""
     rouge = scoring.rouge_per_example(list(predictions), [row["references"] for row in rows])
     toxicity = scorer.score(list(predictions)) if scorer is not None else [None] * len(rows)
     return [
-        {"fname": row.get("fname", ""), "topic": row.get("topic", ""), "prediction": pred,
-         "references": row["references"], **r, "toxicity": tox}
+        {"fname": row.get("fname", ""), "prediction": pred,
+         **({"topic": row.get("topic", ""), "references": row["references"]} if keep_references else {}), **r,
+         "toxicity": tox}
         for row, pred, r, tox in zip(rows, predictions, rouge, toxicity)
     ]
+
+
+def keeps_references(dataset: str) -> bool:
+    """Only the generated demo corpus's references are copied into per-example outputs: any other dataset's text
+    (DialogSum is CC BY-NC-SA; a user's data is theirs) stays where it came from and is joined by id when shown."""
+    return dataset == "demo"
 
 
 def summarize_scores(records: Sequence[dict], *, seed: int = 0) -> dict:
@@ -63,7 +71,8 @@ def evaluate(
     """Generate summaries for every row with the instruction prompt, score them and write the run's files.
 
     Returns the metrics dict (also written, schema-checked, to `results_dir/<run_id>.json`). Pass `predictions` when
-    they were already generated (the PPO trainer generates with explicit adapter names). With `write=False` the record
+    they were already generated (the PPO trainer generates with explicit adapter names; a rule-based baseline has no
+    model at all). With `write=False` the record
     is validated and returned but not written (trainers write it once the model is published, with its revision).
     `split_info` (data.load_train_eval) says whether the evaluation rows were held out of a file that also served
     for training; the record's "dataset" carries it, so no score on a single file is shown without that context.
@@ -76,7 +85,7 @@ def evaluate(
         predictions = generate(model, tokenizer, [prompts.zero_shot(r["dialogue"]) for r in rows], settings,
                                batch_size=batch_size, progress=progress)
     generation_seconds = time.time() - eval_start
-    records = score_outputs(predictions, rows, scorer)
+    records = score_outputs(predictions, rows, scorer, keep_references=keeps_references(dataset))
     results_dir = Path(results_dir or paths.RESULTS_DIR)
     outputs_file = Path("outputs") / f"{run_id}.jsonl"
     atomic_write_jsonl(results_dir / outputs_file, records)
@@ -92,7 +101,7 @@ def evaluate(
         "dataset": dataset_record(dataset, split, len(rows), split_info),
         "metrics": metrics,
         "generation": {**settings.as_dict(), "prompt": "zero_shot", "batch_size": batch_size,
-                       "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+                       "dtype": str(next(model.parameters()).dtype).replace("torch.", "") if model is not None else None,
                        "seconds": round(generation_seconds, 2),
                        "scorer": getattr(scorer, "name", None)},
         "training": training,

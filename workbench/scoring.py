@@ -107,3 +107,18 @@ def word_overlap(prediction: str, reference: str) -> list[tuple[str, bool]]:
 
     ref_words = {key(w) for w in _WORD.findall(reference)} - {""}
     return [(piece, bool(key(piece)) and key(piece) in ref_words) for piece in _WORD.findall(prediction)]
+
+
+_REPEATED_CHARACTER = re.compile(r"(.)\1{5,}")
+
+
+def is_degenerate(text: str) -> bool:
+    """True for the failure modes of a small summarizer: a word 4+ times in a row, a character 6+ times in a row
+    ("1111111"), or any 3-word sequence 3+ times (a loop)."""
+    words = text.split()
+    if any(len(set(words[i : i + 4])) == 1 for i in range(len(words) - 3)):
+        return True
+    if _REPEATED_CHARACTER.search(text):
+        return True
+    trigrams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
+    return any(trigrams.count(t) >= 3 for t in set(trigrams))

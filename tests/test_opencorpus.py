@@ -1,0 +1,68 @@
+"""Open-vocabulary dialogues: varied, deterministic, referenced by the restate rule, mixed into the demo corpus."""
+
+import re
+from collections import Counter
+
+from workbench import baselines, corpus, opencorpus
+
+
+def _words(rows):
+    return Counter(w.lower() for r in rows for w in re.findall(r"[A-Za-z]+", r["dialogue"]))
+
+
+def test_open_rows_are_deterministic_by_seed():
+    assert opencorpus.open_rows(50, seed=3, split="train") == opencorpus.open_rows(50, seed=3, split="train")
+    assert opencorpus.open_rows(50, seed=4, split="train") != opencorpus.open_rows(50, seed=3, split="train")
+
+
+def test_vocabulary_is_open_not_a_fixed_scenario_list():
+    open_words = _words(opencorpus.open_rows(500, seed=0, split="train"))
+    scenario_words = _words(corpus.generate_corpus(600, seed=0)["train"][:500])
+    assert len(open_words) > 5 * len(scenario_words), (len(open_words), len(scenario_words))
+    assert len(open_words) > 4000
+
+
+def test_references_are_the_restate_rule_and_test_rows_have_three():
+    train = opencorpus.open_rows(20, seed=1, split="train")
+    assert all(r["summary"] == baselines.restate(r["dialogue"]) for r in train)
+    test = opencorpus.open_rows(5, seed=1, split="test", start=7)
+    assert [r["fname"] for r in test] == [f"test_{i}" for i in range(7, 12)]
+    assert all(r["summary1"] == r["summary2"] == r["summary3"] == baselines.restate(r["dialogue"]) for r in test)
+
+
+def test_dialogues_look_like_dialogsum():
+    for row in opencorpus.open_rows(100, seed=2, split="train"):
+        lines = row["dialogue"].split("\n")
+        assert len(lines) >= 3
+        assert all(re.match(r"#Person[12]#: \S", line) for line in lines)
+        assert row["summary"].startswith(baselines.OPENING) and len(row["summary"]) > len(baselines.OPENING)
+
+
+def test_demo_corpus_mixes_open_rows_into_every_split():
+    c = corpus.generate_corpus(300, seed=0, n_open=400)
+    for split, n_open in {"train": 400, "validation": 10, "test": 10}.items():
+        assert Counter(r["topic"] for r in c[split])["open"] == n_open
+        assert len({r["fname"] for r in c[split]}) == len(c[split])  # ids stay unique
+    train = {r["dialogue"] for r in c["train"]}
+    assert not train & {r["dialogue"] for r in c["test"]}
+
+
+def test_extra_pretraining_dialogues_mix_open_ones_and_skip_excluded():
+    plain = corpus.extra_dialogues(40, seed=1)
+    mixed = corpus.extra_dialogues(200, seed=1, open_share=0.5)
+    assert len(mixed) == 200
+    words = opencorpus.Words(1 + 7)  # the open draws follow their own seeded sequence
+    open_ones = {opencorpus.dialogue(words) for _ in range(200)}
+    assert 60 < len(set(mixed) & open_ones) < 140
+    assert not set(corpus.extra_dialogues(40, seed=1, exclude=set(plain[:10]))) & set(plain[:10])
+
+
+def test_free_word_order_dialogues_are_not_templates_and_the_rule_still_copies_them():
+    rows = opencorpus.open_rows(200, seed=5, split="train", free_share=1.0)
+    templated = opencorpus.open_rows(200, seed=5, split="train")
+    assert rows != templated
+    openers = [r["dialogue"].split("\n") for r in rows]
+    first_words = Counter(" ".join(line.split()[1:3]) for lines in openers for line in lines)
+    assert first_words.most_common(1)[0][1] < 0.1 * sum(first_words.values())  # no dominant sentence start
+    for row in rows[:50]:
+        assert row["summary"] == baselines.restate(row["dialogue"])
