@@ -234,6 +234,14 @@ def test_sign_in_button_only_on_a_space_with_oauth(wb, monkeypatch):
     monkeypatch.setenv("SPACE_ID", "you/workbench")
     assert not compare_tab.oauth_available()  # a Space without hf_oauth: anonymous votes
     monkeypatch.setenv("OAUTH_CLIENT_ID", "client-id")
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("authlib", "itsdangerous")
+                        else real_find_spec(name, *a))
+    assert not compare_tab.oauth_available()  # OAuth on, but gradio's OAuth extras missing: anonymous, no crash
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name in ("authlib", "itsdangerous")
+                        else real_find_spec(name, *a))
     assert compare_tab.oauth_available()  # (a LoginButton cannot be built off a Space without a Hub login)
 
 
