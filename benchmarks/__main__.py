@@ -38,6 +38,7 @@ for _key, _value in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DAT
     os.environ.setdefault(_key, _value)
 
 import argparse  # noqa: E402
+import gc  # noqa: E402
 import importlib  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
@@ -45,7 +46,8 @@ import time  # noqa: E402
 import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from benchmarks.common import OUT_DIR, Result, Skip, fmt, free_memory, machine, write_json  # noqa: E402
+from benchmarks.common import OUT_DIR, Result, Skip, fmt, machine  # noqa: E402
+from workbench.io import atomic_write_json  # noqa: E402
 
 MEASURES = ("compare", "evaluate", "training", "memory", "startup")  # run order: the first two share loaded models
 MODULES = {"compare": "compare", "evaluate": "evaluation", "training": "training", "memory": "memory",
@@ -85,7 +87,7 @@ class Bench:
 
     def release(self) -> None:
         self._naive, self._modelsets = None, {}
-        free_memory()
+        gc.collect()
 
 
 def parse_args(argv):
@@ -151,11 +153,11 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             result.seconds = round(time.perf_counter() - clock, 1)
             results.append(result)
-            write_json(out_dir / f"{measure}.json", {**result.as_dict(), "family": stats})
+            atomic_write_json(out_dir / f"{measure}.json", {**result.as_dict(), "family": stats})
             report(result)
         total = time.perf_counter() - started
         print("\n" + summary_table(results, errors, total))
-        write_json(out_dir / "summary.json", {
+        atomic_write_json(out_dir / "summary.json", {
             "command": "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:]),
             "total_seconds": round(total, 1), "machine": machine(), "family": stats, "errors": errors,
             "measures": {r.measure: {"title": r.title, "unit": r.unit, "naive": r.naive, "ours": r.ours,

@@ -8,18 +8,16 @@ so that drift (other load, thermal state, page cache) hits both alike, and repor
 from __future__ import annotations
 
 import dataclasses
-import gc
-import json
 import os
 import platform
-import statistics
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from workbench.generation import GenerationSettings
+if TYPE_CHECKING:  # torch loads only where a measure computes: the load-test client runs without it
+    from workbench.generation import GenerationSettings
 
 OUT_DIR = Path(__file__).resolve().parent.parent / "results" / "benchmarks"
 
@@ -80,14 +78,9 @@ class Result:
         return d
 
 
-def write_json(path: Path, payload: dict) -> None:
-    from workbench.io import atomic_write_json
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, payload)
-
-
 def machine() -> dict:
+    import torch
+
     from workbench import modeling
 
     return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "bf16": modeling.cpu_has_bf16(),
@@ -102,6 +95,8 @@ EMULATION_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"
 def cpu_description() -> dict:
     """The CPU kind serving decided on (modeling.cpu_kind), the flags the chip reports, what PyTorch's kernels
     dispatch to, and any variables that cap the instruction sets (how an AVX2-only CPU is emulated)."""
+    import torch
+
     from workbench import modeling
 
     return {"cpu_kind": modeling.cpu_kind(), "cpu_flags": modeling.cpu_flags(),
@@ -146,25 +141,55 @@ def interleaved(variants: dict[str, Callable[[], object]], reps: int) -> dict[st
     return times
 
 
-def median(values: list[float]) -> float:
-    return statistics.median(values)
+# ---------------------------------------------------------------------------------------------------- processes
 
 
-def free_memory() -> None:
-    gc.collect()
-
-
-# ---------------------------------------------------------------------------------------------------- memory
-
-
-def rss_mb() -> dict[str, float]:
-    """This process's resident memory now (VmRSS) and at its peak (VmHWM), in MiB."""
+def rss_mb(pid: int | None = None) -> dict[str, float] | None:
+    """A process's resident memory now (VmRSS) and at its peak (VmHWM), in MiB: this process by default; None when
+    the process has gone."""
+    try:
+        lines = Path(f"/proc/{pid or 'self'}/status").read_text().splitlines()
+    except OSError:
+        return None
     fields = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
+    for line in lines:
         key, _, value = line.partition(":")
         if key in ("VmRSS", "VmHWM"):
             fields[key] = int(value.split()[0]) / 1024
     return {"rss": fields.get("VmRSS", 0.0), "peak": fields.get("VmHWM", 0.0)}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for an app started by a measure)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# ---------------------------------------------------------------------------------------------------- quality
+
+
+def agreement(reference: dict[str, list[str]], candidate: dict[str, list[str]], rows: list[dict]) -> dict:
+    """Per slot of `reference`: outputs identical to the reference's, ROUGE-1 (best over each row's references) for
+    both, and the paired ROUGE-1 difference with its 95% bootstrap CI; the totals and the largest |difference|."""
+    from workbench import scoring
+
+    refs = [r["references"] for r in rows]
+    per_slot = {}
+    for slot in reference:
+        before = [s["rouge1"] for s in scoring.rouge_per_example(reference[slot], refs)]
+        after = [s["rouge1"] for s in scoring.rouge_per_example(candidate[slot], refs)]
+        identical = sum(a == b for a, b in zip(reference[slot], candidate[slot]))
+        diff = scoring.paired_diff_ci(after, before)
+        per_slot[slot] = {"outputs": len(rows), "identical": identical,
+                          "identical_share": round(identical / len(rows), 4),
+                          "rouge1_fp32": round(sum(before) / len(rows), 4), "rouge1": round(sum(after) / len(rows), 4),
+                          "rouge1_delta": round(diff["mean"], 4),
+                          "rouge1_delta_ci": [round(diff["ci_low"], 4), round(diff["ci_high"], 4)]}
+    outputs = sum(v["outputs"] for v in per_slot.values())
+    identical = sum(v["identical"] for v in per_slot.values())
+    return {"outputs": outputs, "identical": identical, "identical_share": round(identical / outputs, 4),
+            "max_abs_rouge1_delta": max(abs(v["rouge1_delta"]) for v in per_slot.values()), "per_slot": per_slot}
 
 
 # ---------------------------------------------------------------------------------------------------- naive path

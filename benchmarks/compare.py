@@ -13,7 +13,9 @@ native), and torch.ao dynamic int8 quantisation; all are timed interleaved with 
 
 from __future__ import annotations
 
-from benchmarks.common import Goal, Result, interleaved, median, naive_generate
+from statistics import median
+
+from benchmarks.common import Goal, Result, interleaved, naive_generate
 from workbench import modeling, prompts
 from workbench.generation import GenerationSettings
 from workbench.modelset import SLOTS

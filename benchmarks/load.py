@@ -35,7 +35,6 @@ import json
 import os
 import platform
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,6 +43,7 @@ import threading
 import time
 from pathlib import Path
 
+from benchmarks.common import free_port, rss_mb
 from workbench.store import shown_path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -82,22 +82,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # ------------------------------------------------------------------------------------------------ the server
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def rss_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
 
 
 @contextlib.contextmanager
@@ -141,9 +125,9 @@ class RssSampler(threading.Thread):
 
     def run(self) -> None:
         while self.pid is not None and not self._halt.is_set():
-            value = rss_mb(self.pid)
-            if value is not None:
-                self.samples.append((round(time.monotonic() - self.t0, 2), round(value, 1)))
+            memory = rss_mb(self.pid)
+            if memory is not None:
+                self.samples.append((round(time.monotonic() - self.t0, 2), round(memory["rss"], 1)))
             self._halt.wait(self.every)
 
     def stop(self) -> None:

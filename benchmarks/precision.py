@@ -38,9 +38,10 @@ import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from benchmarks.common import OUT_DIR, machine, write_json  # noqa: E402
+from benchmarks.common import OUT_DIR, agreement, machine  # noqa: E402
 from benchmarks.family import load_modelset  # noqa: E402
-from workbench import data, modeling, paths, prompts, scoring  # noqa: E402
+from workbench import data, modeling, paths, prompts  # noqa: E402
+from workbench.io import atomic_write_json  # noqa: E402
 from workbench.generation import GenerationSettings  # noqa: E402
 from workbench.modelset import DEFAULT_CONFIG, SLOTS  # noqa: E402
 
@@ -49,11 +50,6 @@ PRECISIONS = {"fp32": ("fp32", None), "bf16": ("bf16", None), "int8+bf16": ("int
 # key -> (models-config dtype, the CPU kind to load as: None = this CPU's own)
 CHUNK = 16  # the Toxicity tab's batch size: dialogues per generate_slots call
 SETTINGS = GenerationSettings(max_new_tokens=64)
-
-
-def cpu_flags() -> dict[str, bool]:
-    """Which of the instruction sets that decide CPU serving speed and precision this CPU has."""
-    return modeling.cpu_flags()
 
 
 @contextlib.contextmanager
@@ -105,26 +101,6 @@ def run_all(models, rows: list[dict], bar) -> dict[str, list[str]]:
     return out
 
 
-def compare(reference: dict[str, list[str]], candidate: dict[str, list[str]], rows: list[dict]) -> dict:
-    """Outputs identical to fp32, and ROUGE-1 (best over each dialogue's references) for fp32 and the candidate."""
-    refs = [r["references"] for r in rows]
-    per_slot = {}
-    for slot in SLOTS:
-        before = [s["rouge1"] for s in scoring.rouge_per_example(reference[slot], refs)]
-        after = [s["rouge1"] for s in scoring.rouge_per_example(candidate[slot], refs)]
-        identical = sum(a == b for a, b in zip(reference[slot], candidate[slot]))
-        diff = scoring.paired_diff_ci(after, before)
-        per_slot[slot] = {"outputs": len(rows), "identical": identical,
-                          "identical_share": round(identical / len(rows), 4),
-                          "rouge1_fp32": round(sum(before) / len(rows), 4), "rouge1": round(sum(after) / len(rows), 4),
-                          "rouge1_delta": round(diff["mean"], 4),
-                          "rouge1_delta_ci": [round(diff["ci_low"], 4), round(diff["ci_high"], 4)]}
-    outputs = sum(v["outputs"] for v in per_slot.values())
-    identical = sum(v["identical"] for v in per_slot.values())
-    return {"outputs": outputs, "identical": identical, "identical_share": round(identical / outputs, 4),
-            "max_abs_rouge1_delta": max(abs(v["rouge1_delta"]) for v in per_slot.values()), "per_slot": per_slot}
-
-
 def measure(keys: list[str], rows: list[dict], save) -> None:
     """fp32 first, then each other precision; `save(entries, models measured, notes)` after each, so that a run
     stopped early keeps what it measured."""
@@ -154,7 +130,7 @@ def measure(keys: list[str], rows: list[dict], save) -> None:
             outputs = run_all(models, rows, bar)
             entry = {"key": key, "precision": str(models.precision), "seconds": round(time.time() - started, 1)}
             reference = reference or outputs
-            entries.append({**entry, **compare(reference, outputs, rows)})
+            entries.append({**entry, **agreement(reference, outputs, rows)})
             save(entries, revisions, notes)
             del models
 
@@ -178,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def save(entries, revisions, notes):
         result.update(entries=entries, notes=notes)
-        write_json(args.out, {
+        atomic_write_json(args.out, {
             "measure": "precision", "command": " ".join(["python -m benchmarks.precision", *(argv or sys.argv[1:])]),
             "title": "Serving precision vs fp32: outputs identical and ROUGE-1 change, demo family, demo test split",
             "models_config": DEFAULT_CONFIG.relative_to(paths.REPO_ROOT).as_posix(), "models": revisions,

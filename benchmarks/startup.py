@@ -17,8 +17,9 @@ import sys
 import threading
 import time
 from pathlib import Path
+from statistics import median
 
-from benchmarks.common import Result, median
+from benchmarks.common import Result, free_port
 from benchmarks.load import stop_process
 from workbench.store import shown_path
 from workbench import paths
@@ -49,7 +50,7 @@ def run(bench) -> Result:
 def launch_and_ask(config: Path, env: dict | None, dialogue: str) -> dict:
     from gradio_client import Client
 
-    port = _free_port()
+    port = free_port()
     marks: dict[str, float] = {}
     log: list[str] = []
     start = time.perf_counter()
@@ -94,8 +95,3 @@ def _wait_for_port(proc, port: int, log: list) -> None:
             time.sleep(0.1)
     raise RuntimeError(f"the app did not listen on port {port} within {TIMEOUT_S} s")
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

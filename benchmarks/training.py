@@ -19,11 +19,12 @@ minutes per naive step on two cores; dynamic padding helps more, not less, with 
 from __future__ import annotations
 
 import contextlib
+import gc
 import tempfile
 
 import torch
 
-from benchmarks.common import Goal, Result, free_memory, interleaved
+from benchmarks.common import Goal, Result, interleaved
 from benchmarks.family import dialogsum, use_store
 from workbench import modeling
 
@@ -34,7 +35,10 @@ MAX_SOURCE, MAX_TARGET = 512, 128
 
 def run(bench) -> Result:
     steps = bench.reps(3)
-    per_method = {method: _throughput(bench, method, steps) for method in ("full", "lora")}
+    per_method = {}
+    for method in ("full", "lora"):
+        per_method[method] = _throughput(bench, method, steps)
+        gc.collect()  # the model and optimizer of one method are freed before the next one loads
     naive = sum(m["naive_tokens_per_s"] for m in per_method.values()) / len(per_method)
     ours = sum(m["ours_tokens_per_s"] for m in per_method.values()) / len(per_method)
     ratios = {method: m["ratio"] for method, m in per_method.items()}
@@ -51,42 +55,9 @@ def run(bench) -> Result:
 
 
 def _throughput(bench, method: str, steps: int) -> dict:
-    from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
-    from transformers.trainer_pt_utils import LengthGroupedSampler
-
-    from trainers import common, full, lora
-
-    tokenizer = bench.family.tokenizer
-    with use_store(bench.family.store_dir):
-        model = modeling.load_model(bench.family.folder("base"), dtype="fp32", device="cpu")
-    if method == "lora":
-        from peft import get_peft_model
-
-        model = get_peft_model(model, lora.lora_settings(lora.LoraConfig()))
-    else:
-        model = full.prepare(model, full.FullConfig())
-    model.train()
-    bf16 = common.use_bf16("auto")
-    with tempfile.TemporaryDirectory() as tmp:
-        args = Seq2SeqTrainingArguments(output_dir=tmp, per_device_train_batch_size=BATCH_SIZE, learning_rate=1e-4,
-                                        bf16=bf16, use_cpu=True, report_to=[])
-        optimizer_cls, optimizer_kwargs = Seq2SeqTrainer.get_optimizer_cls_and_kwargs(args, model)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = optimizer_cls(params, **optimizer_kwargs)
-
-    rows = dialogsum("dev")
-    generator = torch.Generator().manual_seed(0)
-    pool = [rows[i] for i in torch.randperm(len(rows), generator=generator)[: BATCH_SIZE * (steps + 1)].tolist()]
-    dataset = common.tokenize_pairs(tokenizer, pool, MAX_SOURCE, MAX_TARGET)
-    collate = DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100, pad_to_multiple_of=8)
-    features = [{k: dataset[i][k] for k in ("input_ids", "attention_mask", "labels")} for i in range(len(dataset))]
-    warm, features, lengths = features[:BATCH_SIZE], features[BATCH_SIZE:], dataset["length"][BATCH_SIZE:]
-    grouped = list(LengthGroupedSampler(BATCH_SIZE, lengths=lengths, generator=generator))
-    shuffled = torch.randperm(len(features), generator=generator).tolist()
-    ours_batches = [collate([features[i] for i in grouped[b : b + BATCH_SIZE]])
-                    for b in range(0, len(grouped), BATCH_SIZE)]
-    naive_batches = [_pad_fixed(collate([features[i] for i in shuffled[b : b + BATCH_SIZE]]))
-                     for b in range(0, len(shuffled), BATCH_SIZE)]
+    """Tokens per second of the naive and our training step for `method`, on the same examples, interleaved."""
+    model, params, optimizer, bf16 = _trainable(bench, method)
+    warm, naive_batches, ours_batches = _batches(bench.family.tokenizer, model, steps)
 
     def step(batch, autocast: bool):
         context = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
@@ -97,8 +68,8 @@ def _throughput(bench, method: str, steps: int) -> dict:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    step(_pad_fixed(collate(warm)), autocast=False)  # warm-up steps on examples outside the measured ones
-    step(collate(warm), autocast=bf16)
+    step(_pad_fixed(warm), autocast=False)  # warm-up steps on examples outside the measured ones
+    step(warm, autocast=bf16)
     todo = {"naive": iter(naive_batches), "ours": iter(ours_batches)}
     times = interleaved({"naive": lambda: step(next(todo["naive"]), False),
                          "ours": lambda: step(next(todo["ours"]), bf16)}, steps)
@@ -113,9 +84,55 @@ def _throughput(bench, method: str, steps: int) -> dict:
         out[f"{path}_step_s"] = times[path]
         out[f"{path}_tokens_per_s"] = tokens[path] / sum(times[path])
     out["ratio"] = out["ours_tokens_per_s"] / out["naive_tokens_per_s"]
-    del model, optimizer
-    free_memory()
     return out
+
+
+def _trainable(bench, method: str):
+    """The base model prepared as the trainer of `method` prepares it, its trainable parameters, the optimizer the
+    HF Trainer would build for them, and whether steps autocast to bf16 (as the trainers' "auto" precision)."""
+    from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
+
+    from trainers import common, full, lora
+
+    with use_store(bench.family.store_dir):
+        model = modeling.load_model(bench.family.folder("base"), dtype="fp32", device="cpu")
+    if method == "lora":
+        from peft import get_peft_model
+
+        model = get_peft_model(model, lora.lora_settings(lora.LoraRecipe()))
+    else:
+        model = full.prepare(model, full.FullRecipe())
+    model.train()
+    bf16 = common.use_bf16("auto")
+    with tempfile.TemporaryDirectory() as tmp:
+        args = Seq2SeqTrainingArguments(output_dir=tmp, per_device_train_batch_size=BATCH_SIZE, learning_rate=1e-4,
+                                        bf16=bf16, use_cpu=True, report_to=[])
+        optimizer_cls, optimizer_kwargs = Seq2SeqTrainer.get_optimizer_cls_and_kwargs(args, model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    return model, params, optimizer_cls(params, **optimizer_kwargs), bf16
+
+
+def _batches(tokenizer, model, steps: int):
+    """A warm-up batch, then the same `steps` batches of DialogSum dev examples twice: shuffled and padded to the
+    fixed maximum shapes (naive), and length-grouped, padded per batch to a multiple of 8 (ours)."""
+    from transformers import DataCollatorForSeq2Seq
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    from trainers import common
+
+    rows = dialogsum("dev")
+    generator = torch.Generator().manual_seed(0)
+    pool = [rows[i] for i in torch.randperm(len(rows), generator=generator)[: BATCH_SIZE * (steps + 1)].tolist()]
+    dataset = common.tokenize_pairs(tokenizer, pool, MAX_SOURCE, MAX_TARGET)
+    collate = DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100, pad_to_multiple_of=8)
+    features = [{k: dataset[i][k] for k in ("input_ids", "attention_mask", "labels")} for i in range(len(dataset))]
+    warm, features, lengths = features[:BATCH_SIZE], features[BATCH_SIZE:], dataset["length"][BATCH_SIZE:]
+    grouped = list(LengthGroupedSampler(BATCH_SIZE, lengths=lengths, generator=generator))
+    shuffled = torch.randperm(len(features), generator=generator).tolist()
+    ours = [collate([features[i] for i in grouped[b : b + BATCH_SIZE]]) for b in range(0, len(grouped), BATCH_SIZE)]
+    naive = [_pad_fixed(collate([features[i] for i in shuffled[b : b + BATCH_SIZE]]))
+             for b in range(0, len(shuffled), BATCH_SIZE)]
+    return collate(warm), naive, ours
 
 
 def _pad_fixed(batch: dict) -> dict:

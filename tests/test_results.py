@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from workbench import results
+from workbench import paths, results
 
 
 def valid_run(run_id="lora-1", n=4):
@@ -27,12 +27,67 @@ def valid_run(run_id="lora-1", n=4):
     (lambda r: r["metrics"]["rouge1"].update(ci_low=0.9), "metrics.rouge1"),
     (lambda r: r["dataset"].update(n=5), "metrics.rouge1.n"),
     (lambda r: r.update(wall_time_s="fast"), "wall_time_s"),
+    (lambda r: r.update(wall_time_s="60"), "wall_time_s"),  # strict: a number written as text is not a number
+    (lambda r: r["dataset"].update(n=True), "dataset.n"),  # nor is a boolean
+    (lambda r: r.update(finshed_at="2026-01-01T00:01:00Z"), "finshed_at"),  # a typo is not silently kept
+    (lambda r: r["metrics"]["rouge1"].update(median=0.4), "metrics.rouge1.median"),
+    (lambda r: r["dataset"].update(heldout=True), "dataset.heldout"),
+    (lambda r: r["generation"].update(beams=4), "generation.beams"),
+    (lambda r: r["params"].pop("total"), "params.total"),
+    (lambda r: r.update(training=[1, 2]), "training"),
 ])
 def test_schema_errors_name_the_field(mutate, field):
     run = copy.deepcopy(valid_run())
     mutate(run)
-    with pytest.raises(results.SchemaError, match=f"field {field}"):
+    with pytest.raises(results.SchemaError, match=f"^field {field}: ") as err:
         results.validate(run)
+    assert "\n" not in str(err.value) and "pydantic" not in str(err.value)
+
+
+def test_messages_say_what_is_wrong():
+    def message(mutate):
+        run = copy.deepcopy(valid_run())
+        mutate(run)
+        with pytest.raises(results.SchemaError) as err:
+            results.validate(run)
+        return str(err.value)
+
+    assert message(lambda r: r.pop("run_id")) == "field run_id: missing"
+    assert message(lambda r: r.update(schema_version=2)) == "field schema_version: expected 1, got 2"
+    assert message(lambda r: r["metrics"]["rouge1"].update(ci_low=0.9)) == \
+        "field metrics.rouge1: ci_low is above ci_high"
+    assert message(lambda r: r["dataset"].update(n=5)) == "field metrics.rouge1.n: differs from dataset.n"
+    assert message(lambda r: r.update(extra=1)) == "field extra: not a field of schema version 1"
+    assert "'magic'" in message(lambda r: r.update(method="magic"))
+    with pytest.raises(results.SchemaError, match="must be a JSON object"):
+        results.validate([valid_run()])
+
+
+def test_validate_returns_the_record_unchanged_and_parse_gives_it_typed():
+    run = valid_run()
+    assert results.validate(run) is run
+    typed = results.parse(run)
+    assert typed.dataset.n == 4 and typed.params.trainable == 10 and typed.revision == "abc"
+    assert set(typed.ci_metrics()) == set(results.ROUGE_KEYS) and typed.ci_metrics()["rouge1"].ci_high == 0.5
+
+
+def test_every_committed_result_file_is_a_valid_run():
+    """What the repository ships (and the dashboards read) matches the schema: none is silently skipped."""
+    files = sorted(paths.REPO_ROOT.glob("results/*.json"))
+    assert files
+    for path in files:
+        assert results.read(path)["run_id"] == path.stem
+    assert len(results.list_runs(paths.REPO_ROOT / "results")) == len(files)
+
+
+def test_the_generation_record_covers_every_decoding_setting():
+    from workbench.generation import GenerationSettings
+
+    assert set(GenerationSettings().as_dict()) <= set(results.Generation.model_fields)
+    run = valid_run()
+    run["generation"] = {**GenerationSettings().as_dict(), "prompt": "zero_shot", "batch_size": 32, "dtype": None,
+                         "seconds": 1.5, "scorer": None}
+    assert results.validate(run) is run
 
 
 def test_write_read_list_and_never_overwrite(tmp_path):
@@ -44,8 +99,6 @@ def test_write_read_list_and_never_overwrite(tmp_path):
     (tmp_path / "other.json").write_text(json.dumps({"hello": 1}))
     results.write_metrics(valid_run("lora-2"), tmp_path / "lora-2.json")
     assert [r["run_id"] for r in results.list_runs(tmp_path)] == ["lora-1", "lora-2"]
-    frame = results.to_frame(results.list_runs(tmp_path))
-    assert set(frame.metric) == {"rouge1", "rouge2", "rougeL", "rougeLsum"} and len(frame) == 8
 
 
 def test_run_ids_are_unique_and_sortable():

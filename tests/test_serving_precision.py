@@ -51,14 +51,18 @@ def test_each_precision_loads_as_the_app_serves_it_on_pinned_revisions(family, t
 
 
 def test_comparison_counts_identical_outputs_and_the_rouge_change():
-    from benchmarks import precision
+    """benchmarks.common.agreement: what both the precision and the evaluation measures report against fp32."""
+    from benchmarks.common import agreement
+    from workbench.modelset import SLOTS
 
     rows = [{"references": ["the cat sat on the mat"]}, {"references": ["they meet at noon"]}]
-    reference = {slot: ["the cat sat on the mat", "they meet at noon"] for slot in precision.SLOTS}
+    reference = {slot: ["the cat sat on the mat", "they meet at noon"] for slot in SLOTS}
     candidate = {**reference, "ppo": ["the cat sat on the mat", "nothing in common"]}
-    out = precision.compare(reference, candidate, rows)
+    out = agreement(reference, candidate, rows)
     assert (out["outputs"], out["identical"], out["identical_share"]) == (8, 7, 0.875)
     assert out["per_slot"]["ppo"]["identical"] == 1 and out["per_slot"]["ppo"]["rouge1_delta"] == -0.5
     assert out["per_slot"]["base"]["rouge1_delta"] == 0 and out["max_abs_rouge1_delta"] == 0.5
-    assert set(precision.cpu_flags()) == {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16",
-                                          "amx_int8"}
+    some = agreement({"lora": reference["lora"]}, candidate, rows)  # only the slots that loaded are compared
+    assert set(some["per_slot"]) == {"lora"} and some["outputs"] == 2
+    assert set(modeling.cpu_flags()) == {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16",
+                                         "amx_int8"}

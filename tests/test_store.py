@@ -202,3 +202,48 @@ def test_store_errors_do_not_reveal_the_servers_folders(tmp_path):
         with pytest.raises(StoreError) as err:
             LocalStore(root).head("demo/not-there")
         assert str(REPO_ROOT) not in str(err.value) and str(tmp_path) not in str(err.value)
+
+
+# ------------------------------------------------------------------------------------------------ one record per run
+
+def test_a_published_run_carries_its_results_record_with_the_revision(tiny_model_dir, tmp_store, tmp_path):
+    """store.publish_run writes the store's metrics.json from the run record: the same record results/ gets, with
+    the store revision filled in, and that revision still verifies (it names the record's content too)."""
+    from tests.test_results import valid_run
+    from workbench import results
+
+    folder = tmp_path / "out"
+    folder.mkdir()
+    for f in tiny_model_dir.iterdir():
+        (folder / f.name).write_bytes(f.read_bytes())
+    run = {**valid_run(), "revision": None}
+    published = store.publish_run(folder, "demo/tiny", run, card="# demo/tiny\n")
+    revision = published["revision"]
+    assert revision == LocalStore().head("demo/tiny") and run["revision"] is None
+    assert LocalStore().read_metrics("demo/tiny") == published == {**run, "revision": revision}
+    assert json.loads((folder / "metrics.json").read_text()) == published  # the copy a push to the Hub uploads
+    assert results.read(results.write_metrics(published)) == published
+    assert LocalStore().publish(folder, "demo/tiny") == revision  # the same folder again: the same revision
+    copy = store.resolve("demo/tiny") / "metrics.json"
+    edited = json.loads(copy.read_text())
+    edited["metrics"]["rouge1"]["mean"] = 0.9
+    copy.write_text(json.dumps(edited, indent=2, ensure_ascii=False) + "\n")
+    with pytest.raises(StoreError, match="corrupted"):  # an edited score is caught like an edited weight
+        store.resolve("demo/tiny")
+    with pytest.raises(results.SchemaError, match="field method"):  # an off-schema record is never published
+        store.publish_run(folder, "demo/other", {**run, "method": "magic"}, card="")
+    assert not LocalStore().exists("demo/other")
+
+
+def test_committed_models_verify_and_carry_their_results_record():
+    """Each committed demo model's metrics.json is its results/ record (revision blank in revisions published before
+    it was filled in), and every revision still matches the hash it is named by."""
+    from workbench import paths, results
+
+    local = LocalStore(paths.REPO_ROOT / "store")
+    assert local.list_repos()
+    for repo in local.list_repos():
+        record = local.read_metrics(repo)  # resolve: verifies the content hash
+        source = results.read(paths.REPO_ROOT / "results" / f"{record['run_id']}.json")
+        assert source["revision"] == local.head(repo) and record["revision"] in (None, source["revision"])
+        assert record == {**source, "revision": record["revision"]}

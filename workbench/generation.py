@@ -61,7 +61,7 @@ class GenerationSettings:
         return asdict(self)
 
 
-def model_input_limit(tokenizer, model=None, default: int = 512) -> int:
+def model_input_limit(tokenizer, default: int = 512) -> int:
     """The longest input the model is meant to read (T5 uses relative positions; 512 is its training length)."""
     limit = getattr(tokenizer, "model_max_length", None)
     return int(limit) if isinstance(limit, int) and 0 < limit < 100_000 else default

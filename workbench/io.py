@@ -30,8 +30,14 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def json_bytes(obj: Any) -> bytes:
+    """The bytes `atomic_write_json` writes for `obj`: one format, so that a file can be re-created byte for byte
+    (the store hashes a published metrics.json as it was before its revision was written into it)."""
+    return (json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n").encode("utf-8")
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
+    return atomic_write_bytes(path, json_bytes(obj))
 
 
 def atomic_write_jsonl(path: str | os.PathLike, rows: list[dict]) -> Path:

@@ -24,8 +24,11 @@ def few_shot(dialogue: str, shots: Sequence[tuple[str, str]] = ()) -> str:
     return "".join(shot_block(d, s) for d, s in shots) + shot_block(dialogue)
 
 
-def build_prompt(dialogue: str, shots: Sequence[tuple[str, str]] = (), style: str = "instruction") -> str:
-    """`style="instruction"` is the fine-tuning prompt; `"blocks"` the in-context format (any number of shots)."""
+def build_prompt(dialogue: str, shots: Sequence[tuple[str, str]] = (), style: str | None = None) -> str:
+    """The prompt the base model is asked with: the instruction (zero-shot, as every fine-tune was trained) without
+    shots, the in-context blocks with one or more. `style` ("instruction" or "blocks") forces one form; the
+    instruction form takes no shots."""
+    style = style or ("blocks" if shots else "instruction")
     if style == "instruction":
         if shots:
             raise ValueError("the instruction prompt takes no shots; use style='blocks' for one/few-shot")

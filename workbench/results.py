@@ -1,86 +1,194 @@
-"""The metrics JSON that trainers and the evaluator write and the dashboards read.
+"""The metrics record that trainers and the evaluator write and the dashboards read: one pydantic model per part.
 
 One file per run, `results/<run_id>.json`, schema_version 1 (see docs/ARCHITECTURE.md). Files are written atomically
 and never overwritten: a run id names one run forever. Readers validate and skip what does not match the schema.
+This is the single source of a run's metrics: the copy published with a model (its metrics.json in the store) is
+written from the same record by `store.publish_run`.
+
+The parts whose keys are fixed (a metric's CI, params, dataset, generation, the record itself) refuse unknown keys,
+so a typo or a field a newer writer added is caught where it is written, not where a chart reads it. `training` is
+each method's own free-form description (a reward model and a PPO run train on different things) and stays open.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 import secrets
 import subprocess
 from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
+                      model_validator)
 
 from workbench import paths
 from workbench.io import atomic_write_json
 
 SCHEMA_VERSION = 1
 CI_KEYS = ("mean", "std", "n", "ci_low", "ci_high")
-REQUIRED = {
-    "schema_version": int, "run_id": str, "model_id": str, "method": str, "base_model": str, "params": dict,
-    "dataset": dict, "metrics": dict, "generation": dict, "git_commit": str, "started_at": str,
-    "finished_at": str, "wall_time_s": (int, float), "outputs_file": str,
-}
-METHODS = {"base", "zero-shot", "one-shot", "few-shot", "full", "lora", "ppo", "orpo", "cpo", "eval", "reward",
-           "baseline"}
+METHOD_NAMES = ("base", "zero-shot", "one-shot", "few-shot", "full", "lora", "ppo", "orpo", "cpo", "eval", "reward",
+                "baseline")
+METHODS = set(METHOD_NAMES)
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 # The headline metric each kind of run must carry (a CI over the record's dataset.n examples). A summarizer is
 # measured by ROUGE; a reward model writes no summaries and is measured by how often it ranks held-out pairs right.
 HEADLINE = {"reward": ("pairwise_accuracy",)}
+
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Count = Annotated[int, Field(ge=0)]
 
 
 class SchemaError(ValueError):
     """A metrics record that does not match the schema; the message names the field."""
 
 
-def _check_ci(value, where: str) -> None:
-    if not isinstance(value, dict):
-        raise SchemaError(f"field {where}: expected an object with {', '.join(CI_KEYS)}")
-    for key in CI_KEYS:
-        number = value.get(key)
-        if not isinstance(number, (int, float)) or isinstance(number, bool) or not math.isfinite(number):
-            raise SchemaError(f"field {where}.{key}: expected a finite number, got {number!r}")
-    if value["ci_low"] > value["ci_high"]:
-        raise SchemaError(f"field {where}: ci_low is above ci_high")
-    if value["n"] < 1:
-        raise SchemaError(f"field {where}.n: must be at least 1")
+class _Closed(BaseModel):
+    """Strict (no "1" for 1, no true for 1) and closed: an unknown key is an error, not silently kept."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Metric(_Closed):
+    """A mean over `n` examples with its 95% bootstrap CI (scoring.mean_ci)."""
+
+    mean: Finite
+    std: Finite
+    n: Annotated[int, Field(ge=1)]
+    ci_low: Finite
+    ci_high: Finite
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Metric:
+        if self.ci_low > self.ci_high:
+            raise ValueError("ci_low is above ci_high")
+        return self
+
+
+def _metric_kind(value: Any) -> str:
+    """A metric entry with a "mean" is a CI and checked as one; anything else (e.g. a reward run's train_pairs
+    count) is a plain note."""
+    return "ci" if isinstance(value, Metric) or (isinstance(value, dict) and "mean" in value) else "note"
+
+
+MetricEntry = Annotated[Annotated[Metric, Tag("ci")] | Annotated[Any, Tag("note")], Discriminator(_metric_kind)]
+
+
+class Params(_Closed):
+    total: Count
+    trainable: Count
+    trainable_share: Finite | None = None
+
+
+class Dataset(_Closed):
+    """What was evaluated; with a split_info (data.load_train_eval) also whether it was held out of training."""
+
+    id: str
+    split: str
+    n: Count
+    held_out: bool | None = None
+    train_n: Count | None = None
+    holdout_seed: int | None = None
+    note: str | None = None
+
+
+class Generation(_Closed):
+    """generation.GenerationSettings.as_dict() plus how the evaluation ran; {} for a run that generates nothing."""
+
+    max_new_tokens: int | None = None
+    num_beams: int | None = None
+    do_sample: bool | None = None
+    temperature: Finite | None = None
+    top_k: int | None = None
+    top_p: Finite | None = None
+    repetition_penalty: Finite | None = None
+    no_repeat_ngram_size: int | None = None
+    min_new_tokens: int | None = None
+    prompt: str | None = None
+    batch_size: int | None = None
+    dtype: str | None = None
+    seconds: Finite | None = None
+    scorer: str | None = None
+
+
+class Run(_Closed):
+    """One run's record. `revision` is the store revision of the published model (None until it is published)."""
+
+    schema_version: int
+    run_id: str
+    model_id: str
+    revision: str | None = None
+    method: Literal[METHOD_NAMES]
+    base_model: str
+    params: Params
+    dataset: Dataset
+    metrics: dict[str, MetricEntry]
+    generation: Generation
+    training: dict[str, Any] | None = None
+    git_commit: str
+    started_at: str
+    finished_at: str
+    wall_time_s: Finite
+    outputs_file: str
+
+    @field_validator("schema_version")
+    @classmethod
+    def _version(cls, value: int) -> int:
+        if value != SCHEMA_VERSION:
+            raise ValueError(f"expected {SCHEMA_VERSION}, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _headline(self) -> Run:
+        """The method's headline metric is there, is a CI, and covers every evaluated example."""
+        required = HEADLINE.get(self.method, ROUGE_KEYS)
+        for key in required:
+            if key not in self.metrics:
+                raise ValueError(f"field metrics.{key}: missing")
+        headline = self.metrics[required[0]]
+        if not isinstance(headline, Metric):
+            raise ValueError(f"field metrics.{required[0]}: expected an object with {', '.join(CI_KEYS)}")
+        if headline.n != self.dataset.n:
+            raise ValueError(f"field metrics.{required[0]}.n: differs from dataset.n")
+        return self
+
+    def ci_metrics(self) -> dict[str, Metric]:
+        """The metrics that are means with CIs, by name (the notes left out)."""
+        return {key: value for key, value in self.metrics.items() if isinstance(value, Metric)}
+
+
+def _message(err: ValidationError) -> str:
+    """The first problem as one line naming the field: `field metrics.rouge1.mean: input should be a finite number`."""
+    first = err.errors(include_url=False)[0]
+    loc = [str(part) for part in first["loc"]]
+    if len(loc) > 2 and loc[0] == "metrics":
+        del loc[2]  # the tag that says which kind of metric entry it was checked as
+    if first["type"] == "missing":
+        text = "missing"
+    elif first["type"] == "extra_forbidden":
+        text = f"not a field of schema version {SCHEMA_VERSION}"
+    elif first["type"] == "value_error":
+        text = str(first["ctx"]["error"])
+    else:
+        shown = repr(first["input"])
+        text = f"{first['msg'][:1].lower()}{first['msg'][1:]}, got {shown[:60]}"
+    return f"field {'.'.join(loc)}: {text}" if loc else text
+
+
+def parse(run: Any) -> Run:
+    """The typed record, or SchemaError naming the first bad field."""
+    if not isinstance(run, dict):
+        raise SchemaError("the metrics record must be a JSON object")
+    try:
+        return Run.model_validate(run)
+    except ValidationError as err:
+        raise SchemaError(_message(err)) from None
 
 
 def validate(run: dict) -> dict:
-    """Return `run` if it matches schema version 1, else raise SchemaError naming the first bad field."""
-    if not isinstance(run, dict):
-        raise SchemaError("the metrics record must be a JSON object")
-    for key, kind in REQUIRED.items():
-        if key not in run:
-            raise SchemaError(f"field {key}: missing")
-        if not isinstance(run[key], kind) or isinstance(run[key], bool):
-            raise SchemaError(f"field {key}: expected {getattr(kind, '__name__', 'number')}, "
-                              f"got {type(run[key]).__name__}")
-    if run["schema_version"] != SCHEMA_VERSION:
-        raise SchemaError(f"field schema_version: expected {SCHEMA_VERSION}, got {run['schema_version']}")
-    if run["method"] not in METHODS:
-        raise SchemaError(f"field method: {run['method']!r} is not one of {sorted(METHODS)}")
-    for key in ("total", "trainable"):
-        if not isinstance(run["params"].get(key), int) or run["params"][key] < 0:
-            raise SchemaError(f"field params.{key}: expected a non-negative integer")
-    for key, kind in (("id", str), ("split", str), ("n", int)):
-        if not isinstance(run["dataset"].get(key), kind):
-            raise SchemaError(f"field dataset.{key}: expected {kind.__name__}")
-    required = HEADLINE.get(run["method"], ROUGE_KEYS)
-    for key in required:
-        if key not in run["metrics"]:
-            raise SchemaError(f"field metrics.{key}: missing")
-    for key, value in run["metrics"].items():
-        if isinstance(value, dict) and "mean" in value:
-            _check_ci(value, f"metrics.{key}")
-    if not isinstance(run["metrics"][required[0]], dict) or "mean" not in run["metrics"][required[0]]:
-        raise SchemaError(f"field metrics.{required[0]}: expected an object with {', '.join(CI_KEYS)}")
-    if run["metrics"][required[0]]["n"] != run["dataset"]["n"]:
-        raise SchemaError(f"field metrics.{required[0]}.n: differs from dataset.n")
-    if run.get("training") is not None and not isinstance(run["training"], dict):
-        raise SchemaError("field training: expected an object or null")
+    """Return `run` itself (the dict, unchanged) if it matches schema version 1, else raise SchemaError naming the
+    first bad field."""
+    parse(run)
     return run
 
 
@@ -134,20 +242,3 @@ def git_commit() -> str:
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-def to_frame(runs: list[dict]):
-    """One row per run and metric: run_id, model_id, method, metric, mean, ci_low, ci_high, n, trainable ..."""
-    import pandas as pd
-
-    rows = []
-    for run in runs:
-        for metric, value in run["metrics"].items():
-            if isinstance(value, dict) and "mean" in value:
-                rows.append({"run_id": run["run_id"], "model_id": run["model_id"], "method": run["method"],
-                             "metric": metric, "mean": value["mean"], "ci_low": value["ci_low"],
-                             "ci_high": value["ci_high"], "n": value["n"], "trainable": run["params"]["trainable"],
-                             "total": run["params"]["total"], "dataset": run["dataset"]["id"],
-                             "split": run["dataset"]["split"], "git_commit": run["git_commit"],
-                             "finished_at": run["finished_at"]})
-    return pd.DataFrame(rows)

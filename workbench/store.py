@@ -7,7 +7,9 @@ Local layout (one folder per repo, one immutable folder per revision, a ref nami
                                                   adapter_config.json + adapter_model.safetensors; tokenizer files;
                                                   README.md (model card); metrics.json
 
-A revision id is a hash of the folder's contents. Publishing copies into a hidden temporary folder, renames it into
+A revision id is a hash of the folder's contents, metrics.json counted as it was before the revision id was filled
+into it (`publish_run` writes it from the run's results/ record, so the published copy names its own revision and a
+changed score is caught like a changed weight). Publishing copies into a hidden temporary folder, renames it into
 place and only then moves `refs/main` (an atomic file replace), so the workbench sees the old model or the new one,
 never half of one. Weights must be safetensors; pickle-based files are refused on publish and on load.
 
@@ -26,13 +28,14 @@ import time
 from pathlib import Path
 
 from workbench import paths
-from workbench.io import atomic_write_json, atomic_write_text
+from workbench.io import atomic_write_json, atomic_write_text, json_bytes
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".h5", ".msgpack")
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "README.md"]
 HASH_NAME = re.compile(r"^[0-9a-f]{12}$")  # revisions published by LocalStore are named by _content_hash
+METRICS_FILE = "metrics.json"
 WEIGHT_FILES = ("model.safetensors", "adapter_model.safetensors", "model.safetensors.index.json")
 PROBE_SECONDS = 2.0  # how long the one reachability probe waits for the Hub before falling back to the cache
 NETWORK_ERRORS = {"ConnectError", "ConnectTimeout", "TimeoutException", "NetworkError", "ConnectionError",
@@ -89,10 +92,37 @@ def _content_hash(folder: Path) -> str:
     digest = hashlib.sha256()
     for path in _published_files(folder):
         digest.update(path.name.encode())
+        if path.name == METRICS_FILE:
+            digest.update(_unfilled_metrics(path))
+            continue
         with open(path, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()[:12]
+
+
+def _run_record(path: Path) -> dict | None:
+    """The run record in a metrics.json, if it is one (a JSON object with a "revision" field)."""
+    try:
+        record = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and "revision" in record else None
+
+
+def _unfilled_metrics(path: Path) -> bytes:
+    """metrics.json as hashed: a run record with its revision blanked (the id cannot be part of what it names)."""
+    record = _run_record(path)
+    if record is None or record["revision"] is None:
+        return path.read_bytes()
+    return json_bytes({**record, "revision": None})
+
+
+def _fill_revision(path: Path, revision: str) -> None:
+    """Write the revision into a published metrics.json that holds a run record (a no-op for anything else)."""
+    record = _run_record(path) if path.exists() else None
+    if record is not None and json_bytes({**record, "revision": None}) == _unfilled_metrics(path):
+        atomic_write_json(path, {**record, "revision": revision})
 
 
 def _remove_abandoned_staging(revisions: Path) -> None:
@@ -196,6 +226,7 @@ class LocalStore:
             try:
                 for path in _published_files(folder):
                     shutil.copy2(path, staging / path.name)
+                _fill_revision(staging / METRICS_FILE, rev)
                 from workbench import results
 
                 stamp = f"{time.time_ns()} {results.utc_now()} {message}".strip()
@@ -208,7 +239,7 @@ class LocalStore:
         return rev
 
     def read_metrics(self, repo_id: str, revision: str = "main") -> dict | None:
-        path = self.resolve(repo_id, revision) / "metrics.json"
+        path = self.resolve(repo_id, revision) / METRICS_FILE
         return json.loads(path.read_text()) if path.exists() else None
 
     def prune(self, repo_id: str, keep: int = 1) -> list[str]:
@@ -477,9 +508,23 @@ def recipe_line(recipe: str, method: str) -> str:
 
 
 def publish_local(folder: str | Path, repo_id: str, *, card: str, metrics: dict | None) -> str:
-    """Write the card and metrics into `folder` and publish it to the local store; returns the new revision."""
+    """Write the card and metrics into `folder` and publish it to the local store; returns the new revision. A run
+    record (`metrics` with a "revision" field) is published with that field set to the new revision, and `folder`'s
+    copy too (what a later push to the Hub uploads)."""
     folder = Path(folder)
     atomic_write_text(folder / "README.md", card)
     if metrics is not None:
-        atomic_write_json(folder / "metrics.json", metrics)
-    return LocalStore().publish(folder, repo_id)
+        atomic_write_json(folder / METRICS_FILE, {**metrics, "revision": None} if "revision" in metrics else metrics)
+    revision = LocalStore().publish(folder, repo_id)
+    _fill_revision(folder / METRICS_FILE, revision)
+    return revision
+
+
+def publish_run(folder: str | Path, repo_id: str, run: dict, *, card: str) -> dict:
+    """Publish a trained model with its run record; returns the record with the new store revision filled in, which
+    is what results/<run_id>.json is then written from: the store's metrics.json and the results/ file are one
+    record (results/ stays the source: the dashboards read only it)."""
+    from workbench import results
+
+    revision = publish_local(folder, repo_id, card=card, metrics=results.validate({**run, "revision": None}))
+    return results.validate({**run, "revision": revision})
