@@ -20,7 +20,7 @@ run: $(VENV)/.installed          ## serve the workbench on the committed demo fa
 test: $(VENV)/.installed         ## the offline test suite
 	$(PY) -m pytest -q $(ARGS)
 
-demo: $(VENV)/.installed         ## rebuild the demo family (corpus, base, full, LoRA, reward, PPO) from configs/recipes/
+demo: $(VENV)/.installed         ## rebuild the demo family (corpus, base, full, LoRA, reward, PPO, pairs, ORPO) from configs/recipes/
 	$(PY) -m trainers.build_demo $(ARGS)
 
 # CPU=avx2 measures as an AVX2-only CPU would (no AVX512, no native bf16) by capping every kernel library.

@@ -4,8 +4,9 @@
 
 Launches `python -m workbench` (what `make run` serves) and drives every tab in headless Chromium with a heated
 dialogue from the demo test split. Each `demo-<tab>.png` is the 1400x1000 window as a user first sees it (no
-scrolling); `demo-<tab>-page.png` is the whole page at the same width. Prints the start-up time and the Compare
-latency seen in the browser. No vote is saved (the Preferences tab only reads).
+scrolling); `demo-<tab>-page.png` is the whole page at the same width; `demo-compare-slots.png` shows the slot
+chooser with a fifth slot ticked. Prints the start-up time and the Compare latency seen in the browser. No vote is
+saved (the Preferences tab only reads). WORKBENCH_RESULTS=DIR shows the Dashboard of another results folder.
 """
 
 from __future__ import annotations
@@ -68,7 +69,20 @@ def compare_tab(driver, row) -> tuple[list[Path], float]:
     wait(driver, lambda d: "no reference" in css(d, "#card-base")[0].text, timeout=180, message="no rerun")
     shots.append(screenshot(driver, "demo-compare-no-reference-page"))
     set_viewport(driver)
-    return shots, latency
+    return shots + slot_chooser(driver), latency
+
+
+def slot_chooser(driver) -> list[Path]:
+    """Tick every further slot of the config (e.g. ORPO) and compare again: five or more cards side by side."""
+    boxes = css(driver, "#compare-slots label")
+    for box in boxes[len(SLOTS):]:
+        box.click()
+    time.sleep(1)
+    css(driver, "#compare-run")[0].click()
+    wait(driver, lambda d: summaries_shown(d) and len(css(d, ".wb-card .wb-badge")) >= 8, timeout=180,
+         message="no rerun with more slots")
+    time.sleep(1)
+    return both(driver, "demo-compare-slots")
 
 
 def prompting_tab(driver, row) -> list[Path]:

@@ -19,6 +19,7 @@ from tests import ui_fixtures as uf
 from tests.conftest import DIALOGUES
 from workbench import app_service as svc
 from workbench import paths
+from workbench.app_service import CompareResult
 
 SETTINGS = ["greedy", 64, 4, 0.7, 0.9, 0]  # decoding, max_new_tokens, num_beams, temperature, top_p, seed
 MESSAGE_LIMIT = 2_000  # every error or refusal the app sends back is at most this long
@@ -99,7 +100,9 @@ def test_hostile_dialogues_get_four_plain_text_summaries(client, name, opened_fi
     assert not re.search("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202e\ufeff]", result["prompt"])  # cleaned
     if name == "emoji_rtl":
         assert "שלום" in result["prompt"] and "🙂" in result["prompt"]  # kept, not mangled
-    rendered = compare_tab.render(result)  # what the page shows: HTML cards are escaped, summaries are text boxes
+    shown = CompareResult.from_dict(result)
+    rendered = compare_tab.render(shown, [(e.label, s) for s, e in shown.models.items()])  # what the page shows:
+    # HTML cards are escaped, summaries are text boxes
     html_parts = [rendered[0]] + rendered[1::3]
     assert not any("<script" in part or "<img" in part for part in html_parts)
     assert not any("passwd" in path for path in opened_files)
@@ -231,10 +234,12 @@ def test_refusals_quoting_user_input_are_escaped_in_the_page(wb):
     from workbench.ui import common, compare as compare_tab, toxicity as toxicity_tab
 
     evil = '<img src=x onerror="window.__pwned=1">'
-    for result in (wb.service.toxicity_sample(3, 0, evil), wb.service.compare(DIALOGUES[0][0], decoding=evil),
+    compared = wb.service.compare(DIALOGUES[0][0], decoding=evil).as_dict()
+    for result in (wb.service.toxicity_sample(3, 0, evil), compared,
                    wb.service.prompt("#Person1#: hi", shot_source=evil)):
         assert not result["ok"] and len(result["message"]) < 300
-        page = common.notice_html(result) + toxicity_tab.score_html(result) + compare_tab.render(result)[0]
+        page = common.notice_html(result) + toxicity_tab.score_html(result) + compare_tab.notice_of(
+            CompareResult.refused(result["message"]))
         assert "<img" not in page and "&lt;img" in page
 
 

@@ -6,6 +6,7 @@ Tiny models only: a random T5 base, a separate "full" model and two different Lo
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 
 import pandas as pd
 import pytest
@@ -14,7 +15,9 @@ from tests import ui_fixtures as uf
 from tests.conftest import DIALOGUES
 from workbench import app_service as svc
 from workbench import prompts
+from workbench.app_service import CompareResult, SlotOutput
 from workbench.generation import GenerationSettings, generate
+from workbench.modelset import LABELS, SLOTS
 
 EXTRA = uf.DIALOGUES_EXTRA
 COMPARE_DEFAULTS = dict(decoding="greedy", max_new_tokens=64, num_beams=4, temperature=0.7, top_p=0.9, seed=0)
@@ -200,7 +203,8 @@ def test_toxicity_sample_and_dashboard_endpoints(client):
     assert len(stats["data"]) == 4 and len(top["data"]) == 10
     outputs = client.predict(None, api_name="/dashboard")
     assert "4 measured run(s)" in outputs[0]
-    assert len(outputs[-1]["data"]) == 4  # the runs table
+    assert len(outputs[7]["data"]) == 4  # the runs table
+    assert "No preference-optimisation run" in outputs[8]  # one line, no chart: the seeded results have none
 
 
 def test_refresh_and_status_endpoints(client):
@@ -226,11 +230,13 @@ def test_missing_slot_is_unavailable_while_others_work(wb, tmp_path):
     service = WorkbenchService(ModelSet(ModelSetConfig.load(config), device="cpu"), results_dir=wb.results_dir)
     assert [row["ok"] for row in service.status()] == [True, True, True, False]
     result = service.compare(DIALOGUES[0][0])
-    assert result["ok"]
-    assert result["models"]["ppo"]["available"] is False and result["models"]["ppo"]["error"]
-    assert all(result["models"][s]["text"] is not None for s in ("base", "full", "lora"))
-    rendered = compare.render(result)
+    assert result.ok and result.slots == ["base", "full", "lora", "ppo"]
+    assert result.models["ppo"].available is False and result.models["ppo"].error
+    assert all(result.models[s].text is not None for s in ("base", "full", "lora"))
+    rendered = compare.render(result, service.slot_choices())
     assert "Unavailable:" in rendered[1 + 3 * 3] and rendered[2 + 3 * 3].startswith("Unavailable:")
+    assert result.as_dict()["models"]["ppo"]["available"] is False  # what the API returns: the same, as JSON
+    assert svc.CompareResult.from_dict(result.as_dict()) == result
 
 
 # ------------------------------------------------------------------------------------------------ pure functions
@@ -341,8 +347,8 @@ def test_rendering_escapes_model_text():
     from workbench.ui import common, compare, prompting
 
     evil = '<img src=x onerror="window.__pwned=1">'
-    entry = {"label": "LoRA", "model": evil, "revision": evil, "available": False, "error": evil}
-    assert "<img" not in compare.card_html("lora", entry)
+    entry = SlotOutput("lora", evil, model=evil, revision=evil, available=False, error=evil)
+    assert "<img" not in compare.card_html(evil, entry)
     assert "<img" not in common.notice_html({"ok": False, "message": evil})
     ok = {"ok": True, "prompt_tokens": 3, "max_input_tokens": 512, "shots": [{"fname": evil}], "latency_s": 0.1,
           "toxicity": 0.2, "rouge": None}
@@ -392,12 +398,14 @@ def test_word_highlight_keeps_punctuation_and_hides_without_a_reference():
     value = common.highlight_value(pieces)
     assert "".join(t for t, _ in value) == "Hello, world! It's #Person1#."  # no space before the punctuation
     assert [t for t, label in value if label] == ["Hello", "#Person1#"]
-    entry = {"label": "LoRA", "model": "m", "revision": "r", "available": True, "text": "Hello", "latency_s": 0.1,
-             "family": None, "toxicity": 0.1, "rouge": None, "overlap": None}
-    rendered = compare.render({"ok": True, "models": {"lora": entry}})
+    entry = SlotOutput("lora", "LoRA", model="m", revision="r", available=True, text="Hello", latency_s=0.1,
+                       toxicity=0.1)
+    slots = [(LABELS[s], s) for s in SLOTS]
+    rendered = compare.render(CompareResult(True, "", models={"lora": entry}), slots)
     boxes = rendered[3::3]
     assert len(boxes) == 4 and not any(b.visible for b in boxes)  # no reference: no "Words also in the reference"
-    with_ref = compare.render({"ok": True, "models": {"lora": {**entry, "overlap": pieces}}})
+    with_ref = compare.render(CompareResult(True, "", models={"lora": dataclasses.replace(entry, overlap=pieces)}),
+                              slots)
     assert with_ref[9].visible and not with_ref[3].visible  # the LoRA box only
 
 
@@ -421,10 +429,11 @@ def test_cards_of_every_slot_have_the_same_lines():
     """A card's lines are fixed (title, model, family, badges), so that the four cards align whatever the names."""
     from workbench.ui import compare
 
-    entry = {"model": "demo/flan-t5-demo-full", "revision": "r", "available": True, "latency_s": 0.1,
-             "toxicity": 0.1, "rouge": None}
-    short = compare.card_html("full", {**entry, "family": None})
-    long = compare.card_html("lora", {**entry, "model": "a/" + "very-long-name-" * 5, "family": "fallback: x"})
+    entry = SlotOutput("full", "Full fine-tune", model="demo/flan-t5-demo-full", revision="r", available=True,
+                       latency_s=0.1, toxicity=0.1)
+    short = compare.card_html("Full fine-tune", entry)
+    long = compare.card_html("ORPO-tuned (LoRA)", dataclasses.replace(entry, model="a/" + "very-long-name-" * 5,
+                                                                      family="fallback: x"))
     assert short.count("<div") == long.count("<div") == 5
 
 

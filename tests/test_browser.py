@@ -83,6 +83,39 @@ def test_compare_shows_four_summaries_and_runs_no_injected_code(server, browser)
     screenshot(browser, "compare")
 
 
+def column_shown(driver, slot: str) -> bool:
+    """Whether the slot's column is on the page (read with JavaScript: gradio re-renders a column it shows or hides,
+    so a selenium element found a moment before may be stale)."""
+    return driver.execute_script(f"const c = document.getElementById('col-{slot}'); "
+                                 "return !!c && c.offsetParent !== null;")
+
+
+def test_the_slot_chooser_shows_the_chosen_models_and_refuses_fewer_than_two(server, browser):
+    open_app(browser, server)
+    assert all(column_shown(browser, s) for s in ("base", "full", "lora", "ppo"))
+
+    def tick(label):
+        [box] = [b for b in css(browser, "#compare-slots label") if b.text.strip() == label]
+        box.click()
+
+    tick("Full fine-tune")
+    wait(browser, lambda d: not column_shown(d, "full"), message="the unticked column stayed")
+    type_into(browser, "#compare-dialogue textarea", "#Person1#: Can we meet at noon?\n#Person2#: Yes, at the cafe.")
+    css(browser, "#compare-run")[0].click()
+    wait(browser, lambda d: all(css(d, f"#summary-{s} textarea")[0].get_attribute("value")
+                                for s in ("base", "lora", "ppo")), timeout=120, message="three summaries")
+    assert "R-1" not in css(browser, "#card-base")[0].text  # no reference: no ROUGE
+    for label in ("LoRA", "PPO (detoxified LoRA)"):
+        tick(label)
+    wait(browser, lambda d: "Choose from 2 to 6 models" in css(d, "#compare-notice")[0].text,
+         message="no message for a single model")
+    # base and PPO were the last valid choice: their columns stay
+    assert column_shown(browser, "ppo") and not column_shown(browser, "lora") and not column_shown(browser, "full")
+    tick("Full fine-tune")  # two again: base and full
+    wait(browser, lambda d: column_shown(d, "full") and not column_shown(d, "ppo"), message="columns not updated")
+    screenshot(browser, "compare-slots")
+
+
 def test_empty_input_shows_message(server, browser):
     open_app(browser, server)
     type_into(browser, "#compare-dialogue textarea", "   \n  ")
@@ -123,4 +156,6 @@ def test_dashboard_renders_plotly_offline(server, browser):
          and "measured run" in css(d, "#dash-message")[0].text, message="the dashboard charts did not render")
     assert len(css(browser, "#dash-rouge .js-plotly-plot .bars .point")) >= 16  # 4 models x 4 ROUGE types
     assert "ppo-test" in css(browser, "#dash-runs")[0].text
+    assert "No preference-optimisation run" in css(browser, "#dash-pref-message")[0].text  # one line, no chart
+    assert not css(browser, "#dash-pref .js-plotly-plot")
     screenshot(browser, "dashboard")

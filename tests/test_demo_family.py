@@ -7,7 +7,8 @@ from tests.conftest import needs_dialogsum
 from workbench import paths, results
 from workbench.store import LocalStore
 
-REPOS = ["demo/flan-t5-demo-base", "demo/flan-t5-demo-full", "demo/flan-t5-demo-lora", "demo/flan-t5-demo-ppo"]
+REPOS = ["demo/flan-t5-demo-base", "demo/flan-t5-demo-full", "demo/flan-t5-demo-lora", "demo/flan-t5-demo-ppo",
+         "demo/flan-t5-demo-orpo"]
 
 
 def latest(method: str) -> dict:
@@ -27,16 +28,18 @@ def test_committed_weights_are_safetensors_and_small():
     assert total < 40e6
 
 
-def test_demo_family_serves_all_four_slots():
+def test_demo_family_serves_every_configured_slot():
     from workbench.generation import GenerationSettings
     from workbench.modelset import SLOTS, ModelSet, ModelSetConfig
     from workbench.prompts import zero_shot
 
     models = ModelSet(ModelSetConfig.load(paths.REPO_ROOT / "configs" / "models" / "demo.yaml"), device="cpu")
-    assert all(models.status[slot].ok for slot in SLOTS), {s: models.status[s].describe() for s in SLOTS}
+    slots = list(models.slots)
+    assert set(SLOTS) | {"orpo"} <= set(slots)
+    assert all(models.status[slot].ok for slot in slots), {s: models.status[s].describe() for s in slots}
     dialogue = "#Person1#: I'd like to book a table for four at 7:30.\n#Person2#: Certainly. Anything else?"
-    out = models.summarize({slot: zero_shot(dialogue) for slot in SLOTS}, GenerationSettings(max_new_tokens=40))
-    assert all(out[slot].text and out[slot].text.strip() for slot in SLOTS)
+    out = models.summarize({slot: zero_shot(dialogue) for slot in slots}, GenerationSettings(max_new_tokens=40))
+    assert all(out[slot].text and out[slot].text.strip() for slot in slots)
     assert "#Person" in out["full"].text  # a summary in DialogSum style
 
 
@@ -54,7 +57,7 @@ def test_committed_results_meet_the_targets():
 def test_committed_ppo_run_lowers_toxicity_without_losing_rouge():
     """Issue 12 item 7, paired over the whole demo test split: toxicity CI below zero, mean summary length within 15%
     of the LoRA start, ROUGE-1 held (>= -0.01); sampled as scored (no EOS block) with one length limit. ROUGE-2 misses
-    its -0.01 bar by a hair in the committed run (-0.0107 [-0.018, -0.004]); asserted here is what holds, >= -0.015."""
+    and ROUGE-2 held (>= -0.01). The committed run was trained from the recipe file as it is now."""
     import json
     import statistics
 
@@ -62,7 +65,7 @@ def test_committed_ppo_run_lowers_toxicity_without_losing_rouge():
     m = ppo["metrics"]
     assert m["length_words_diff_vs_start"]["n"] == m["toxicity_diff_vs_start"]["n"] == ppo["dataset"]["n"] >= 200
     assert m["toxicity_diff_vs_start"]["ci_high"] < 0
-    assert m["rouge1_diff_vs_start"]["mean"] >= -0.01 and m["rouge2_diff_vs_start"]["mean"] >= -0.015
+    assert m["rouge1_diff_vs_start"]["mean"] >= -0.01 and m["rouge2_diff_vs_start"]["mean"] >= -0.01
     lora = latest("lora")
     words = {}
     for name, run in (("start", lora), ("ppo", ppo)):
@@ -72,8 +75,40 @@ def test_committed_ppo_run_lowers_toxicity_without_losing_rouge():
     assert abs(statistics.mean(words["ppo"]) / statistics.mean(words["start"]) - 1) <= 0.15
     sampling = ppo["training"]["sampling"]
     assert sampling["min_new_tokens"] == 0 and sampling["max_new_tokens"] == ppo["generation"]["max_new_tokens"]
-    assert ppo["training"]["recipe"] == "configs/recipes/ppo.yaml"
-    assert set(ppo["training"].get("recipe_overrides", [])) <= {"output", "fresh"}  # nothing that trains
+    assert_made_by_its_recipe(ppo, "ppo")
+
+
+def assert_made_by_its_recipe(run: dict, recipe: str) -> None:
+    """The run was trained by configs/recipes/<recipe>.yaml as committed: any override it lists that changes the
+    training has the value the recipe file now holds (so `make demo` rebuilds the same thing)."""
+    import yaml
+
+    values = yaml.safe_load((paths.REPO_ROOT / "configs" / "recipes" / f"{recipe}.yaml").read_text())
+    assert run["training"]["recipe"] == f"configs/recipes/{recipe}.yaml"
+    for key in set(run["training"].get("recipe_overrides", [])) - {"output", "fresh"}:
+        assert run["training"][key] == values[key], key
+
+
+def test_committed_preference_run_beside_ppo():
+    """Issue 16: ORPO on the committed automatic pairs, LoRA from PPO's start, evaluated like PPO (paired against the
+    same start over the whole demo test split): toxicity down, ROUGE and length held."""
+    import datasets
+
+    orpo, ppo = latest("orpo"), latest("ppo")
+    m = orpo["metrics"]
+    assert orpo["training"]["policy_start"] == ppo["training"]["policy_start"] == "demo/flan-t5-demo-lora"
+    assert m["toxicity_diff_vs_start"]["n"] == orpo["dataset"]["n"] == ppo["dataset"]["n"]
+    assert m["toxicity_start"]["mean"] == pytest.approx(ppo["metrics"]["toxicity_start"]["mean"])  # same start
+    assert m["toxicity_diff_vs_start"]["ci_high"] < 0
+    assert m["rouge1_diff_vs_start"]["mean"] >= -0.01 and m["rouge2_diff_vs_start"]["mean"] >= -0.01
+    assert abs(m["length_words_diff_vs_start"]["mean"]) <= 0.15 * m["length_words_start"]["mean"]
+    assert orpo["revision"] == LocalStore(paths.REPO_ROOT / "store").head("demo/flan-t5-demo-orpo")
+    assert_made_by_its_recipe(orpo, "orpo")
+    folder = paths.REPO_ROOT / "store" / "datasets" / orpo["training"]["preferences"]
+    pairs = datasets.load_dataset("json", data_files=str(folder / "data" / "*.jsonl"), split="train")
+    assert len(pairs) == orpo["training"]["n_pairs"] + orpo["training"]["held_out"]["n_pairs"]
+    assert {"chosen", "rejected", "prompt"} <= set(pairs.column_names)
+    assert f"{len(pairs)}" in (folder / "README.md").read_text()  # the card states the count
 
 
 def test_committed_reward_model_run_is_a_run_record():

@@ -253,8 +253,8 @@ def test_a_real_tiny_lora_run_served_in_a_slot(tmp_path, tiny_tokenizer, tiny_mo
         row = next(r for r in summary["slots"] if r["slot"] == "lora")
         assert row["ok"] and row["model"] == "test/new-lora" and row["revision"] == revision, row
         result = wb.service.compare(uf.DIALOGUES_EXTRA[0])
-        assert result["models"]["lora"]["model"] == "test/new-lora"
-        assert result["models"]["lora"]["revision"] == revision
+        assert result.models["lora"].model == "test/new-lora"
+        assert result.models["lora"].revision == revision
     finally:
         jobs.close()
 

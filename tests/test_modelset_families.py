@@ -114,9 +114,9 @@ def test_hub_base_of_another_size_and_missing_adapters_serve_all_four_slots(hub,
                                                                                                      "ppo")}
     service = WorkbenchService(ms, results_dir=tmp_path)
     result = service.compare(DIALOGUES[1][0])
-    assert all(entry["available"] and entry["family"] for entry in result["models"].values())
-    assert result["models"]["lora"]["shared_call"] and not result["models"]["base"]["shared_call"]
-    assert f"fallback: {uf.REPOS['base']} family" in compare.card_html("ppo", result["models"]["ppo"])
+    assert all(entry.available and entry.family for entry in result.models.values())
+    assert result.models["lora"].shared_call and not result.models["base"].shared_call
+    assert f"fallback: {uf.REPOS['base']} family" in compare.card_html("PPO", result.models["ppo"])
     header = models.status_html(service.status_summary())
     assert header.count(f"fallback: {uf.REPOS['base']} family") == 3 and f"{HUB_BASE} family" in header
 

@@ -9,10 +9,10 @@ import pytest
 from tests.conftest import publish_tiny_lora, rows, write_rows
 from trainers import common
 from trainers import pairs as pairs_trainer
-from trainers.config import ConfigError
+from trainers.options import ConfigError
 from workbench import preferences, store, toxicity
 
-GUARDS = pairs_trainer.PairsConfig()  # defaults: ROUGE margin 0.1, length +-30%, toxicity gap 0.1, ROUGE gap 0.1
+GUARDS = pairs_trainer.PairsRecipe()  # defaults: ROUGE margin 0.1, length +-30%, toxicity gap 0.1, ROUGE gap 0.1
 FULL = "#Person1# invites Tom to play tennis on Saturday at 10 am. Tom agrees."
 
 
@@ -20,7 +20,7 @@ def test_the_least_toxic_summary_that_still_summarises_is_chosen():
     texts = ["Tom agrees.", FULL, "The idiot Tom agrees to play damn tennis on Saturday at 10 am."]
     picked = pairs_trainer.choose_pair(texts, [0.01, 0.05, 0.9], [0.3, 1.0, 0.7], 13, GUARDS)
     assert picked == (1, 2, "auto:toxicity")  # "Tom agrees." is cleanest but too short and too far in ROUGE
-    no_guards = pairs_trainer.PairsConfig(rouge_margin=1.0, length_tolerance=100.0)
+    no_guards = pairs_trainer.PairsRecipe(rouge_margin=1.0, length_tolerance=100.0)
     assert pairs_trainer.choose_pair(texts, [0.01, 0.05, 0.9], [0.3, 1.0, 0.7], 13, no_guards)[0] == 0
 
 

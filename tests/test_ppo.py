@@ -99,10 +99,10 @@ def test_split_generated_masks_after_the_first_eos():
 def tiny_policy(tiny_model_dir, tmp_store, tmp_path):
     """A tiny base in the store plus a LoRA adapter (non-zero B, so it differs from the base) as the policy."""
     from tests.conftest import publish_tiny_lora
-    from trainers.ppo import PPOTrainConfig, load_policy
+    from trainers.ppo import PpoRecipe, load_policy
 
     publish_tiny_lora(tiny_model_dir, tmp_path, sharpen=6.0)
-    config = PPOTrainConfig(policy="test/tiny-lora", batch_size=16, mini_batch_size=8, ppo_epochs=2,
+    config = PpoRecipe(policy="test/tiny-lora", batch_size=16, mini_batch_size=8, ppo_epochs=2,
                             learning_rate=1e-3, max_new_tokens=12, min_new_tokens=4, init_kl_coef=0.05,
                             target_kl=6.0, horizon=200)
     model, tokenizer, base_ref, _ = load_policy(config)
@@ -169,7 +169,7 @@ def test_ppo_raises_a_synthetic_reward_with_bounded_kl(tiny_policy):
     history = []
     for step in range(40):
         batch, texts, scores, prepared = rollout(model, value_head, tok, prompts, config, reward_fn, kl_ctl)
-        ppo.ppo_update(model, value_head, optimizer, batch, config.ppo_config(), params_to_clip=params)
+        ppo.ppo_update(model, value_head, optimizer, batch, config, params_to_clip=params)
         kl_ctl.update(prepared["stats"]["kl"], config.batch_size)
         history.append((scores.mean().item(), prepared["stats"]["kl"]))
     start = sum(r for r, _ in history[:5]) / 5

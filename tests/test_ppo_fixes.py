@@ -10,7 +10,7 @@ import torch
 from tests.conftest import DIALOGUES, rows, write_rows
 from tests.test_ppo import tiny_policy  # noqa: F401 - the tiny LoRA policy fixture
 from trainers import ppo as ppo_trainer
-from trainers.config import ConfigError
+from trainers.options import ConfigError
 from workbench import ppo, rewards, toxicity
 from workbench.prompts import zero_shot
 
@@ -161,12 +161,12 @@ def test_dashboard_shows_summary_length_next_to_toxicity():
 
 
 def test_shaped_reward_adds_reference_rouge_and_charges_brevity():
-    config = ppo_trainer.PPOTrainConfig(length_penalty=1.0, length_ratio=1.0, rouge_weight=1.0)
+    config = ppo_trainer.PpoRecipe(length_penalty=1.0, length_ratio=1.0, rouge_weight=1.0)
     targets = [{"summary": "alpha beta gamma delta", "references": ["alpha beta gamma delta"]}] * 2
     scores = ppo_trainer.shaped_scores(["alpha beta gamma delta", "alpha beta"], lambda t: [0.5] * len(t), config,
                                        targets)
     # exact: 0.5 + ROUGE 1.0; half as long: 0.5 - 0.5 shortfall + mean(ROUGE-1 2/3, ROUGE-2 1/2)
     assert scores.tolist() == pytest.approx([1.5, (2 / 3 + 1 / 2) / 2], abs=1e-4)
-    plain = ppo_trainer.PPOTrainConfig(length_penalty=0.0, rouge_weight=0.0)
+    plain = ppo_trainer.PpoRecipe(length_penalty=0.0, rouge_weight=0.0)
     assert ppo_trainer.shaped_scores(["alpha"], lambda t: [0.25], plain, targets[:1]).tolist() == [0.25]
     assert ppo_trainer.shaped_scores(["alpha"], lambda t: [0.25], config, None).tolist() == [0.25]

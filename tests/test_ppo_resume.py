@@ -6,7 +6,7 @@ from safetensors.torch import load_file
 
 from tests.conftest import publish_tiny_lora, rows, write_rows
 from trainers import ppo as ppo_trainer
-from trainers.config import ConfigError
+from trainers.options import ConfigError
 from workbench import store
 
 

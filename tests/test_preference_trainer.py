@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from tests.conftest import publish_tiny_lora, rows, write_rows
 from trainers import common
 from trainers import preference as trainer
-from trainers.config import ConfigError
+from trainers.options import ConfigError
 from workbench import preferences, results, store
 
 PREFS = "test/prefs"
@@ -76,7 +76,7 @@ def test_votes_are_held_out_whole():
 def test_bad_input_fails_before_training(setup, tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit):
         trainer.main(["--loss", "dpo"])
-    assert "loss: expected orpo, cpo or simpo" in capsys.readouterr().err
+    assert "loss: invalid choice: 'dpo'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         trainer.main(["--policy", "test/tiny-lora"])
     assert f"name a preference dataset (in the local store: {PREFS})" in capsys.readouterr().err
@@ -97,7 +97,7 @@ def test_evaluation_routes_start_and_trained_adapters_separately(setup):
     from workbench.generation import GenerationSettings, generate
     from workbench import prompts, toxicity
 
-    config = trainer.PreferenceConfig(policy="test/tiny-lora", preferences=PREFS)
+    config = trainer.PreferenceRecipe(policy="test/tiny-lora", preferences=PREFS)
     model, tokenizer, _, folder = trainer.load_policy(config, "cpu")
     torch.manual_seed(0)
     with torch.no_grad():

@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import rows, write_rows
 from tests.test_trainer_resume import argv
 from trainers import tracking
-from trainers.config import ConfigError
+from trainers.options import ConfigError
 from workbench import paths
 from workbench.store import LocalStore
 

@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import publish_tiny_lora, rows, write_rows
 from trainers import build_demo, common, evaluate, full, lora, pretrain, sft
-from trainers import config as cfg
+from trainers import options
 from workbench import data, modeling, paths, store
 from workbench.io import atomic_write_jsonl
 from workbench.store import LocalStore
@@ -43,7 +43,7 @@ def test_default_output_names_are_new_local_names_never_demo_ones():
     for method in ("full", "lora", "ppo", "reward", "pretrain"):
         name = common.default_output(method, "demo/flan-t5-demo-" + "x" * 200, "demo")
         assert store.validate_repo_id(name) and name.startswith("local/") and len(name) <= 102
-    for config in (full.FullConfig(), lora.LoraConfig(), pretrain.PretrainConfig()):
+    for config in (full.FullRecipe(), lora.LoraRecipe(), pretrain.PretrainRecipe()):
         assert config.output is None  # resolved per run to a local/... name
 
 
@@ -97,9 +97,9 @@ def test_the_evaluator_records_what_the_run_trained(family, tmp_path):
 
 def test_training_arguments_keep_the_progress_bar_under_quiet_logs(tmp_path):
     modeling.quiet_transformers()
-    args = sft.training_arguments(lora.LoraConfig(), tmp_path / "sft")
+    args = sft.training_arguments(lora.LoraRecipe(), tmp_path / "sft")
     assert args.disable_tqdm is False
-    assert pretrain.training_arguments(pretrain.PretrainConfig(), tmp_path / "pretrain").disable_tqdm is False
+    assert pretrain.training_arguments(pretrain.PretrainRecipe(), tmp_path / "pretrain").disable_tqdm is False
 
 
 # ------------------------------------------------------------------------------------------------ recipes
@@ -109,13 +109,13 @@ def recorded_training(repo: str) -> dict:
     return json.loads((store.resolve(repo) / "metrics.json").read_text())["training"]
 
 
-@pytest.mark.parametrize("name, cls, repo", [("full", full.FullConfig, "demo/flan-t5-demo-full"),
-                                             ("lora", lora.LoraConfig, "demo/flan-t5-demo-lora"),
-                                             ("pretrain", pretrain.PretrainConfig, "demo/flan-t5-demo-base")])
+@pytest.mark.parametrize("name, cls, repo", [("full", full.FullRecipe, "demo/flan-t5-demo-full"),
+                                             ("lora", lora.LoraRecipe, "demo/flan-t5-demo-lora"),
+                                             ("pretrain", pretrain.PretrainRecipe, "demo/flan-t5-demo-base")])
 def test_each_recipe_reproduces_the_committed_demo_model(name, cls, repo):
     path = f"configs/recipes/{name}.yaml"
-    config = cfg.parse(cls, ["--config", str(paths.REPO_ROOT / path)], description="")
-    assert config.output == repo and cfg.recipe_record(config) == {"recipe": path}
+    config = options.parse(cls, ["--config", str(paths.REPO_ROOT / path)], description="")
+    assert config.output == repo and options.recipe_record(config) == {"recipe": path}
     record = recorded_training(repo)  # what built the committed model
     assert (config.max_steps, config.batch_size, config.learning_rate, config.seed) == \
         (record["steps"], record["batch_size"], record["learning_rate"], record["seed"])
@@ -124,7 +124,7 @@ def test_each_recipe_reproduces_the_committed_demo_model(name, cls, repo):
     if name == "lora":
         assert record["lora"] == {"r": config.lora_r, "alpha": config.lora_alpha, "dropout": config.lora_dropout,
                                   "target_modules": config.target_modules}
-        assert config.learning_rate != lora.LoraConfig().learning_rate  # why the file exists: defaults differ
+        assert config.learning_rate != lora.LoraRecipe().learning_rate  # why the file exists: defaults differ
     if name == "pretrain":
         assert (config.vocab_size, config.extra_dialogues) == (record["vocab_size"], record["extra_dialogues"])
 
@@ -144,6 +144,6 @@ def test_the_record_names_the_recipe_and_what_overrode_it(family, tmp_path):
     assert run["training"]["recipe"] == "my-recipe.yaml"  # outside the repository: its name, never a machine path
     assert run["training"]["recipe_overrides"] == ["dataset", "max_steps"] and run["training"]["steps"] == 2
     assert "my-recipe.yaml" in (store.resolve("test/from-recipe") / "README.md").read_text()
-    assert cfg.recipe_name(paths.REPO_ROOT / "configs" / "recipes" / "lora.yaml") == "configs/recipes/lora.yaml"
+    assert options.recipe_name(paths.REPO_ROOT / "configs" / "recipes" / "lora.yaml") == "configs/recipes/lora.yaml"
     plain = full.main(flagged(**TINY, dataset=family, output="test/no-recipe", eval_limit=1))
     assert plain["training"]["recipe"] is None

@@ -73,7 +73,7 @@ def _log(run) -> list[dict]:
 
 def test_guard_resume_writes_then_compares_and_names_each_difference(tmp_path):
     from trainers import common
-    from trainers.config import ConfigError
+    from trainers.options import ConfigError
 
     settings = {"model": "a/b", "learning_rate": 0.01, "target_modules": ("q", "v")}
     common.guard_resume(tmp_path, settings, fresh=False)

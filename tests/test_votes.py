@@ -13,7 +13,8 @@ import pytest
 from tests import ui_fixtures as uf
 from tests.conftest import DIALOGUES
 from workbench import preferences, votes as votes_mod
-from workbench.modelset import SLOTS
+from workbench.app_service import CompareResult, SlotOutput
+from workbench.modelset import LABELS, SLOTS
 from workbench.votes import NOTHING_PICKED, NOTHING_YET, Votes
 
 COMPARE_DEFAULTS = dict(decoding="greedy", max_new_tokens=64, num_beams=4, temperature=0.7, top_p=0.9, seed=0)
@@ -21,12 +22,12 @@ TEXTS = {"base": "Tom and Ann talk.", "full": "Tom invites Ann to tennis on Satu
          "ppo": "Tom is an idiot."}
 
 
-def fake_result(texts=TEXTS, **extra) -> dict:
-    """A Compare result as WorkbenchService.compare returns it (only the keys a vote reads)."""
-    models = {s: {"model": f"demo/{s}", "revision": f"rev-{s}", "available": t is not None, "text": t}
+def fake_result(texts=TEXTS, **extra) -> CompareResult:
+    """A Compare result as WorkbenchService.compare returns it (only the fields a vote reads)."""
+    models = {s: SlotOutput(s, LABELS[s], model=f"demo/{s}", revision=f"rev-{s}", available=t is not None, text=t)
               for s, t in texts.items()}
-    return {"ok": True, "prompt": "Summarize: ...", "settings": {"max_new_tokens": 64, "do_sample": False},
-            "seed": None, "models": models, **extra}
+    return CompareResult(True, "", prompt="Summarize: ...", settings={"max_new_tokens": 64, "do_sample": False},
+                         seed=None, models=models, **extra)
 
 
 @pytest.fixture
@@ -54,7 +55,7 @@ def test_a_vote_on_a_comparison_is_saved_with_models_revisions_settings_and_vote
 
 def test_nothing_to_vote_on_and_nothing_picked_are_explained(book):
     assert book.save(None, best="lora")["message"] == NOTHING_YET
-    refused = Votes.comparison({"ok": False, "message": "The dialogue is empty"}, "")
+    refused = Votes.comparison(CompareResult.refused("The dialogue is empty"), "")
     assert refused is None and book.save(refused, best="lora")["message"] == NOTHING_YET
     none_available = Votes.comparison(fake_result({s: None for s in SLOTS}), "d")
     assert none_available is None
@@ -289,3 +290,55 @@ def test_twenty_concurrent_voters_ten_votes_each_lose_and_duplicate_nothing(wb, 
     assert len(set(loaded["vote_id"]) - before) == len(saved)
     card = (Path(preferences.dataset_dir(name)) / "README.md").read_text()
     assert f"from {len(before) + len(saved)} votes" in card
+
+
+# ------------------------------------------------------------------------------------------------ owner's push
+
+
+def test_only_the_space_owner_may_push_the_votes_and_no_token_is_shown(book, monkeypatch, caplog):
+    from types import SimpleNamespace
+
+    from workbench import store
+    from workbench.ui import preferences as view
+
+    pushed = []
+    monkeypatch.setattr(preferences, "push_to_hub", lambda name, repo, **kw: pushed.append((name, repo)) or "c0ffee")
+    monkeypatch.delenv("SPACE_AUTHOR_NAME", raising=False)
+    assert not votes_mod.may_push("anyone") and not votes_mod.may_push(None)  # a local run: the CLI pushes
+    assert book.push("test/votes", "owner/votes", "anyone") == {"ok": False, "message": votes_mod.OWNER_ONLY}
+    monkeypatch.setenv("SPACE_AUTHOR_NAME", "owner")
+    assert votes_mod.may_push("owner") and not votes_mod.may_push("someone") and not votes_mod.may_push(None)
+    assert not view.owner_controls(None).visible and not view.owner_controls(SimpleNamespace(username="Owner")).visible
+    assert view.owner_controls(SimpleNamespace(username="owner")).visible
+    assert not book.push("test/votes", "owner/votes", "someone")["ok"] and pushed == []
+    assert book.push_repo() == "owner/votes"
+    answer = book.push(None, "owner/votes", "owner")
+    assert answer["ok"] and pushed == [("test/votes", "owner/votes")] and "owner/votes" in answer["message"]
+    bad = book.push("test/votes", "not a repo", "owner")
+    assert not bad["ok"] and "not a valid repo id" in bad["message"] and len(pushed) == 1
+    secret = "hf_" + "A1b2C3d4" * 4
+    monkeypatch.setenv("HF_TOKEN", secret)
+
+    def failing(name, repo, **kw):
+        raise store.StoreError(f"push to {repo} failed: 401 Unauthorized for token {secret}\nTraceback ...")
+
+    monkeypatch.setattr(preferences, "push_to_hub", failing)
+    with caplog.at_level("ERROR"):
+        failed = book.push("test/votes", "owner/votes", "owner")
+    assert not failed["ok"] and "401 Unauthorized" in failed["message"] and "\n" not in failed["message"]
+    assert secret not in failed["message"] + caplog.text and secret[3:] not in failed["message"] + caplog.text
+
+
+def test_the_push_button_is_not_in_a_local_app(wb, monkeypatch):
+    from workbench.ui import build_app
+
+    for name in ("SYSTEM", "SPACE_ID", "OAUTH_CLIENT_ID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SPACE_AUTHOR_NAME", "owner")  # even with an owner named: no Space with OAuth, no button
+    ids = {getattr(b, "elem_id", None) for b in build_app(wb.service).blocks.values()}
+    assert "prefs-export" in ids and not {"prefs-push", "prefs-push-button"} & ids
+    from workbench.ui import preferences as view
+
+    monkeypatch.setattr(view, "oauth_available", lambda: True)  # a Space with OAuth: there, hidden until the owner
+    blocks = {getattr(b, "elem_id", None): b for b in build_app(wb.service).blocks.values()}
+    assert "prefs-push-button" in blocks and blocks["prefs-push"].visible is False

@@ -10,8 +10,9 @@ import pytest
 from tests.conftest import DIALOGUES, publish_tiny_lora, rows, write_rows
 from trainers import ppo as ppo_trainer
 from trainers import reward as reward_trainer
-from trainers.config import ConfigError
+from trainers.options import ConfigError
 from workbench import preferences, results, rewards, store
+from workbench.app_service import CompareResult, SlotOutput
 from workbench.votes import Votes
 
 CLEAN = ["{} agrees to meet on Saturday.", "{} books a table for two.", "{} will check the brakes on Monday.",
@@ -25,8 +26,9 @@ def save_votes(n: int) -> list[dict]:
     for i in range(n):
         name = ["Tom", "Ann", "Bob", "Eve", "Max", "Sue"][i % 6] + str(i)
         texts = {"lora": CLEAN[i % 4].format(name), "ppo": TOXIC[i % 4].format(name), "base": f"{name} talks."}
-        models = {s: {"model": f"demo/{s}", "revision": "r1", "available": True, "text": t} for s, t in texts.items()}
-        result = {"ok": True, "prompt": f"Summarize: {DIALOGUES[i % 4][0]}", "settings": {}, "models": models}
+        models = {s: SlotOutput(slot=s, label=s, model=f"demo/{s}", revision="r1", available=True, text=t)
+                  for s, t in texts.items()}
+        result = CompareResult(ok=True, message="", prompt=f"Summarize: {DIALOGUES[i % 4][0]}", models=models)
         answers.append(book.save(Votes.comparison(result, DIALOGUES[i % 4][0]), best="lora", unacceptable=["ppo"]))
     assert all(a["ok"] for a in answers)
     return answers

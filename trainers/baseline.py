@@ -13,42 +13,29 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from typing import Literal
 
-from trainers import common
-from trainers import config as cfg
-from trainers.config import ConfigError, check_scorer, field
+from trainers import common, options
+from trainers.options import arg
 from workbench import baselines, evaluation, toxicity
 
 
 @dataclasses.dataclass
-class BaselineConfig:
-    rule: str = field("lead", f"the rule: {', '.join(baselines.BASELINES)} (see workbench/baselines.py)")
-    dataset: str = field("demo", "dataset: demo, dialogsum-local, a folder/file or a Hub id")
-    split: str = field("test", "split (the whole split is used unless --limit)")
-    limit: int | None = field(None, "only the first N rows")
-    toxicity: str = field("profanity-check", "toxicity scorer: profanity-check or hf:<model>")
-
-    def validate(self) -> None:
-        if self.rule not in baselines.BASELINES:
-            raise ConfigError(f"rule: expected one of {', '.join(baselines.BASELINES)}, got {self.rule!r}")
-        if self.limit is not None and self.limit <= 0:
-            raise ConfigError("limit: must be positive")
-        check_scorer("toxicity", self.toxicity)
+class BaselineRecipe(options.Scoring, options.SplitData):
+    rule: Literal[tuple(baselines.BASELINES)] = arg("lead", "the rule (see workbench/baselines.py)")
 
 
 def main(argv: list[str] | None = None) -> dict:
-    config = cfg.parse(BaselineConfig, argv, description=__doc__)
+    config = options.parse(BaselineRecipe, argv, description=__doc__)
     watch = common.Stopwatch()
     rows = common.load_rows(config.dataset, config.split, limit=config.limit, fields="dataset / split")
     rule = baselines.BASELINES[config.rule]
-    predictions = [rule(row["dialogue"]) for row in rows]
-    metrics = evaluation.evaluate(
-        None, None, rows, model_id=f"baseline/{config.rule}", method="baseline", base_model="(none: a rule)",
-        dataset=config.dataset, split=config.split, scorer=toxicity.load_scorer(config.toxicity),
-        params={"total": 0, "trainable": 0, "trainable_share": 0.0}, predictions=predictions,
-        training={"rule": config.rule, "description": (rule.__doc__ or "").strip() or None},
-        started_at=watch.started_at, started_clock=watch.clock,
-    )
+    run = watch.run_info(model_id=f"baseline/{config.rule}", method="baseline", base_model="(none: a rule)",
+                         dataset=config.dataset, split=config.split,
+                         params={"total": 0, "trainable": 0, "trainable_share": 0.0},
+                         training={"rule": config.rule, "description": (rule.__doc__ or "").strip() or None})
+    metrics = evaluation.evaluate(None, None, rows, run, scorer=toxicity.load_scorer(config.toxicity),
+                                  predictions=[rule(row["dialogue"]) for row in rows])
     print(evaluation.format_table([metrics]))
     return metrics
 

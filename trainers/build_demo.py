@@ -6,6 +6,8 @@
     lora     LoRA (r=32, alpha=32, q/v)                    -> store/demo/flan-t5-demo-lora   configs/recipes/lora.yaml
     reward   reward model from preference pairs           -> store/demo/toxicity-reward     configs/recipes/reward.yaml
     ppo      PPO detoxification of the LoRA adapter        -> store/demo/flan-t5-demo-ppo    configs/recipes/ppo.yaml
+    pairs    preference pairs sampled from the LoRA adapter -> store/datasets/demo/summary-pairs configs/recipes/pairs.yaml
+    orpo     ORPO on those pairs, from the same start as PPO -> store/demo/flan-t5-demo-orpo  configs/recipes/orpo.yaml
 
 Each trainer runs from its recipe file, which names the demo output explicitly: trainers run by hand publish under
 local/... names and never replace what the app serves.
@@ -43,26 +45,30 @@ STEPS = {
     "lora": _recipe("lora"),
     "reward": _recipe("reward"),
     "ppo": _recipe("ppo"),
+    "pairs": _recipe("pairs"),
+    "orpo": ["-m", "trainers.preference", "--config", f"{RECIPES}/orpo.yaml"],
 }
 DEMO_REPOS = ["demo/flan-t5-demo-base", "demo/flan-t5-demo-full", "demo/flan-t5-demo-lora",
-              "demo/toxicity-reward", "demo/flan-t5-demo-ppo"]
+              "demo/toxicity-reward", "demo/flan-t5-demo-ppo", "demo/flan-t5-demo-orpo"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m trainers.build_demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated steps (default: all: {','.join(STEPS)})")
     parser.add_argument("--fresh", action="store_true", help="ignore checkpoints of earlier interrupted runs")
     parser.add_argument("--no-prune", action="store_true", help="keep older store revisions")
     args = parser.parse_args(argv)
     steps = [s.strip() for s in args.steps.split(",") if s.strip()]
     unknown = [s for s in steps if s not in STEPS]
-    if unknown:
-        parser.error(f"unknown step(s) {', '.join(unknown)}; choose from {', '.join(STEPS)}")
+    if unknown:  # one line, as the trainers report a bad option
+        print(f"error: steps: unknown step(s) {', '.join(unknown)}; choose from {', '.join(STEPS)}", file=sys.stderr)
+        return 2
     started = time.time()
     timings = {}
     for i, step in enumerate(steps, 1):
         print(f"\n=== [{i}/{len(steps)}] {step} ({time.time() - started:.0f}s elapsed) ===", flush=True)
-        cmd = [sys.executable, *STEPS[step]] + (["--fresh"] if args.fresh and step != "corpus" else [])
+        cmd = [sys.executable, *STEPS[step]] + (["--fresh"] if args.fresh and step not in ("corpus", "pairs") else [])
         t0 = time.time()
         result = subprocess.run(cmd, cwd=paths.REPO_ROOT)
         timings[step] = time.time() - t0

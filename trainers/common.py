@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainers.config import ConfigError
+from trainers.options import ConfigError, recipe_record
 from workbench import data, modeling, paths, prompts, results, store
-from workbench.io import atomic_write_json, atomic_write_text
+from workbench.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from workbench.paths import REPO_ROOT
 
 RUNS_DIR = Path(os.environ.get("WORKBENCH_RUNS", REPO_ROOT / "runs"))  # checkpoints; not committed
@@ -129,15 +129,43 @@ def _shown(settings: dict, key: str) -> str:
 
 def training_settings(config, exclude: set[str] | frozenset[str], **extra) -> dict:
     """The options of `config` that determine the training (for guard_resume), plus `extra` (method, data)."""
-    from trainers.config import as_dict
+    import dataclasses
 
-    return {**{k: v for k, v in as_dict(config).items() if k not in exclude}, **extra}
+    return {**{k: v for k, v in dataclasses.asdict(config).items() if k not in exclude}, **extra}
+
+
+def start_checkpoints(config, method: str, not_training: frozenset[str], texts: list[str], *,
+                      run_method: str | None = None) -> tuple[Path, str]:
+    """The run's checkpoint folder (prepared by the main process) and its run id. A folder holding an unfinished run
+    with other training settings (the options outside `not_training`, and a fingerprint of the training `texts`) is
+    refused here (guard_resume), before any model loads."""
+    ckpt = checkpoint_dir(config, method)
+    settings = training_settings(config, not_training, method=method, train_data=data_fingerprint(texts))
+    if is_main_process():
+        prepare_checkpoint_dir(ckpt, config.fresh)
+        guard_resume(ckpt, settings, config.fresh)
+        last_checkpoint(ckpt, remove_incomplete=True)  # a run killed while saving leaves half a checkpoint
+    return ckpt, run_id_for(ckpt, run_method or method)  # run_id_for waits for the main process
 
 
 def data_fingerprint(texts: list[str]) -> dict:
     """Row count and a hash of the training text: a file edited between two runs of the same command shows up."""
     digest = hashlib.sha256(json.dumps(texts, ensure_ascii=False).encode()).hexdigest()
     return {"n": len(texts), "sha256": digest[:16]}
+
+
+def start(config, method: str, start_model: str, data_name: str, *, seed: int | None = None,
+          announce: bool = True) -> Stopwatch:
+    """A recipe's first step: seed every generator, quiet transformers' logs, and name the output when --output was
+    not given (default_output). Returns the run's stopwatch."""
+    watch = Stopwatch()
+    seed_everything(config.seed if seed is None else seed)
+    modeling.quiet_transformers()
+    if config.output is None:
+        config.output = default_output(method, start_model, data_name)
+        if announce:
+            print(f"[{method}] publishing to {config.output} (choose another name with --output)")
+    return watch
 
 
 def default_output(method: str, model: str, dataset: str) -> str:
@@ -274,7 +302,7 @@ def finish_run(*, run_id: str, ckpt: Path, folder: Path, output: str, push_to_hu
         run = _published_run(output, run_id)
         if run is None:
             run = evaluate()
-            run["revision"] = store.publish_local(folder, output, card=card(run), metrics=run)
+            run = store.publish_run(folder, output, run, card=card(run))
         else:
             print(f"[{run['method']}] run {run_id} is already published ({output} revision {run['revision']}); "
                   "recording it")
@@ -328,9 +356,71 @@ def tokenize_pairs(tokenizer, rows, max_source_length: int, max_target_length: i
 
 
 def log_history_rows(log_history: list[dict]) -> list[dict]:
-    """Trainer log entries that carry a training loss, as plain rows for results/logs/<run>.jsonl."""
-    keep = ("step", "epoch", "loss", "learning_rate", "grad_norm")
-    return [{k: e[k] for k in keep if k in e} for e in log_history if "loss" in e]
+    """Trainer log entries that carry a training loss, as plain rows for results/logs/<run>.jsonl: every number in
+    them (step, epoch, loss, learning rate, gradient norm, and what a trl trainer adds, e.g. rewards/margins)."""
+    return [{k: v for k, v in e.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            for e in log_history if "loss" in e]
+
+
+# ------------------------------------------------------------------------------------------------ HF-Trainer recipes
+
+
+def trainer_arguments(config, ckpt: Path, run_id: str = "", *, args_class=None, **recipe):
+    """The TrainingArguments of a recipe trained by transformers' Trainer or a trl trainer (`args_class`, default
+    Seq2SeqTrainingArguments) from its options.TrainerOptions, plus the recipe's own `recipe` keys. The progress bar
+    is on explicitly: left unset, transformers hides it whenever its logging is quieter than WARNING, which
+    modeling.quiet_transformers() makes it. Under torchrun / accelerate launch the process group is already joined."""
+    from trainers import tracking
+
+    if args_class is None:
+        from transformers import Seq2SeqTrainingArguments as args_class
+    return args_class(
+        output_dir=str(ckpt), max_steps=config.max_steps if config.max_steps > 0 else -1,
+        per_device_train_batch_size=config.batch_size, learning_rate=config.learning_rate,
+        warmup_steps=config.warmup_ratio, bf16=use_bf16(config.precision), use_cpu=not torch.cuda.is_available(),
+        logging_steps=config.logging_steps, save_steps=config.save_steps, save_total_limit=2, seed=config.seed,
+        **tracking.trainer_arguments(getattr(config, "report_to", "none"), run_id), disable_tqdm=False,
+        dataloader_num_workers=0, **recipe)
+
+
+def fit(trainer, ckpt: Path, method: str, run_id: str) -> tuple[str | None, bool]:
+    """Train, resuming from the newest complete checkpoint in `ckpt`, with live progress for the Train tab and a
+    clean stop on SIGTERM (trainers.callbacks: a checkpoint is written and the process exits with the stop code; a
+    partial model is neither evaluated nor published). Returns (the checkpoint resumed from, main process?)."""
+    from trainers.callbacks import ProgressCallback, progress_path, stop_exit
+
+    progress = ProgressCallback(progress_path(ckpt))
+    trainer.add_callback(progress)
+    last = last_checkpoint(ckpt)
+    if last and is_main_process():
+        print(f"[{method}] resuming from {last} (run {run_id})")
+    trainer.train(resume_from_checkpoint=last)
+    main_process = trainer.is_world_process_zero()
+    end_distributed()  # training is over: no more collectives
+    if progress.stopped:
+        raise SystemExit(stop_exit(trainer.state.global_step, ckpt))
+    return last, main_process
+
+
+def save_final(model, tokenizer, ckpt: Path, dtype: str, base_ref: str | None = None) -> Path:
+    """The trained model as it is published, in `ckpt`/final (store_weights), with its tokenizer."""
+    final = ckpt / "final"
+    store_weights(model, final, dtype, base_ref=base_ref)
+    tokenizer.save_pretrained(final)
+    return final
+
+
+def training_record(config, trainer, method: str, *, watch: Stopwatch, run_id: str, resumed_from: str | None,
+                    **recipe) -> dict:
+    """The "training" part of an HF-Trainer run's record: what every such recipe records, then the recipe's own
+    `recipe` keys. Writes the loss log it names (results/logs/<run_id>.jsonl)."""
+    history = trainer.state.log_history
+    atomic_write_jsonl(paths.RESULTS_DIR / "logs" / f"{run_id}.jsonl", log_history_rows(history))
+    return {"method": method, "steps": trainer.state.global_step, "batch_size": config.batch_size,
+            "learning_rate": config.learning_rate, "seed": config.seed, **recipe, **recipe_record(config),
+            "final_loss": next((e["loss"] for e in reversed(history) if "loss" in e), None),
+            "train_seconds": round(watch.seconds, 1), "log_file": f"logs/{run_id}.jsonl",
+            "resumed_from": Path(resumed_from).name if resumed_from else None}
 
 
 def store_weights(model, folder: Path, dtype: str, base_ref: str | None = None) -> None:
@@ -363,3 +453,9 @@ class Stopwatch:
     @property
     def seconds(self) -> float:
         return time.time() - self.clock
+
+    def run_info(self, **fields):
+        """The evaluation's description of this run (workbench.evaluation.RunInfo), timed from this stopwatch."""
+        from workbench.evaluation import RunInfo
+
+        return RunInfo(started_at=self.started_at, started_clock=self.clock, **fields)

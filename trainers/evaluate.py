@@ -14,39 +14,26 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from typing import Literal
 
-from trainers import common
-from trainers import config as cfg
-from trainers.config import ConfigError, check_scorer, field
+from trainers import common, options
+from trainers.options import arg
 from workbench import evaluation, modeling, results, toxicity
 from workbench.generation import GenerationSettings
 
 
 @dataclasses.dataclass
-class EvalConfig:
-    model: str = field("demo/flan-t5-demo-full", "model or adapter to evaluate (store name or Hub id)")
-    revision: str = field("main", "its revision")
-    base: str | None = field(None, "base model when --model is a LoRA adapter (default: read from the adapter)")
-    method: str | None = field(None, "label for the run (default: from the model's metrics.json, else 'eval')")
-    dataset: str = field("demo", "dataset: demo, dialogsum-local, a folder/file or a Hub id")
-    split: str = field("test", "split (the whole split is used unless --limit)")
-    limit: int | None = field(None, "only the first N rows")
-    dtype: str = field("fp32", "inference precision: fp32, bf16 or auto")
-    batch_size: int = field(32, "generation batch size")
-    max_new_tokens: int = field(64, "summary length limit")
-    num_beams: int = field(1, "beam search width (1 = greedy)")
-    toxicity: str = field("profanity-check", "toxicity scorer: profanity-check or hf:<model>")
-
-    def validate(self) -> None:
-        if self.batch_size <= 0 or self.max_new_tokens <= 0 or self.num_beams <= 0:
-            raise ConfigError("batch_size, max_new_tokens, num_beams: must be positive")
-        if self.limit is not None and self.limit <= 0:
-            raise ConfigError("limit: must be positive")
-        if self.dtype not in {"fp32", "bf16", "fp16", "auto"}:
-            raise ConfigError(f"dtype: expected fp32, bf16, fp16 or auto, got {self.dtype!r}")
-        if self.method is not None and self.method not in results.METHODS:
-            raise ConfigError(f"method: expected one of {', '.join(sorted(results.METHODS))}, got {self.method!r}")
-        check_scorer("toxicity", self.toxicity)
+class EvaluateRecipe(options.Scoring, options.SplitData):
+    model: str = arg("demo/flan-t5-demo-full", "model or adapter to evaluate (store name or Hub id)")
+    revision: str = arg("main", "its revision")
+    base: str | None = arg(None, "base model when --model is a LoRA adapter (None = the one the adapter names)")
+    method: Literal[tuple(sorted(results.METHODS))] | None = arg(None, "label for the run (None = the method in "
+                                                                  "the model's metrics.json, else 'eval')")
+    # generation
+    dtype: Literal["fp32", "bf16", "fp16", "auto"] = arg("fp32", "inference precision")
+    batch_size: int = arg(32, "generation batch size", positive=True)
+    max_new_tokens: int = arg(64, "summary length limit", positive=True)
+    num_beams: int = arg(1, "beam search width (1 = greedy)", positive=True)
 
 
 ADAPTER = "adapter"  # the name the evaluated adapter is loaded under
@@ -88,7 +75,7 @@ def trained_params(model, record: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    config = cfg.parse(EvalConfig, argv, description=__doc__)
+    config = options.parse(EvaluateRecipe, argv, description=__doc__)
     watch = common.Stopwatch()
     rows = common.load_rows(config.dataset, config.split, limit=config.limit, fields="dataset / split")
     folder = common.resolve_model(config.model, config.revision)  # a wrong name fails here, before any loading
@@ -96,13 +83,11 @@ def main(argv: list[str] | None = None) -> dict:
     model, tokenizer, base = load_for_eval(config.model, config.revision, config.base, config.dtype)
     record = published_record(folder)
     method = config.method or record.get("method", "eval")
+    run = watch.run_info(model_id=config.model, method=method, base_model=base, dataset=config.dataset,
+                         split=config.split, revision=folder.name, params=trained_params(model, record))
     metrics = evaluation.evaluate(
-        model, tokenizer, rows, model_id=config.model, method=method, base_model=base, dataset=config.dataset,
-        split=config.split, revision=folder.name,
-        settings=GenerationSettings(max_new_tokens=config.max_new_tokens, num_beams=config.num_beams),
-        scorer=scorer, params=trained_params(model, record), batch_size=config.batch_size,
-        started_at=watch.started_at, started_clock=watch.clock,
-    )
+        model, tokenizer, rows, run, scorer=scorer, batch_size=config.batch_size,
+        settings=GenerationSettings(max_new_tokens=config.max_new_tokens, num_beams=config.num_beams))
     print(evaluation.format_table([metrics]))
     return metrics
 

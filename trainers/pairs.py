@@ -21,70 +21,47 @@ import dataclasses
 import statistics
 import sys
 import uuid
+from typing import Literal
 
-from trainers import common
-from trainers import config as cfg
-from trainers.config import ConfigError, check_repo_id, check_scorer, field
+from trainers import common, options
+from trainers.options import ConfigError, arg
 from workbench import modeling, preferences, prompts, scoring, store, toxicity
 from workbench.generation import GenerationSettings, generate
 from workbench.preferences import Candidate
 
-IF_EXISTS = ("error", "append", "replace")
-
 
 @dataclasses.dataclass
-class PairsConfig:
-    policy: str = field("demo/flan-t5-demo-lora", "the model that writes the candidates: a LoRA adapter or a full "
-                        "model (store name, Hub id or folder)")
-    revision: str = field("main", "revision of the policy")
-    base: str | None = field(None, "base model when --policy is a LoRA adapter (default: read from the adapter)")
-    dataset: str = field("demo", "dialogues: demo, dialogsum-local, a folder/file or a Hub id")
-    split: str = field("train", "split to sample dialogues from (use training dialogues: the pairs train models)")
-    limit: int | None = field(None, "use only the first N dialogues")
-    output: str | None = field(None, "preference dataset name (namespace/name; default "
-                               "local/<policy>-<dataset>-pairs)")
-    if_exists: str = field("error", "when --output already holds pairs: error, append or replace")
-    push_to_hub: str | None = field(None, "also push the dataset to this Hub dataset repo")
-    candidates: int = field(4, "summaries sampled per dialogue (at least 2)")
-    temperature: float = field(0.7, "sampling temperature (at 1.0 the 6M-parameter demo policy wrote mostly broken "
-                               "text: chosen ROUGE-1 0.38 on 48 demo dialogues, 0.53 at 0.7 with top-p 0.9)")
-    top_k: int = field(0, "sampling top-k (0 = off)")
-    top_p: float = field(0.9, "nucleus sampling p")
-    max_new_tokens: int = field(64, "summary length limit in tokens")
-    scorer: str = field("profanity-check", "toxicity scorer: profanity-check (offline) or hf:<model>")
-    rouge_margin: float = field(0.1, "the chosen summary's ROUGE-1 F1 may be at most this far below the best "
-                                "candidate's")
-    length_tolerance: float = field(0.3, "the chosen summary's length (words) may differ from the reference's by "
-                                    "at most this share (0.3 = within 30 percent either way)")
-    min_gap: float = field(0.1, "toxicity gap (probability) that makes a toxicity pair (the offline classifier "
-                           "scatters clean summaries over roughly 0.02-0.15)")
-    rouge_gap: float = field(0.1, "ROUGE-1 gap that makes a fidelity pair when no candidate is clearly more toxic")
-    batch_size: int = field(16, "dialogues per generation batch (each yields --candidates sequences)")
-    dtype: str = field("fp32", "inference precision: fp32, bf16 or auto")
-    seed: int = field(0, "sampling seed")
+@options.defaults(split="train")
+class PairsRecipe(options.Publishing, options.SplitData, options.Policy):
+    """The policy writes the candidates (a LoRA adapter or a full model); sample training dialogues, since the pairs
+    train models."""
 
-    def validate(self) -> None:
+    revision: str = arg("main", "revision of the policy")
+    if_exists: Literal["error", "append", "replace"] = arg("error", "what to do when --output already holds pairs")
+    # sampling
+    candidates: int = arg(4, "summaries sampled per dialogue (at least 2)")
+    temperature: float = arg(0.7, "sampling temperature (docs/TRAINERS.md says how it was chosen)", within="(0, 10]")
+    top_k: int = arg(0, "sampling top-k (0 = off)")
+    top_p: float = arg(0.9, "nucleus sampling p", within="(0, 1]")
+    max_new_tokens: int = arg(64, "summary length limit in tokens", positive=True)
+    batch_size: int = arg(16, "dialogues per generation batch (each yields --candidates sequences)", positive=True)
+    dtype: Literal["fp32", "bf16", "auto"] = arg("fp32", "inference precision")
+    seed: int = arg(0, "sampling seed")
+    # ranking
+    scorer: str = arg("profanity-check", "toxicity scorer: profanity-check (offline) or hf:<model>")
+    rouge_margin: float = arg(0.1, "the chosen summary's ROUGE-1 F1 may be at most this far below the best "
+                              "candidate's", within="[0, 1]")
+    length_tolerance: float = arg(0.3, "the chosen summary's length (words) may differ from the reference's by at "
+                                  "most this share (0.3 = within 30 percent either way)", positive=True)
+    min_gap: float = arg(0.1, "toxicity gap (probability) that makes a toxicity pair", within="[0, 1]")
+    rouge_gap: float = arg(0.1, "ROUGE-1 gap that makes a fidelity pair when no candidate is clearly more toxic",
+                           within="[0, 1]")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if self.candidates < 2:
             raise ConfigError(f"candidates: need at least 2 to make a pair, got {self.candidates}")
-        for name in ("max_new_tokens", "batch_size"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name}: must be positive, got {getattr(self, name)}")
-        if self.limit is not None and self.limit <= 0:
-            raise ConfigError("limit: must be positive")
-        if self.if_exists not in IF_EXISTS:
-            raise ConfigError(f"if_exists: expected one of {', '.join(IF_EXISTS)}, got {self.if_exists!r}")
-        for name, low, high in (("rouge_margin", 0, 1), ("min_gap", 0, 1), ("rouge_gap", 0, 1),
-                                ("top_p", 1e-9, 1), ("temperature", 1e-9, 10)):
-            if not low <= getattr(self, name) <= high:
-                raise ConfigError(f"{name}: must be in [{low:g}, {high:g}], got {getattr(self, name)}")
-        if self.length_tolerance <= 0:
-            raise ConfigError(f"length_tolerance: must be positive, got {self.length_tolerance}")
-        if self.dtype not in {"fp32", "bf16", "auto"}:
-            raise ConfigError(f"dtype: expected fp32, bf16 or auto, got {self.dtype!r}")
-        check_scorer("scorer", self.scorer)
-        for name in ("output", "push_to_hub"):
-            if getattr(self, name) is not None:
-                check_repo_id(name, getattr(self, name))
+        options.check_scorer("scorer", self.scorer)
 
     def sampling(self) -> GenerationSettings:
         return GenerationSettings(max_new_tokens=self.max_new_tokens, do_sample=True, temperature=self.temperature,
@@ -96,7 +73,7 @@ def words(text: str) -> int:
 
 
 def choose_pair(texts: list[str], toxicities: list[float], rouge1: list[float], reference_words: float,
-                config: PairsConfig) -> tuple[int, int, str] | None:
+                config: PairsRecipe) -> tuple[int, int, str] | None:
     """(chosen index, rejected index, reason) among one dialogue's candidates, or None when they imply no pair.
 
     Only candidates that still summarise may be chosen (ROUGE-1 near the best, length near the reference), so a
@@ -121,7 +98,7 @@ def choose_pair(texts: list[str], toxicities: list[float], rouge1: list[float], 
     return None
 
 
-def pairs_for_rows(rows: list[dict], candidates: list[list[str]], scorer, config: PairsConfig, *,
+def pairs_for_rows(rows: list[dict], candidates: list[list[str]], scorer, config: PairsRecipe, *,
                    model_id: str, revision: str, voter: str, settings: dict) -> tuple[list[dict], list[dict]]:
     """(pair records, per-pair scores) for dialogues and their candidate summaries."""
     flat = [t for texts in candidates for t in texts]
@@ -146,7 +123,7 @@ def pairs_for_rows(rows: list[dict], candidates: list[list[str]], scorer, config
     return records, scores
 
 
-def prepare_output(config: PairsConfig) -> str:
+def prepare_output(config: PairsRecipe) -> str:
     """The dataset name, checked against --if-exists before any model loads."""
     name = config.output or common.default_output("pairs", config.policy, config.dataset)
     existing = preferences.load_pairs(name)
@@ -171,9 +148,10 @@ def report(name: str, scores: list[dict], n_rows: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """setup (dialogues, policy, output dataset, scorer) -> sample, rank and append pairs batch by batch -> publish."""
     from trainers.evaluate import load_for_eval
 
-    config = cfg.parse(PairsConfig, argv, description=__doc__)
+    config = options.parse(PairsRecipe, argv, description=__doc__)
     common.seed_everything(config.seed)
     modeling.quiet_transformers()
     rows = common.load_rows(config.dataset, config.split, limit=config.limit, fields="dataset / split")
@@ -182,19 +160,9 @@ def main(argv: list[str] | None = None) -> dict:
     scorer = toxicity.load_scorer(config.scorer)
     model, tokenizer, _ = load_for_eval(config.policy, config.revision, config.base, config.dtype)
     revision = folder.name if store.HASH_NAME.match(folder.name) else config.revision
-    settings = {**config.sampling().as_dict(), "prompt": "zero_shot", "seed": config.seed, "scorer": config.scorer,
-                **{k: getattr(config, k) for k in ("rouge_margin", "length_tolerance", "min_gap", "rouge_gap")}}
     scores, watch = [], common.Stopwatch()
     for start in range(0, len(rows), config.batch_size):
-        batch = rows[start : start + config.batch_size]
-        texts = generate(model, tokenizer, [prompts.zero_shot(r["dialogue"]) for r in batch
-                                            for _ in range(config.candidates)], config.sampling(),
-                         batch_size=config.batch_size * config.candidates, seed=config.seed + start)
-        candidates = [texts[i : i + config.candidates] for i in range(0, len(texts), config.candidates)]
-        records, batch_scores = pairs_for_rows(batch, candidates, scorer, config, model_id=config.policy,
-                                               revision=revision, voter=f"auto:{config.scorer}", settings=settings)
-        preferences.append_records(name, records)
-        scores += batch_scores
+        scores += sample_batch(config, model, tokenizer, rows, start, scorer, name=name, revision=revision)
         print(f"[pairs] {min(start + config.batch_size, len(rows))}/{len(rows)} dialogues, {len(scores)} pairs")
     preferences.refresh_card(name)
     summary = {**report(name, scores, len(rows)), "seconds": round(watch.seconds, 1)}
@@ -202,6 +170,23 @@ def main(argv: list[str] | None = None) -> dict:
     if config.push_to_hub:
         print(f"[pairs] pushed: {preferences.push_to_hub(name, config.push_to_hub)}")
     return summary
+
+
+def sample_batch(config: PairsRecipe, model, tokenizer, rows: list[dict], start: int, scorer, *, name: str,
+                 revision: str) -> list[dict]:
+    """Candidates for one batch of dialogues, ranked into pairs that are appended to the dataset at once (a killed
+    run keeps every finished batch); returns the pairs' scores."""
+    batch = rows[start : start + config.batch_size]
+    texts = generate(model, tokenizer, [prompts.zero_shot(r["dialogue"]) for r in batch
+                                        for _ in range(config.candidates)], config.sampling(),
+                     batch_size=config.batch_size * config.candidates, seed=config.seed + start)
+    candidates = [texts[i : i + config.candidates] for i in range(0, len(texts), config.candidates)]
+    settings = {**config.sampling().as_dict(), "prompt": "zero_shot", "seed": config.seed, "scorer": config.scorer,
+                **{k: getattr(config, k) for k in ("rouge_margin", "length_tolerance", "min_gap", "rouge_gap")}}
+    records, scores = pairs_for_rows(batch, candidates, scorer, config, model_id=config.policy, revision=revision,
+                                     voter=f"auto:{config.scorer}", settings=settings)
+    preferences.append_records(name, records)
+    return scores
 
 
 if __name__ == "__main__":

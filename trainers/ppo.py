@@ -27,104 +27,62 @@ from pathlib import Path
 
 import torch
 
-from trainers import common, tracking
+from trainers import common, options, tracking
 from trainers.callbacks import ProgressWriter, StopFlag, progress_path, stop_exit
-from trainers import config as cfg
-from trainers.config import ConfigError, check_repo_id, check_scorer, field
+from trainers.options import ConfigError, arg
 from workbench import evaluation, modeling, paths, ppo, prompts, rewards, scoring, store, toxicity
 from workbench.generation import GenerationSettings, generate
 from workbench.io import atomic_write_json
 
 
 @dataclasses.dataclass
-class PPOTrainConfig:
-    policy: str = field("demo/flan-t5-demo-lora", "the LoRA adapter to detoxify (store name or Hub id)")
-    base: str | None = field(None, "its base model (default: read from the adapter config)")
-    dataset: str = field("demo", "dialogues for rollouts: demo, dialogsum-local, a folder/file or a Hub id")
-    train_split: str = field("train", "split for rollouts")
-    eval_split: str = field("test", "split for the final evaluation (whole split unless --eval-limit)")
-    train_limit: int | None = field(None, "use only the first N training dialogues")
-    eval_limit: int | None = field(None, "evaluate only the first N rows")
-    output: str | None = field(None, "store name of the PPO adapter (default: local/<policy>-<dataset>-ppo, never a "
-                               "served demo model)")
-    push_to_hub: str | None = field(None, "also push to this Hub repo (token from the environment; never printed)")
-    reward: str = field("profanity-check:one_minus_p", "reward: profanity-check[:one_minus_p|logodds], "
-                        "hf:<model>[:logit|logodds|one_minus_p], or reward-model:<store name>. Offline default "
-                        "1 - p(toxic): it saturates on clean text, so only toxic summaries are pushed; log-odds keeps "
-                        "rewarding ever cleaner text, which the demo policy found by writing shorter summaries "
-                        "(ROUGE-1 -0.14 vs -0.002 here)")
-    toxicity: str = field("profanity-check", "scorer for the before/after toxicity evaluation")
-    steps: int = field(60, "PPO steps (one rollout batch each)")
-    batch_size: int = field(32, "rollouts per step")
-    mini_batch_size: int = field(8, "minibatch size for the PPO epochs")
-    ppo_epochs: int = field(4, "optimisation epochs over each rollout batch")
-    learning_rate: float = field(1e-4, "Adam learning rate for the adapter and value head")
-    init_kl_coef: float = field(0.2, "initial KL penalty coefficient (0.1 with target 4 let the demo policy lose 18%% "
-                                "of its length and 0.034 ROUGE-2)")
-    target_kl: float = field(2.0, "target KL (sum over a summary's tokens) for the adaptive controller")
-    adaptive_kl: bool = field(True, "adapt the KL coefficient towards --target-kl")
-    horizon: int = field(2000, "adaptive KL controller horizon")
-    cliprange: float = field(0.2, "policy ratio clip")
-    cliprange_value: float = field(0.2, "value clip")
-    vf_coef: float = field(0.1, "value loss weight")
-    gamma: float = field(1.0, "discount")
-    lam: float = field(0.95, "GAE lambda")
-    max_grad_norm: float = field(1.0, "gradient clipping")
-    max_source_length: int = field(512, "truncate prompts to this many tokens")
-    min_new_tokens: int = field(0, "rollout minimum length; EOS is masked at the same positions when the rollouts "
-                                "are scored, so sampling and scoring see one distribution")
-    max_new_tokens: int = field(64, "longest summary, for rollouts and the final evaluation alike")
-    top_k: int = field(0, "rollout sampling top-k (0 = off, as the reference recipe)")
-    top_p: float = field(1.0, "rollout nucleus sampling p")
-    length_penalty: float = field(1.0, "subtract this times a summary's relative shortfall below --length-ratio x "
-                                  "its dialogue's reference length (words) from the reward (0 = off): a "
-                                  "toxicity reward otherwise pays for writing less")
-    rouge_weight: float = field(1.0, "add this times the sample's mean ROUGE-1/ROUGE-2 F1 against its dialogue's "
-                                "training references to the reward (0 = off): keeps the summary a summary while the "
-                                "toxicity reward moves the policy")
-    length_ratio: float = field(1.2, "minimum summary length as a multiple of the reference summary's words")
-    heated_share: float = field(0.5, "oversample rows whose reference summary is toxic to this share of each "
-                                "batch (0 = plain random batches)")
-    seed: int = field(0, "random seed")
-    save_steps: int = field(10, "checkpoint every N steps (a restarted command resumes)")
-    checkpoint_dir: str | None = field(None, "checkpoint folder (default: runs/ppo/<output>)")
-    fresh: bool = field(False, "ignore existing checkpoints")
-    report_to: str = field("none", "experiment tracker for the per-step curves: none, trackio (local, offline), "
-                           "tensorboard or wandb, if installed")
-    eval_batch_size: int = field(32, "generation batch size for evaluation")
+@options.defaults(learning_rate=1e-4, init_kl_coef=0.2, target_kl=2.0)
+class PpoRecipe(options.Tracking, options.Checkpoints, options.Evaluation, options.Publishing, options.TrainData,
+                options.Policy, ppo.PPOConfig):
+    """The PPO hyper-parameters are workbench.ppo.PPOConfig's own fields (the update reads this recipe as one)."""
 
-    def validate(self) -> None:
-        for name in ("steps", "batch_size", "mini_batch_size", "ppo_epochs", "max_new_tokens", "save_steps",
-                     "eval_batch_size", "horizon"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name}: must be positive")
+    help_texts = {  # for PPOConfig's fields, which carry no help of their own, and the length limit
+        "learning_rate": "Adam learning rate for the adapter and value head", "batch_size": "rollouts per step",
+        "mini_batch_size": "minibatch size for the PPO epochs", "ppo_epochs": "optimisation epochs over each batch",
+        "gamma": "discount", "lam": "GAE lambda", "cliprange": "policy ratio clip", "cliprange_value": "value clip",
+        "vf_coef": "value loss weight", "init_kl_coef": "initial KL penalty coefficient",
+        "target_kl": "target KL (sum over a summary's tokens) for the adaptive controller",
+        "horizon": "adaptive KL controller horizon", "adaptive_kl": "adapt the KL coefficient towards --target-kl",
+        "max_grad_norm": "gradient clipping",
+        "max_new_tokens": "longest summary, for the rollouts and the final evaluation alike"}
+    reward: str = arg("profanity-check:one_minus_p", "reward: profanity-check[:one_minus_p|logodds], "
+                      "hf:<model>[:logit|logodds|one_minus_p], or reward-model:<store name>; the default, "
+                      "1 - p(toxic), pushes only toxic summaries (docs/TRAINERS.md)")
+    steps: int = arg(60, "PPO steps (one rollout batch each)", positive=True)
+    # rollouts
+    max_source_length: int = arg(512, "truncate prompts to this many tokens")
+    min_new_tokens: int = arg(0, "rollout minimum length; EOS is masked at the same positions when the rollouts are "
+                              "scored, so sampling and scoring see one distribution")
+    top_k: int = arg(0, "rollout sampling top-k (0 = off, as the reference recipe)", within="[0, inf)")
+    top_p: float = arg(1.0, "rollout nucleus sampling p", within="(0, 1]")
+    heated_share: float = arg(0.5, "oversample rows whose reference summary is toxic to this share of each batch "
+                              "(0 = plain random batches)", within="[0, 1)")
+    # reward shaping
+    length_penalty: float = arg(1.0, "subtract this times a summary's relative shortfall below --length-ratio x its "
+                                "dialogue's reference length (words) from the reward (0 = off): a toxicity reward "
+                                "otherwise pays for writing less", within="[0, inf)")
+    rouge_weight: float = arg(1.0, "add this times the sample's mean ROUGE-1/ROUGE-2 F1 against its dialogue's "
+                              "training references to the reward (0 = off): keeps the summary a summary while the "
+                              "toxicity reward moves the policy", within="[0, inf)")
+    length_ratio: float = arg(1.2, "minimum summary length as a multiple of the reference summary's words",
+                              positive=True)
+    seed: int = arg(0, "random seed")
+    save_steps: int = arg(10, "checkpoint every N steps (a restarted command resumes)", positive=True)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("batch_size", "mini_batch_size", "ppo_epochs", "horizon", "target_kl"):  # PPOConfig's fields
+            options.check_value(name, getattr(self, name), {"positive": True})
+        options.check_within("init_kl_coef", self.init_kl_coef, "[0, inf)")
         if self.batch_size % self.mini_batch_size:
             raise ConfigError(f"mini_batch_size: must divide batch_size ({self.batch_size})")
-        if self.length_penalty < 0 or self.length_ratio <= 0 or self.rouge_weight < 0:
-            raise ConfigError("length_penalty, rouge_weight: must be >= 0; length_ratio: must be positive")
-        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
-            raise ConfigError("min_new_tokens: must be between 0 and max_new_tokens")
-        if not 0 < self.top_p <= 1 or self.top_k < 0:
-            raise ConfigError("top_p: must be in (0, 1]; top_k: must be >= 0")
-        if not 0 <= self.heated_share < 1:
-            raise ConfigError("heated_share: must be in [0, 1)")
-        if self.init_kl_coef < 0 or self.target_kl <= 0:
-            raise ConfigError("init_kl_coef: must be >= 0; target_kl: must be positive")
+        options.check_within("min_new_tokens", self.min_new_tokens, f"[0, {self.max_new_tokens}]")
         check_reward("reward", self.reward)
-        check_scorer("toxicity", self.toxicity)
-        tracking.check_report_to("report_to", self.report_to)
-        if self.output is not None:
-            check_repo_id("output", self.output)
-        if self.push_to_hub is not None:
-            check_repo_id("push_to_hub", self.push_to_hub)
-
-    def ppo_config(self) -> ppo.PPOConfig:
-        return ppo.PPOConfig(
-            learning_rate=self.learning_rate, batch_size=self.batch_size, mini_batch_size=self.mini_batch_size,
-            ppo_epochs=self.ppo_epochs, gamma=self.gamma, lam=self.lam, cliprange=self.cliprange,
-            cliprange_value=self.cliprange_value, vf_coef=self.vf_coef, init_kl_coef=self.init_kl_coef,
-            target_kl=self.target_kl, horizon=self.horizon, adaptive_kl=self.adaptive_kl,
-            max_grad_norm=self.max_grad_norm)
 
 
 def check_reward(name: str, spec: str) -> None:
@@ -134,25 +92,19 @@ def check_reward(name: str, spec: str) -> None:
     except rewards.RewardSpecError as err:
         raise ConfigError(f"{name}: {err}") from None
     if source == "reward-model" and not ref.startswith((".", "/", "~")):  # a local folder is checked when it loads
-        check_repo_id(name, ref)
+        options.check_repo_id(name, ref)
 
 
 # Options that do not change what is trained (evaluation, output, bookkeeping): a run may resume with other values.
 # `steps` is among them: the trajectory up to a step does not depend on it, so a run can be extended.
-NOT_TRAINING = frozenset({"report_to", "eval_split", "eval_limit", "eval_batch_size", "output", "push_to_hub", "checkpoint_dir",
-                          "fresh", "save_steps", "steps"})
-
-
-def training_settings(config: PPOTrainConfig, rows: list[dict]) -> dict:
-    """What determines the training, for common.guard_resume: the options and a fingerprint of the rollout data."""
-    texts = [f"{r['dialogue']}\n{r['summary']}" for r in rows]
-    return common.training_settings(config, NOT_TRAINING, method="ppo", train_data=common.data_fingerprint(texts))
+NOT_TRAINING = frozenset({"report_to", "eval_split", "eval_limit", "eval_batch_size", "output", "push_to_hub",
+                          "checkpoint_dir", "fresh", "save_steps", "steps"})
 
 
 # ------------------------------------------------------------------------------------------------ setup
 
 
-def load_policy(config: PPOTrainConfig, device: torch.device | str = "cpu"):
+def load_policy(config: PpoRecipe, device: torch.device | str = "cpu"):
     """(peft model with 'ref' frozen and 'ppo' trainable adapters on one base, tokenizer, base ref, lora folder),
     on `device` (this process's device)."""
     from peft import PeftModel
@@ -225,7 +177,7 @@ def adapter_files(folder: Path) -> Path:
     return folder / "ppo" if (folder / "ppo" / "adapter_config.json").exists() else folder
 
 
-def load_checkpoint(folder: Path, t: "Training", config: PPOTrainConfig) -> int:
+def load_checkpoint(folder: Path, t: "Training", config: PpoRecipe) -> int:
     """Restore weights, optimizer, KL coefficient and this process's random streams exactly as they were saved, so
     the resumed run continues the interrupted one bit for bit (nothing is reseeded afterwards)."""
     from peft import set_peft_model_state_dict
@@ -273,7 +225,7 @@ def length_shortfall(texts: list[str], reference_words: list[int], ratio: float)
 # ------------------------------------------------------------------------------------------------ loop
 
 
-def sampling_config(config: PPOTrainConfig, model_config):
+def sampling_config(config: PpoRecipe, model_config):
     """Rollout sampling, every parameter explicit: pure ancestral sampling at temperature 1 (optionally top-k/top-p)
     with one length limit. Nothing is left for a model's own generation_config to fill in."""
     from transformers import GenerationConfig
@@ -301,7 +253,7 @@ def sample(model, enc, gen_config, adapter_names: list[str], **kwargs):
         inner.generation_config = saved
 
 
-def shaped_scores(texts: list[str], reward_fn, config: PPOTrainConfig, rows: list[dict] | None) -> torch.Tensor:
+def shaped_scores(texts: list[str], reward_fn, config: PpoRecipe, rows: list[dict] | None) -> torch.Tensor:
     """The reward of each sampled summary: the reward function, minus the length term and plus the ROUGE term
     (both against the dialogue's training references in `rows`; skipped without rows)."""
     scores = torch.tensor(reward_fn(texts), dtype=torch.float32)
@@ -316,7 +268,7 @@ def shaped_scores(texts: list[str], reward_fn, config: PPOTrainConfig, rows: lis
     return scores
 
 
-def rollout(model, value_head, tokenizer, prompts_: list[str], config: PPOTrainConfig, reward_fn, kl_ctl,
+def rollout(model, value_head, tokenizer, prompts_: list[str], config: PpoRecipe, reward_fn, kl_ctl,
             rows: list[dict] | None = None):
     """Sample summaries, score them, and compute everything PPO needs (no gradients), on the model's device."""
     device = next(model.parameters()).device
@@ -366,7 +318,7 @@ class Training:
         return self.state.device
 
 
-def build_training(config: PPOTrainConfig, model) -> Training:
+def build_training(config: PpoRecipe, model) -> Training:
     """Value head, optimizer and KL controller, prepared by accelerate on this process's device."""
     from accelerate import Accelerator
 
@@ -383,14 +335,14 @@ def build_training(config: PPOTrainConfig, model) -> Training:
                     random.Random(config.seed + rank), torch.Generator().manual_seed(config.seed + rank))
 
 
-def train_step(t: Training, step: int, rows: list[dict], is_toxic: list[bool], config: PPOTrainConfig,
+def train_step(t: Training, step: int, rows: list[dict], is_toxic: list[bool], config: PpoRecipe,
                reward_fn, scorer) -> dict:
     """One rollout batch and its PPO epochs; returns the step's log row (averaged over processes)."""
     picked = batch_indices(rows, t.rng, config.batch_size, config.heated_share, is_toxic)
     batch, texts, scores, prepared = rollout(
         t.model, t.value_head, t.tokenizer, [prompts.zero_shot(rows[i]["dialogue"]) for i in picked], config,
         reward_fn, t.kl_ctl, rows=[rows[i] for i in picked])
-    stats = ppo.ppo_update(t.ddp_model, t.ddp_value_head, t.optimizer, batch, config.ppo_config(), t.params,
+    stats = ppo.ppo_update(t.ddp_model, t.ddp_value_head, t.optimizer, batch, config, t.params,
                            generator=t.gen, accelerator=t.accelerator, model_config=t.model.config,
                            min_new_tokens=config.min_new_tokens)
     words = [len(x.split()) for x in texts]
@@ -413,25 +365,18 @@ def process_state():
     return PartialState(cpu=not torch.cuda.is_available())
 
 
-def prepare(config: PPOTrainConfig, state) -> tuple[list[dict], list[dict], dict, Path, str]:
+def prepare(config: PpoRecipe) -> tuple[list[dict], list[dict], dict, Path, str]:
     """Everything that can be wrong with the request fails here, before any model loads: data, batch size, reward,
     and a checkpoint folder holding another run's settings. Returns (rows, eval rows, split info, ckpt, run id)."""
-    if config.output is None:
-        config.output = common.default_output("ppo", config.policy, config.dataset)
-        if state.is_main_process:
-            print(f"[ppo] publishing to {config.output} (choose another name with --output)")
     rows, eval_rows, split_info = common.load_train_eval(config)
     if config.batch_size > len(rows):
         raise ConfigError(f"batch_size: {config.batch_size} rollouts per step but the training split has only "
                           f"{len(rows)} rows; lower --batch-size or use more data")
-    ckpt = common.checkpoint_dir(config, "ppo")
-    if state.is_main_process:
-        common.prepare_checkpoint_dir(ckpt, config.fresh)
-        common.guard_resume(ckpt, training_settings(config, rows), config.fresh)
-    return rows, eval_rows, split_info, ckpt, common.run_id_for(ckpt, "ppo")  # run_id_for waits for the main process
+    texts = [f"{r['dialogue']}\n{r['summary']}" for r in rows]
+    return rows, eval_rows, split_info, *common.start_checkpoints(config, "ppo", NOT_TRAINING, texts)
 
 
-def train(t: Training, config: PPOTrainConfig, rows: list[dict], ckpt: Path, log_path: Path, reward_fn,
+def train(t: Training, config: PpoRecipe, rows: list[dict], ckpt: Path, log_path: Path, reward_fn,
           scorer) -> int:
     """The PPO loop from the latest checkpoint (if any) to `config.steps`; returns the step it resumed after."""
     from tqdm.auto import tqdm
@@ -491,19 +436,21 @@ def stop_agreed(requested: bool, state) -> bool:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    config = cfg.parse(PPOTrainConfig, argv, description=__doc__)
-    watch = common.Stopwatch()
-    state = process_state()  # data-parallel under torchrun / accelerate launch: each process rolls out its own batch
-    common.seed_everything(config.seed + state.process_index)
-    modeling.quiet_transformers()
-    rows, eval_rows, split_info, ckpt, run_id = prepare(config, state)
+    """setup (data, checkpoint folder, reward, policy) -> PPO loop -> evaluate the adapter against its LoRA start on
+    the same dialogues -> publish. Data-parallel under torchrun / accelerate launch: each process rolls out its own
+    batch, and the main process evaluates and publishes once."""
+    config = options.parse(PpoRecipe, argv, description=__doc__)
+    state = process_state()
+    watch = common.start(config, "ppo", config.policy, config.dataset, seed=config.seed + state.process_index,
+                         announce=state.is_main_process)
+    rows, eval_rows, split_info, ckpt, run_id = prepare(config)
     reward_fn, reward_name = rewards.load_reward(config.reward)
     scorer = toxicity.load_scorer(config.toxicity)
     model, tokenizer, base_ref, _ = load_policy(config, state.device)
     t = build_training(config, model)
     t.tokenizer = tokenizer
-    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if state.is_main_process:
+        n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         print(f"[ppo] policy {config.policy} on {base_ref} ({state.device}); reward: {reward_name}; {n_trainable:,} "
               f"trainable adapter parameters + value head; {split_info['note']}; {state.num_processes} "
               f"process(es) x {config.batch_size} rollouts per step")
@@ -511,24 +458,27 @@ def main(argv: list[str] | None = None) -> dict:
     state.wait_for_everyone()  # training is over: no more collectives; all ranks leave the group together
     state.destroy_process_group()
     if not state.is_main_process:
-        return {}  # the main process evaluates and publishes once
-    training = {"method": "ppo", "policy_start": config.policy, "reward": reward_name, "steps": config.steps,
-                "processes": state.num_processes, "batch_size": config.batch_size,
-                "mini_batch_size": config.mini_batch_size, "ppo_epochs": config.ppo_epochs,
-                "learning_rate": config.learning_rate, "init_kl_coef": config.init_kl_coef,
-                "target_kl": config.target_kl, "adaptive_kl": config.adaptive_kl, "final_kl_coef": t.kl_ctl.value,
-                "sampling": {"do_sample": True, "num_beams": 1, "temperature": 1.0, "top_k": config.top_k,
-                             "top_p": config.top_p, "min_new_tokens": config.min_new_tokens,
-                             "max_new_tokens": config.max_new_tokens, "repetition_penalty": 1.0,
-                             "no_repeat_ngram_size": 0},
-                "length_penalty": config.length_penalty, "length_ratio": config.length_ratio,
-                "rouge_weight": config.rouge_weight,
-                "heated_share": config.heated_share, "dataset": config.dataset, "split": config.train_split,
-                "n": len(rows), "split_info": split_info, "seed": config.seed, **cfg.recipe_record(config),
-                "train_seconds": round(watch.seconds, 1), "log_file": f"logs/{run_id}.jsonl",
-                "resumed_from_step": start_step or None}
+        return {}
+    training = training_record(config, t, reward_name, len(rows), split_info, start_step=start_step, watch=watch,
+                               run_id=run_id)
     return finish(config, model, tokenizer, base_ref, eval_rows, split_info, scorer=scorer, training=training,
                   watch=watch, run_id=run_id, ckpt=ckpt)
+
+
+def training_record(config: PpoRecipe, t: Training, reward_name: str, n_rows: int, split_info: dict, *,
+                    start_step: int, watch: common.Stopwatch, run_id: str) -> dict:
+    """The "training" part of the run record: the PPO settings, the rollout sampling spelled out, and the data."""
+    sampling = {"do_sample": True, "num_beams": 1, "temperature": 1.0, "top_k": config.top_k, "top_p": config.top_p,
+                "min_new_tokens": config.min_new_tokens, "max_new_tokens": config.max_new_tokens,
+                "repetition_penalty": 1.0, "no_repeat_ngram_size": 0}
+    return {"method": "ppo", "policy_start": config.policy, "reward": reward_name, "steps": config.steps,
+            "processes": t.state.num_processes, "final_kl_coef": t.kl_ctl.value, "sampling": sampling,
+            **{k: getattr(config, k) for k in ("batch_size", "mini_batch_size", "ppo_epochs", "learning_rate",
+                                               "init_kl_coef", "target_kl", "adaptive_kl", "length_penalty",
+                                               "length_ratio", "rouge_weight", "heated_share", "dataset")},
+            "split": config.train_split, "n": n_rows, "split_info": split_info, "seed": config.seed,
+            **options.recipe_record(config), "train_seconds": round(watch.seconds, 1),
+            "log_file": f"logs/{run_id}.jsonl", "resumed_from_step": start_step or None}
 
 
 def save_final(model, tokenizer, base_ref: str, ckpt: Path) -> Path:
@@ -563,7 +513,7 @@ def evaluate_pair(model, tokenizer, eval_rows: list[dict], settings: GenerationS
     return outputs["ppo"], extra, examples
 
 
-def finish(config: PPOTrainConfig, model, tokenizer, base_ref: str, eval_rows: list[dict], split_info: dict, *,
+def finish(config: PpoRecipe, model, tokenizer, base_ref: str, eval_rows: list[dict], split_info: dict, *,
            scorer, training: dict, watch: common.Stopwatch, run_id: str, ckpt: Path) -> dict:
     """Evaluate the PPO adapter and its LoRA start greedily on the evaluation rows (paired by example), publish and
     record (common.finish_run)."""
@@ -577,13 +527,12 @@ def finish(config: PPOTrainConfig, model, tokenizer, base_ref: str, eval_rows: l
     def evaluate() -> dict:
         ppo_outputs, extra, examples = evaluate_pair(model, tokenizer, eval_rows, settings, scorer,
                                                      config.eval_batch_size)
-        return evaluation.evaluate(
-            model, tokenizer, eval_rows, model_id=config.output, method="ppo", base_model=base_ref,
-            dataset=config.dataset, split=config.eval_split, split_info=split_info, settings=settings, scorer=scorer,
-            params=params_record, training={**training, "examples": examples}, batch_size=config.eval_batch_size,
-            started_at=watch.started_at, started_clock=watch.clock, run_id=run_id, extra_metrics=extra,
-            predictions=ppo_outputs, write=False,
-        )
+        run = watch.run_info(model_id=config.output, method="ppo", base_model=base_ref, dataset=config.dataset,
+                             split=config.eval_split, split_info=split_info, params=params_record,
+                             training={**training, "examples": examples}, run_id=run_id)
+        return evaluation.evaluate(model, tokenizer, eval_rows, run, settings=settings, scorer=scorer,
+                                   batch_size=config.eval_batch_size, extra_metrics=extra, predictions=ppo_outputs,
+                                   write=False)
 
     def card(metrics: dict) -> str:
         return store.model_card(config.output, base_model=base_ref, method="ppo", dataset=config.dataset,

@@ -24,15 +24,14 @@ import json
 import random
 import sys
 from pathlib import Path
+from typing import Literal
 
-import torch
 
-from trainers import common
-from trainers import config as cfg
-from trainers.config import ConfigError, check_repo_id, check_scorer, field
-from workbench import evaluation, modeling, paths, preferences, prompts, results, scoring, store, toxicity
+from trainers import common, options
+from trainers.options import ConfigError, arg
+from workbench import evaluation, modeling, preferences, prompts, results, scoring, store, toxicity
 from workbench.generation import GenerationSettings, generate
-from workbench.io import atomic_write_jsonl, read_jsonl
+from workbench.io import read_jsonl
 
 LOSSES = {"orpo": "orpo", "cpo": "cpo", "simpo": "cpo"}  # loss -> the method name a run records
 START, TRAINED = "start", "default"  # adapter names: the frozen start (evaluation only) and the one that trains
@@ -41,59 +40,32 @@ NOT_TRAINING = frozenset({"output", "push_to_hub", "checkpoint_dir", "fresh", "d
 
 
 @dataclasses.dataclass
-class PreferenceConfig:
-    policy: str = field("demo/flan-t5-demo-lora", "the LoRA adapter to start from (PPO's start; store name or Hub id)")
-    base: str | None = field(None, "its base model (default: read from the adapter config)")
-    preferences: str | None = field(None, "preference data: a dataset in the local store (workbench.preferences, "
-                                    "e.g. from trainers.pairs) or a .jsonl file with prompt, chosen, rejected")
-    loss: str = field("orpo", "orpo, cpo or simpo")
-    beta: float | None = field(None, "loss strength: ORPO's lambda, CPO/SimPO's beta (default 0.1; SimPO 2.0)")
-    cpo_alpha: float | None = field(None, "weight of the NLL term on chosen for cpo/simpo (default 1.0; SimPO 0)")
-    simpo_gamma: float = field(0.5, "SimPO target reward margin")
-    held_out: float = field(0.1, "share of votes held out to measure preference accuracy (0 = none)")
-    dataset: str = field("demo", "evaluation dialogues: demo, dialogsum-local, a folder/file or a Hub id")
-    eval_split: str = field("test", "split to evaluate on (the whole split unless --eval-limit)")
-    eval_limit: int | None = field(None, "evaluate only the first N dialogues")
-    output: str | None = field(None, "store name of the adapter (default local/<policy>-<preferences>-<method>)")
-    push_to_hub: str | None = field(None, "also push to this Hub repo (token from the environment; never printed)")
-    max_steps: int = field(200, "optimizer steps")
-    batch_size: int = field(8, "pairs per step")
-    learning_rate: float = field(2e-4, "peak learning rate of the adapter (linear decay)")
-    warmup_ratio: float = field(0.05, "share of steps for linear warm-up")
-    max_source_length: int = field(512, "truncate prompts to this many tokens (trl does not for encoder-decoders)")
-    max_completion_length: int = field(128, "truncate chosen/rejected summaries to this many tokens")
-    precision: str = field("auto", "training precision: auto (bf16 autocast where the hardware has it), fp32, bf16")
-    seed: int = field(0, "random seed (data order, held-out votes)")
-    logging_steps: int = field(10, "log every N steps")
-    save_steps: int = field(100, "checkpoint every N steps (a restarted command resumes from the last one)")
-    checkpoint_dir: str | None = field(None, "checkpoint folder (default: runs/<method>/<output>)")
-    fresh: bool = field(False, "ignore existing checkpoints and start over")
-    eval_batch_size: int = field(32, "generation batch size for evaluation")
-    max_new_tokens: int = field(64, "summary length limit at evaluation")
-    toxicity: str = field("profanity-check", "toxicity scorer for the evaluation: profanity-check or hf:<model>")
+@options.defaults(max_steps=200, batch_size=8, learning_rate=2e-4, seed=0, logging_steps=10, save_steps=100)
+class PreferenceRecipe(options.Checkpoints, options.TrainerOptions, options.Evaluation, options.Publishing,
+                       options.EvalData, options.Policy):
+    """The policy is the LoRA adapter to start from (PPO's start)."""
 
-    def validate(self) -> None:
-        if self.loss not in LOSSES:
-            raise ConfigError(f"loss: expected orpo, cpo or simpo, got {self.loss!r}")
-        for name in ("max_steps", "batch_size", "max_source_length", "max_completion_length", "logging_steps",
-                     "save_steps", "eval_batch_size", "max_new_tokens"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name}: must be positive, got {getattr(self, name)}")
-        if not 0 < self.learning_rate < 1 or not 0 <= self.warmup_ratio < 1 or not 0 <= self.held_out < 1:
-            raise ConfigError("learning_rate: must be in (0, 1); warmup_ratio, held_out: in [0, 1)")
-        if (self.beta is not None and self.beta <= 0) or (self.cpo_alpha is not None and self.cpo_alpha < 0):
-            raise ConfigError("beta: must be positive; cpo_alpha: must be >= 0")
-        if self.precision not in {"auto", "fp32", "bf16"}:
-            raise ConfigError(f"precision: expected auto, fp32 or bf16, got {self.precision!r}")
-        if self.eval_limit is not None and self.eval_limit <= 0:
-            raise ConfigError("eval_limit: must be positive")
+    preferences: str | None = arg(None, "preference data: a dataset in the local store (workbench.preferences, "
+                                  "e.g. from trainers.pairs) or a .jsonl file with prompt, chosen, rejected")
+    # the loss
+    loss: Literal["orpo", "cpo", "simpo"] = arg("orpo", "the preference loss (see above)")
+    beta: float | None = arg(None, "loss strength: ORPO's lambda, CPO/SimPO's beta (None = 0.1; SimPO 2.0)",
+                             positive=True)
+    cpo_alpha: float | None = arg(None, "weight of the NLL term on chosen for cpo/simpo (None = 1.0; SimPO 0)",
+                                  within="[0, inf)")
+    simpo_gamma: float = arg(0.5, "SimPO target reward margin")
+    held_out: float = arg(0.1, "share of votes held out to measure preference accuracy (0 = none)",
+                          within="[0, 1)")
+    # lengths
+    max_source_length: int = arg(512, "truncate prompts to this many tokens (trl does not for encoder-decoders)",
+                                 positive=True)
+    max_completion_length: int = arg(128, "truncate chosen/rejected summaries to this many tokens", positive=True)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if self.preferences is None:
             known = ", ".join(preferences.list_datasets()) or "none yet: run python -m trainers.pairs"
             raise ConfigError(f"preferences: name a preference dataset (in the local store: {known}) or a .jsonl file")
-        check_scorer("toxicity", self.toxicity)
-        for name in ("output", "push_to_hub"):
-            if getattr(self, name) is not None:
-                check_repo_id(name, getattr(self, name))
 
     @property
     def method(self) -> str:
@@ -165,7 +137,7 @@ def to_dataset(pairs: list[dict], tokenizer, max_source_length: int):
 # ------------------------------------------------------------------------------------------------ training
 
 
-def policy_adapter(config: PreferenceConfig) -> tuple[Path, str, Path]:
+def policy_adapter(config: PreferenceRecipe) -> tuple[Path, str, Path]:
     """(adapter folder, base ref, base folder) of the start, checked before any checkpoint folder or model."""
     folder = common.resolve_model(config.policy, field="policy")
     if not (folder / "adapter_config.json").is_file():
@@ -175,7 +147,7 @@ def policy_adapter(config: PreferenceConfig) -> tuple[Path, str, Path]:
     return folder, base_ref, common.resolve_model(base_ref, field="base")
 
 
-def load_policy(config: PreferenceConfig, device):
+def load_policy(config: PreferenceRecipe, device):
     """(peft model whose TRAINED adapter starts as a trainable copy of the policy adapter, tokenizer, base ref,
     policy folder). The start adapter is attached for evaluation only, after training."""
     from peft import PeftModel
@@ -187,37 +159,20 @@ def load_policy(config: PreferenceConfig, device):
     return model.to(device), modeling.load_tokenizer(base_folder), base_ref, folder
 
 
-def trainer_for(config: PreferenceConfig, model, tokenizer, train, held, ckpt: Path):
+def trainer_for(config: PreferenceRecipe, model, tokenizer, train, held, ckpt: Path):
     """trl's ORPO or CPO trainer with this recipe's arguments."""
     if config.loss == "orpo":
         from trl.experimental.orpo import ORPOConfig as Args, ORPOTrainer as Trainer
     else:
         from trl.experimental.cpo import CPOConfig as Args, CPOTrainer as Trainer
-    args = Args(
-        output_dir=str(ckpt), max_steps=config.max_steps, per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.batch_size, learning_rate=config.learning_rate,
-        warmup_steps=config.warmup_ratio, lr_scheduler_type="linear", max_length=config.max_source_length
-        + config.max_completion_length, max_completion_length=config.max_completion_length,
-        bf16=common.use_bf16(config.precision), use_cpu=not torch.cuda.is_available(),
-        gradient_checkpointing=False, logging_steps=config.logging_steps, save_steps=config.save_steps,
-        save_total_limit=2, seed=config.seed, report_to=[], disable_tqdm=False, dataloader_num_workers=0,
+    args = common.trainer_arguments(
+        config, ckpt, args_class=Args, per_device_eval_batch_size=config.batch_size, lr_scheduler_type="linear",
+        max_length=config.max_source_length + config.max_completion_length,
+        max_completion_length=config.max_completion_length, gradient_checkpointing=False,
         remove_unused_columns=False, **config.loss_settings())
     return Trainer(model=model, args=args, train_dataset=to_dataset(train, tokenizer, config.max_source_length),
                    eval_dataset=to_dataset(held, tokenizer, config.max_source_length) if held else None,
                    processing_class=tokenizer)
-
-
-def start_run(config: PreferenceConfig, pairs: list[dict]) -> tuple[Path, str]:
-    """The checkpoint folder and run id; an unfinished run with other training settings is refused before any
-    model loads (common.guard_resume)."""
-    ckpt = common.checkpoint_dir(config, config.method)
-    texts = [f"{p['prompt']}\n{p['chosen']}\n{p['rejected']}" for p in pairs]
-    settings = common.training_settings(config, NOT_TRAINING, method=config.method,
-                                        train_data=common.data_fingerprint(texts))
-    common.prepare_checkpoint_dir(ckpt, config.fresh)
-    common.guard_resume(ckpt, settings, config.fresh)
-    common.last_checkpoint(ckpt, remove_incomplete=True)  # a run killed while saving leaves half a checkpoint
-    return ckpt, common.run_id_for(ckpt, config.method)
 
 
 def held_out_metrics(trainer, held: list[dict]) -> dict:
@@ -252,7 +207,7 @@ def generate_both(model, tokenizer, rows: list[dict], policy_folder: Path, setti
     return trained, extra
 
 
-def card_for(config: PreferenceConfig, base_ref: str, metrics: dict, params: dict) -> str:
+def card_for(config: PreferenceRecipe, base_ref: str, metrics: dict, params: dict) -> str:
     card = store.model_card(config.output, base_model=base_ref, method=config.method, dataset=config.preferences,
                             metrics=metrics["metrics"], training=metrics["training"], params=params,
                             description=f"LoRA adapter trained with {config.loss.upper()} on the preference pairs "
@@ -261,51 +216,37 @@ def card_for(config: PreferenceConfig, base_ref: str, metrics: dict, params: dic
 
 
 def main(argv: list[str] | None = None) -> dict:
-    config = cfg.parse(PreferenceConfig, argv, description=__doc__)
-    watch = common.Stopwatch()
-    common.seed_everything(config.seed)
-    modeling.quiet_transformers()
+    """setup (pairs, evaluation rows, checkpoint folder, policy) -> train -> held-out preference accuracy -> save and
+    record -> evaluate against the start adapter and publish."""
+    config = options.parse(PreferenceRecipe, argv, description=__doc__)
     if config.method not in results.METHODS:
         raise ConfigError(f"loss: results.METHODS has no {config.method!r} yet, so its record could not be written")
     pairs, where = load_preference_pairs(config.preferences)
+    watch = common.start(config, config.method, config.policy, where)
     eval_rows = common.load_rows(config.dataset, config.eval_split, limit=config.eval_limit,
                                  fields="dataset / eval_split")
     scorer = toxicity.load_scorer(config.toxicity)
-    if config.output is None:
-        config.output = common.default_output(config.method, config.policy, where)
-        print(f"[{config.method}] publishing to {config.output} (choose another name with --output)")
     train, held = split_votes(pairs, config.held_out, config.seed)
     policy_adapter(config)  # a wrong start fails here, before a checkpoint folder is made
-    ckpt, run_id = start_run(config, pairs)
+    texts = [f"{p['prompt']}\n{p['chosen']}\n{p['rejected']}" for p in pairs]
+    ckpt, run_id = common.start_checkpoints(config, config.method, NOT_TRAINING, texts)
     model, tokenizer, base_ref, policy_folder = load_policy(config, common.device())
     trainer = trainer_for(config, model, tokenizer, train, held, ckpt)
-    last = common.last_checkpoint(ckpt)
-    if last:
-        print(f"[{config.method}] resuming from {last} (run {run_id})")
-    trainer.train(resume_from_checkpoint=last)
+    last, _ = common.fit(trainer, ckpt, config.method, run_id)
     held_metrics = held_out_metrics(trainer, held)
-    final = ckpt / "final"
-    common.store_weights(trainer.model, final, "fp32", base_ref=base_ref)
-    tokenizer.save_pretrained(final)
-    atomic_write_jsonl(paths.RESULTS_DIR / "logs" / f"{run_id}.jsonl",
-                       [{k: v for k, v in e.items() if isinstance(v, (int, float))} for e in trainer.state.log_history
-                        if "loss" in e])
+    final = common.save_final(trainer.model, tokenizer, ckpt, "fp32", base_ref=base_ref)
     counted = modeling.count_parameters(trainer.model)
     params = {k: counted[k] for k in ("total", "trainable", "trainable_share")}
-    steps = trainer.state.global_step
-    training = {"method": config.method, "loss": config.loss, **config.loss_settings(), "policy_start": config.policy,
-                "preferences": where, "n_pairs": len(train), "n_votes": len({p["vote_id"] for p in train}),
-                "held_out": held_metrics, "steps": steps, "batch_size": config.batch_size,
-                "samples_seen": steps * config.batch_size, "learning_rate": config.learning_rate,
-                "precision": config.precision, "seed": config.seed, **cfg.recipe_record(config),
-                "final_loss": next((e["loss"] for e in reversed(trainer.state.log_history) if "loss" in e), None),
-                "train_seconds": round(watch.seconds, 1), "log_file": f"logs/{run_id}.jsonl",
-                "resumed_from": Path(last).name if last else None}
+    training = common.training_record(
+        config, trainer, config.method, watch=watch, run_id=run_id, resumed_from=last, loss=config.loss,
+        **config.loss_settings(), policy_start=config.policy, preferences=where, n_pairs=len(train),
+        n_votes=len({p["vote_id"] for p in train}), held_out=held_metrics,
+        samples_seen=trainer.state.global_step * config.batch_size, precision=config.precision)
     return finish(config, trainer.model, tokenizer, base_ref, policy_folder, eval_rows, scorer=scorer, params=params,
                   training=training, watch=watch, run_id=run_id, ckpt=ckpt, final=final)
 
 
-def finish(config: PreferenceConfig, model, tokenizer, base_ref: str, policy_folder: Path, eval_rows: list[dict], *,
+def finish(config: PreferenceRecipe, model, tokenizer, base_ref: str, policy_folder: Path, eval_rows: list[dict], *,
            scorer, params: dict, training: dict, watch: common.Stopwatch, run_id: str, ckpt: Path, final: Path) -> dict:
     """Evaluate the trained adapter against its start on the evaluation rows, publish and record."""
     settings = GenerationSettings(max_new_tokens=config.max_new_tokens)
@@ -313,11 +254,12 @@ def finish(config: PreferenceConfig, model, tokenizer, base_ref: str, policy_fol
     def evaluate() -> dict:
         outputs, extra = generate_both(model, tokenizer, eval_rows, policy_folder, settings, scorer,
                                        config.eval_batch_size)
-        return evaluation.evaluate(
-            model, tokenizer, eval_rows, model_id=config.output, method=config.method, base_model=base_ref,
-            dataset=config.dataset, split=config.eval_split, settings=settings, scorer=scorer, params=params,
-            training=training, batch_size=config.eval_batch_size, started_at=watch.started_at,
-            started_clock=watch.clock, run_id=run_id, extra_metrics=extra, predictions=outputs, write=False)
+        run = watch.run_info(model_id=config.output, method=config.method, base_model=base_ref,
+                             dataset=config.dataset, split=config.eval_split, params=params, training=training,
+                             run_id=run_id)
+        return evaluation.evaluate(model, tokenizer, eval_rows, run, settings=settings, scorer=scorer,
+                                   batch_size=config.eval_batch_size, extra_metrics=extra, predictions=outputs,
+                                   write=False)
 
     metrics = common.finish_run(run_id=run_id, ckpt=ckpt, folder=final, output=config.output,
                                 push_to_hub=config.push_to_hub, evaluate=evaluate,

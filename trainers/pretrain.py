@@ -6,9 +6,8 @@ un-adapted base for prompting, fine-tuning and LoRA.
     python -m trainers.pretrain                                       # -> local/t5-scratch-demo-pretrain
     python -m trainers.pretrain --config configs/recipes/pretrain.yaml  # the served demo/flan-t5-demo-base
 
-On the demo dataset the training dialogues are joined by `extra_dialogues` more from the same generator (dialogues
-only, none equal to a validation or test dialogue): a base pretrained on 1,700 dialogues overfits them and learns
-little that transfers, while on ~20,000 its pretraining loss and the fine-tuned models it yields are both better.
+On the demo dataset the training dialogues are joined by `--extra-dialogues` more from the same generator (dialogues
+only, none equal to a validation or test dialogue); docs/TRAINERS.md says why.
 """
 
 from __future__ import annotations
@@ -19,68 +18,28 @@ import sys
 
 import torch
 
-from trainers import common
-from trainers import config as cfg
-from trainers.callbacks import ProgressCallback, progress_path, stop_exit
-from trainers.config import ConfigError, check_repo_id, check_scorer, field
-from workbench import data, evaluation, modeling, paths, store, toxicity
+from trainers import common, options
+from trainers.options import arg
+from workbench import data, evaluation, modeling, store, toxicity
 from workbench.generation import GenerationSettings
-from workbench.io import atomic_write_jsonl
 
 
 @dataclasses.dataclass
-class PretrainConfig:
-    dataset: str = field("demo", "dialogues to pretrain on (their summaries are never used)")
-    split: str = field("train", "split whose dialogues are used")
-    eval_split: str = field("test", "split for the zero-shot evaluation of the finished base")
-    eval_limit: int | None = field(None, "evaluate only the first N rows (default: all)")
-    output: str | None = field(None, "store name of the base model (default: local/t5-scratch-<dataset>-pretrain, "
-                               "never the served demo base)")
-    extra_dialogues: int | None = field(None, "extra synthetic dialogues to pretrain on (default: 20000 for the demo "
-                                               "dataset, 0 otherwise; never equal to an evaluation dialogue)")
-    open_share: float = field(0.0, "share of the extra dialogues that are open-vocabulary ones (workbench.opencorpus)")
-    vocab_size: int = field(4000, "tokenizer vocabulary size, including the 100 sentinels")
-    max_steps: int = field(2000, "optimizer steps")
-    batch_size: int = field(16, "batch size")
-    learning_rate: float = field(5e-4, "peak learning rate (2e-3 gave a lower-quality base: encoder states all "
-                                       "pointing one way, and worse fine-tunes from it)")
-    warmup_ratio: float = field(0.04, "share of steps for warm-up")
-    max_length: int = field(160, "tokens of dialogue per example (a random window of longer dialogues)")
-    noise_density: float = field(0.15, "share of tokens masked by span corruption")
-    mean_span_length: float = field(3.0, "mean length of a masked span")
-    prefix_lm_share: float = field(0.5, "share of examples that are prefix-LM continuation instead of span corruption")
-    precision: str = field("auto", "auto (bf16 autocast where available), fp32 or bf16")
-    save_dtype: str = field("bf16", "dtype of the published weights")
-    seed: int = field(0, "random seed")
-    logging_steps: int = field(50, "log every N steps")
-    save_steps: int = field(500, "checkpoint every N steps")
-    checkpoint_dir: str | None = field(None, "checkpoint folder (default: runs/pretrain/<output>)")
-    fresh: bool = field(False, "ignore existing checkpoints")
-    toxicity: str = field("profanity-check", "toxicity scorer for the evaluation")
-
-    def validate(self) -> None:
-        if self.vocab_size < 300:
-            raise ConfigError(f"vocab_size: at least 300, got {self.vocab_size}")
-        if not 0 < self.noise_density < 1:
-            raise ConfigError(f"noise_density: must be in (0, 1), got {self.noise_density}")
-        if not 0 <= self.prefix_lm_share <= 1:
-            raise ConfigError(f"prefix_lm_share: must be in [0, 1], got {self.prefix_lm_share}")
-        for name in ("max_steps", "batch_size", "max_length", "logging_steps", "save_steps"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name}: must be positive")
-        if not 0 <= self.open_share <= 1:
-            raise ConfigError(f"open_share: must be in [0, 1], got {self.open_share}")
-        if self.extra_dialogues is not None and self.extra_dialogues < 0:
-            raise ConfigError("extra_dialogues: must be 0 or more")
-        if self.eval_limit is not None and self.eval_limit <= 0:
-            raise ConfigError("eval_limit: must be positive")
-        if self.precision not in {"auto", "fp32", "bf16"}:
-            raise ConfigError(f"precision: expected auto, fp32 or bf16, got {self.precision!r}")
-        if self.save_dtype not in {"bf16", "fp16", "fp32"}:
-            raise ConfigError(f"save_dtype: expected bf16, fp16 or fp32, got {self.save_dtype!r}")
-        check_scorer("toxicity", self.toxicity)
-        if self.output is not None:
-            check_repo_id("output", self.output)
+@options.defaults(max_steps=2000, warmup_ratio=0.04, seed=0, logging_steps=50, save_steps=500)
+class PretrainRecipe(options.Weights, options.Checkpoints, options.TrainerOptions, options.Evaluation,
+                     options.Publishing, options.EvalData):
+    split: str = arg("train", "split whose dialogues are pretrained on (their summaries are never used)")
+    extra_dialogues: int | None = arg(None, "extra synthetic dialogues to pretrain on, never equal to an evaluation "
+                                      "dialogue (None = 20000 for the demo dataset, 0 otherwise)", within="[0, inf)")
+    open_share: float = arg(0.0, "share of the extra dialogues that are open-vocabulary ones (workbench.opencorpus)",
+                            within="[0, 1]")
+    # the tokenizer and the objective
+    vocab_size: int = arg(4000, "tokenizer vocabulary size, including the 100 sentinels", within="[300, inf)")
+    max_length: int = arg(160, "tokens of dialogue per example (a random window of longer dialogues)", positive=True)
+    noise_density: float = arg(0.15, "share of tokens masked by span corruption", within="(0, 1)")
+    mean_span_length: float = arg(3.0, "mean length of a masked span", positive=True)
+    prefix_lm_share: float = arg(0.5, "share of examples that are prefix-LM continuation instead of span corruption",
+                                 within="[0, 1]")
 
 
 # ------------------------------------------------------------------------------------------------ objectives
@@ -119,7 +78,7 @@ def prefix_lm(ids: list[int], eos: int, rng: random.Random, max_target: int = 64
 class PretrainCollator:
     """Turns tokenised dialogues into a padded batch of (corrupted input, target) pairs, fresh noise every time."""
 
-    def __init__(self, tokenizer, config: PretrainConfig, seed: int):
+    def __init__(self, tokenizer, config: PretrainRecipe, seed: int):
         self.tokenizer = tokenizer
         self.config = config
         self.rng = random.Random(seed)
@@ -149,7 +108,7 @@ def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------ recipe
 
 
-def pretraining_dialogues(config: PretrainConfig, rows: list[dict]) -> list[str]:
+def pretraining_dialogues(config: PretrainRecipe, rows: list[dict]) -> list[str]:
     """The dialogues of the training split, plus `extra_dialogues` synthetic ones (demo dataset by default) that
     differ from every dialogue of the dataset's validation and test splits."""
     dialogues = [r["dialogue"] for r in rows]
@@ -169,104 +128,81 @@ def pretraining_dialogues(config: PretrainConfig, rows: list[dict]) -> list[str]
 
 
 # Options that do not change what is trained (evaluation, output, logging): a run may resume with other values.
-NOT_TRAINING = frozenset({"output", "checkpoint_dir", "fresh", "eval_split", "eval_limit", "toxicity",
-                          "logging_steps", "save_steps", "save_dtype"})
+NOT_TRAINING = frozenset({"output", "push_to_hub", "checkpoint_dir", "fresh", "eval_split", "eval_limit", "toxicity",
+                          "eval_batch_size", "max_new_tokens", "logging_steps", "save_steps", "save_dtype"})
 
 
-def training_arguments(config: PretrainConfig, ckpt):
-    """transformers' arguments for pretraining; the progress bar is on explicitly (quiet_transformers() would
-    otherwise turn it off with the logs)."""
-    from transformers import Seq2SeqTrainingArguments
-
-    return Seq2SeqTrainingArguments(
-        output_dir=str(ckpt), max_steps=config.max_steps, per_device_train_batch_size=config.batch_size,
-        learning_rate=config.learning_rate, warmup_steps=config.warmup_ratio, lr_scheduler_type="cosine",
-        weight_decay=0.01, bf16=common.use_bf16(config.precision), use_cpu=not torch.cuda.is_available(),
-        logging_steps=config.logging_steps, save_steps=config.save_steps, save_total_limit=2, seed=config.seed,
-        report_to=[], disable_tqdm=False, remove_unused_columns=False, dataloader_num_workers=0,
-    )
+def training_arguments(config: PretrainRecipe, ckpt, run_id: str = ""):
+    """Seq2SeqTrainingArguments of pretraining: the shared ones (common.trainer_arguments) with a cosine schedule;
+    the collator builds each batch from raw token ids, so no column is removed."""
+    return common.trainer_arguments(config, ckpt, run_id, lr_scheduler_type="cosine", weight_decay=0.01,
+                                    remove_unused_columns=False)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    import datasets
-    from transformers import Seq2SeqTrainer
+    """setup (data, checkpoint folder, tokenizer, model) -> pretrain -> save and record -> evaluate and publish."""
+    config = options.parse(PretrainRecipe, argv, description=__doc__)
+    from transformers import Seq2SeqTrainer  # after parsing: --help and a bad flag answer without it
 
-    config = cfg.parse(PretrainConfig, argv, description=__doc__)
-    watch = common.Stopwatch()
-    common.seed_everything(config.seed)
-    modeling.quiet_transformers()
-    if config.output is None:
-        config.output = common.default_output("pretrain", "t5-scratch", config.dataset)
-        print(f"[pretrain] publishing to {config.output} (choose another name with --output)")
+    watch = common.start(config, "pretrain", "t5-scratch", config.dataset)
     rows = common.load_rows(config.dataset, config.split, fields="dataset / split")
     eval_rows = common.load_rows(config.dataset, config.eval_split, limit=config.eval_limit,
                                  fields="dataset / eval_split")
     scorer = toxicity.load_scorer(config.toxicity)
-
-    ckpt = common.checkpoint_dir(config, "pretrain")
-    settings = common.training_settings(config, NOT_TRAINING, method="pretrain",
-                                        train_data=common.data_fingerprint([r["dialogue"] for r in rows]))
-    if common.is_main_process():
-        common.prepare_checkpoint_dir(ckpt, config.fresh)
-        common.guard_resume(ckpt, settings, config.fresh)  # its tokenizer and checkpoints came from these settings
-        common.last_checkpoint(ckpt, remove_incomplete=True)  # a run killed while saving leaves half a checkpoint
-    run_id = common.run_id_for(ckpt, "base")
+    ckpt, run_id = common.start_checkpoints(config, "pretrain", NOT_TRAINING, [r["dialogue"] for r in rows],
+                                            run_method="base")  # its tokenizer and checkpoints come from these
     texts = pretraining_dialogues(config, rows)
-    tok_dir = ckpt / "tokenizer"
-    if (tok_dir / "tokenizer.json").exists():
-        tokenizer = modeling.load_tokenizer(tok_dir)
-    else:
-        # The tokenizer learns its pieces from exactly the text the model is pretrained on: a piece learned from other
-        # text (summaries, prompt templates) would keep a random embedding that a LoRA adapter can never fix (measured
-        # on an earlier build: 5% of summary tokens were such pieces, and a q/v LoRA plateaued below the base).
-        tokenizer = modeling.train_tokenizer(texts, vocab_size=config.vocab_size)
-        tokenizer.save_pretrained(tok_dir)
+    tokenizer = pretraining_tokenizer(texts, ckpt, config.vocab_size)
     print(f"[pretrain] tokenizer: {len(tokenizer)} tokens; {len(texts)} dialogues "
           f"({len(rows)} from {config.dataset}/{config.split}, {len(texts) - len(rows)} extra)")
-
     model = modeling.build_model(modeling.demo_config(len(tokenizer)), seed=config.seed).to(common.device())
     params = modeling.count_parameters(model)
     print(f"[pretrain] model: {params['total']:,} parameters, architecture {modeling.DEMO_ARCHITECTURE}")
-    dialogues = tokenizer(texts, truncation=True, max_length=512)
-    train = datasets.Dataset.from_dict({"input_ids": dialogues["input_ids"]})
-
-    progress = ProgressCallback(progress_path(ckpt))  # live curve for the Train tab; SIGTERM = checkpoint and stop
-    trainer = Seq2SeqTrainer(model=model, args=training_arguments(config, ckpt), train_dataset=train,
-                             data_collator=PretrainCollator(tokenizer, config, config.seed), callbacks=[progress])
-    last = common.last_checkpoint(ckpt)
-    if last:
-        print(f"[pretrain] resuming from {last} (run {run_id})")
-    trainer.train(resume_from_checkpoint=last)
-    if progress.stopped:  # a checkpoint is written; a partial model is neither evaluated nor published
-        raise SystemExit(stop_exit(trainer.state.global_step, ckpt))
-
-    final = ckpt / "final"
-    common.store_weights(trainer.model, final, config.save_dtype)
-    tokenizer.save_pretrained(final)
-    model = trainer.model.eval()
-    training = {"method": "pretrain", "objective": "span corruption + prefix LM on dialogues only",
-                "steps": trainer.state.global_step, "batch_size": config.batch_size,
-                "learning_rate": config.learning_rate, "dataset": config.dataset, "split": config.split,
-                "n": len(rows), "extra_dialogues": len(texts) - len(rows), "seed": config.seed, "vocab_size": len(tokenizer),
-                "final_loss": next((e["loss"] for e in reversed(trainer.state.log_history) if "loss" in e), None),
-                "train_seconds": round(watch.seconds, 1), "log_file": f"logs/{run_id}.jsonl",
-                "architecture": modeling.DEMO_ARCHITECTURE, **cfg.recipe_record(config)}
-    atomic_write_jsonl(paths.RESULTS_DIR / "logs" / f"{run_id}.jsonl", common.log_history_rows(trainer.state.log_history))
-    return finish(config, model, tokenizer, eval_rows, scorer=scorer, params=params, training=training, watch=watch,
-                  run_id=run_id, ckpt=ckpt)
+    trainer = Seq2SeqTrainer(model=model, args=training_arguments(config, ckpt, run_id),
+                             train_dataset=tokenized_dialogues(tokenizer, texts),
+                             data_collator=PretrainCollator(tokenizer, config, config.seed))
+    last, _ = common.fit(trainer, ckpt, "pretrain", run_id)
+    final = common.save_final(trainer.model, tokenizer, ckpt, config.save_dtype)
+    training = common.training_record(
+        config, trainer, "pretrain", watch=watch, run_id=run_id, resumed_from=last,
+        objective="span corruption + prefix LM on dialogues only", dataset=config.dataset, split=config.split,
+        n=len(rows), extra_dialogues=len(texts) - len(rows), vocab_size=len(tokenizer),
+        architecture=modeling.DEMO_ARCHITECTURE)
+    return finish(config, trainer.model.eval(), tokenizer, eval_rows, final, scorer=scorer, params=params,
+                  training=training, watch=watch, run_id=run_id, ckpt=ckpt)
 
 
-def finish(config: PretrainConfig, model, tokenizer, eval_rows: list[dict], *, scorer, params: dict, training: dict,
-           watch: common.Stopwatch, run_id: str, ckpt) -> dict:
+def pretraining_tokenizer(texts: list[str], ckpt, vocab_size: int):
+    """The run's tokenizer: trained once per run and kept beside its checkpoints, so that a resumed run reads the
+    same pieces. It learns its pieces from exactly the text the model is pretrained on: a piece learned from other
+    text (summaries, prompt templates) would keep a random embedding that a LoRA adapter can never fix (measured on
+    an earlier build: 5% of summary tokens were such pieces, and a q/v LoRA plateaued below the base)."""
+    folder = ckpt / "tokenizer"
+    if (folder / "tokenizer.json").exists():
+        return modeling.load_tokenizer(folder)
+    tokenizer = modeling.train_tokenizer(texts, vocab_size=vocab_size)
+    tokenizer.save_pretrained(folder)
+    return tokenizer
+
+
+def tokenized_dialogues(tokenizer, texts: list[str]):
+    """A datasets.Dataset of token ids, one row per dialogue (the collator cuts windows and makes the targets)."""
+    import datasets
+
+    return datasets.Dataset.from_dict({"input_ids": tokenizer(texts, truncation=True, max_length=512)["input_ids"]})
+
+
+def finish(config: PretrainRecipe, model, tokenizer, eval_rows: list[dict], final, *, scorer, params: dict,
+           training: dict, watch: common.Stopwatch, run_id: str, ckpt) -> dict:
     """Evaluate the base zero-shot, publish and record (common.finish_run). A base trained nothing for a user of it:
     its record says 0 trainable parameters, as the evaluator reads it back."""
     def evaluate() -> dict:
-        return evaluation.evaluate(
-            model, tokenizer, eval_rows, model_id=config.output, method="base", base_model=config.output,
-            dataset=config.dataset, split=config.eval_split, settings=GenerationSettings(), scorer=scorer,
-            params={**params, "trainable": 0, "trainable_share": 0.0}, training=training,
-            started_at=watch.started_at, started_clock=watch.clock, run_id=run_id, write=False,
-        )
+        run = watch.run_info(model_id=config.output, method="base", base_model=config.output, dataset=config.dataset,
+                             split=config.eval_split, params={**params, "trainable": 0, "trainable_share": 0.0},
+                             training=training, run_id=run_id)
+        return evaluation.evaluate(model, tokenizer, eval_rows, run, scorer=scorer, write=False,
+                                   settings=GenerationSettings(max_new_tokens=config.max_new_tokens),
+                                   batch_size=config.eval_batch_size)
 
     def card(metrics: dict) -> str:
         return store.model_card(config.output, base_model="(none: pretrained from scratch)", method="base",
@@ -275,8 +211,8 @@ def finish(config: PretrainConfig, model, tokenizer, eval_rows: list[dict], *, s
                                             "on synthetic dialogues only. It writes dialogue; it has not learned to "
                                             "summarize.")
 
-    metrics = common.finish_run(run_id=run_id, ckpt=ckpt, folder=ckpt / "final", output=config.output,
-                                push_to_hub=None, evaluate=evaluate, card=card)
+    metrics = common.finish_run(run_id=run_id, ckpt=ckpt, folder=final, output=config.output,
+                                push_to_hub=config.push_to_hub, evaluate=evaluate, card=card)
     print(evaluation.format_table([metrics]))
     print(f"[pretrain] published {config.output} revision {metrics['revision']} (run {run_id})")
     return metrics

@@ -22,46 +22,30 @@ import random
 import sys
 from pathlib import Path
 
-from trainers import common
-from trainers import config as cfg
-from trainers.config import ConfigError, check_repo_id, field
+from trainers import common, options
+from trainers.options import ConfigError, arg
 from workbench import modeling, paths, results, scoring, store
 from workbench.io import atomic_write_jsonl, read_jsonl
 
 
 @dataclasses.dataclass
-class RewardConfig:
-    pairs: str = field("demo", "preference pairs: a jsonl file (chosen, rejected[, prompt]) or 'demo'")
-    preferences: str | None = field(None, "train on a preference dataset instead of --pairs: a workbench.preferences "
-                                          "name in the local store (Compare votes, trainers.pairs) or a .jsonl in "
-                                          "its format; whole votes are held out")
-    tokenizer: str = field("demo/flan-t5-demo-base", "tokenizer to use (store name or Hub id)")
-    output: str | None = field(None, "store name of the reward model (default: local/<tokenizer>-<pairs>-reward, "
-                               "never a served demo model)")
-    push_to_hub: str | None = field(None, "also push to this Hub repo")
-    held_out: float = field(0.2, "share of pairs held out to measure ranking accuracy")
-    hidden_size: int = field(128, "reward model width (a small BERT-style encoder built from a config)")
-    layers: int = field(2, "encoder layers")
-    max_steps: int = field(300, "optimizer steps")
-    batch_size: int = field(16, "pairs per batch")
-    learning_rate: float = field(5e-4, "learning rate")
-    max_length: int = field(128, "longest tokenized summary; trl drops (does not truncate) longer pairs")
-    seed: int = field(0, "random seed")
-    save_dtype: str = field("fp32", "dtype of the published weights: fp32, bf16 or fp16 (its accuracy is measured "
-                                    "on the published weights)")
-    checkpoint_dir: str | None = field(None, "checkpoint folder (default: runs/reward/<output>)")
-    fresh: bool = field(False, "ignore existing checkpoints")
+@options.defaults(max_steps=300, seed=0, save_dtype="fp32")
+class RewardRecipe(options.Weights, options.Checkpoints, options.Optimization, options.Publishing):
+    pairs: str = arg("demo", "preference pairs: a jsonl file (chosen, rejected[, prompt]) or 'demo'")
+    preferences: str | None = arg(None, "train on a preference dataset instead of --pairs: a workbench.preferences "
+                                  "name in the local store (Compare votes, trainers.pairs) or a .jsonl in its format; "
+                                  "whole votes are held out")
+    tokenizer: str = arg("demo/flan-t5-demo-base", "tokenizer to use (store name or Hub id)")
+    held_out: float = arg(0.2, "share of pairs held out to measure ranking accuracy", within="(0, 1)")
+    # the model
+    hidden_size: int = arg(128, "reward model width (a small BERT-style encoder built from a config)", positive=True)
+    layers: int = arg(2, "encoder layers", positive=True)
+    max_length: int = arg(128, "longest tokenized summary; trl drops (does not truncate) longer pairs", positive=True)
 
-    def validate(self) -> None:
-        if not 0 < self.held_out < 1:
-            raise ConfigError(f"held_out: must be in (0, 1), got {self.held_out}")
-        for name in ("hidden_size", "layers", "max_steps", "batch_size", "max_length"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name}: must be positive")
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if self.pairs != "demo" and not Path(self.pairs).is_file():
             raise ConfigError(f"pairs: file not found: {self.pairs}")
-        if self.save_dtype not in {"fp32", "bf16", "fp16"}:
-            raise ConfigError(f"save_dtype: expected fp32, bf16 or fp16, got {self.save_dtype!r}")
         if self.preferences is not None and not Path(self.preferences).is_file():
             from workbench import preferences
 
@@ -69,10 +53,6 @@ class RewardConfig:
                 known = ", ".join(preferences.list_datasets()) or "none yet: vote in Compare or run trainers.pairs"
                 raise ConfigError(f"preferences: no preference dataset {self.preferences!r} (in the local store: "
                                   f"{known})")
-        if self.output is not None:
-            check_repo_id("output", self.output)
-        if self.push_to_hub is not None:
-            check_repo_id("push_to_hub", self.push_to_hub)
 
 
 # Options that do not change what is trained: a run may resume with other values.
@@ -121,7 +101,7 @@ def split_pairs(pairs: list[dict], held_out: float, seed: int) -> tuple[list[dic
     return pairs[n_test:], pairs[:n_test]
 
 
-def build_reward_model(vocab_size: int, config: RewardConfig):
+def build_reward_model(vocab_size: int, config: RewardRecipe):
     from transformers import BertConfig, BertForSequenceClassification
 
     bert = BertConfig(vocab_size=vocab_size, hidden_size=config.hidden_size, num_hidden_layers=config.layers,
@@ -138,22 +118,18 @@ def pair_outcomes(score, pairs: list[dict]) -> list[dict]:
             for pair, c, r in zip(pairs, chosen, rejected)]
 
 
-def ranking_accuracy(score, pairs: list[dict]) -> float:
-    return sum(o["correct"] for o in pair_outcomes(score, pairs)) / len(pairs)
-
-
 def pairs_source(spec: str) -> str:
     """How a record names the pairs: 'demo', a preference dataset's store name, or the file inside the repository
     (its name alone if outside)."""
-    return spec if spec == "demo" or not Path(spec).is_file() else cfg.recipe_name(spec)
+    return spec if spec == "demo" or not Path(spec).is_file() else options.recipe_name(spec)
 
 
-def data_spec(config: RewardConfig) -> str:
+def data_spec(config: RewardRecipe) -> str:
     """What the run trains on: --preferences when given, else --pairs."""
     return config.preferences or config.pairs
 
 
-def run_record(config: RewardConfig, run_id: str, outcomes: list[dict], train_pairs: list[dict], *, steps: int,
+def run_record(config: RewardRecipe, run_id: str, outcomes: list[dict], train_pairs: list[dict], *, steps: int,
                params: dict, watch: common.Stopwatch) -> dict:
     """The schema-1 run record of a reward model: its headline is held-out pairwise accuracy (a CI over per-pair
     0/1 correctness) instead of ROUGE; the per-pair outcomes are its outputs file."""
@@ -172,7 +148,7 @@ def run_record(config: RewardConfig, run_id: str, outcomes: list[dict], train_pa
                      "held_out_share": config.held_out, "steps": steps, "batch_size": config.batch_size,
                      "learning_rate": config.learning_rate, "hidden_size": config.hidden_size,
                      "layers": config.layers, "max_length": config.max_length, "seed": config.seed,
-                     **cfg.recipe_record(config), "train_seconds": round(watch.seconds, 1),
+                     **options.recipe_record(config), "train_seconds": round(watch.seconds, 1),
                      "log_file": f"logs/{run_id}.jsonl"},
         "git_commit": results.git_commit(), "started_at": watch.started_at, "finished_at": results.utc_now(),
         "wall_time_s": round(watch.seconds, 2), "outputs_file": outputs_file,
@@ -184,30 +160,36 @@ BASE_DESCRIPTION = "(none: BERT-style encoder built from a config)"
 
 
 def main(argv: list[str] | None = None) -> dict:
-    import datasets
-    from trl import RewardConfig as TrlRewardConfig, RewardTrainer
-
-    from workbench.rewards import LearnedReward
-
-    config = cfg.parse(RewardConfig, argv, description=__doc__)
-    watch = common.Stopwatch()
-    common.seed_everything(config.seed)
-    modeling.quiet_transformers()
-    if config.output is None:
-        config.output = common.default_output("reward", config.tokenizer, data_spec(config))
-        print(f"[reward] publishing to {config.output} (choose another name with --output)")
+    """setup (pairs, tokenizer, model, checkpoint folder) -> train -> save -> evaluate on held-out pairs, publish."""
+    config = options.parse(RewardRecipe, argv, description=__doc__)
+    watch = common.start(config, "reward", config.tokenizer, data_spec(config))
     pairs = load_preferences(config.preferences) if config.preferences else load_pairs(config.pairs)
     train_pairs, test_pairs = split_pairs(pairs, config.held_out, config.seed)
     tokenizer = modeling.load_tokenizer(common.resolve_model(config.tokenizer, field="tokenizer"))
     model = build_reward_model(len(tokenizer), config)
-    ckpt = common.checkpoint_dir(config, "reward")
-    common.prepare_checkpoint_dir(ckpt, config.fresh)
-    texts = [f"{p['chosen']}\n{p['rejected']}" for p in train_pairs]
-    common.guard_resume(ckpt, common.training_settings(config, NOT_TRAINING, method="reward",
-                                                       train_data=common.data_fingerprint(texts)), config.fresh)
-    common.last_checkpoint(ckpt, remove_incomplete=True)  # a run killed while saving leaves half a checkpoint
-    run_id = common.run_id_for(ckpt, "reward")
-    args = TrlRewardConfig(
+    ckpt, run_id = common.start_checkpoints(config, "reward", NOT_TRAINING,
+                                            [f"{p['chosen']}\n{p['rejected']}" for p in train_pairs])
+    trainer = train(config, model, tokenizer, train_pairs, ckpt)
+    final = common.save_final(trainer.model, tokenizer, ckpt, config.save_dtype)
+    atomic_write_jsonl(paths.RESULTS_DIR / "logs" / f"{run_id}.jsonl",
+                       common.log_history_rows(trainer.state.log_history))
+    params = modeling.count_parameters(trainer.model)
+    run = common.finish_run(run_id=run_id, ckpt=ckpt, folder=final, output=config.output,
+                            push_to_hub=config.push_to_hub, card=lambda run: card(config, run, params),
+                            evaluate=lambda: evaluate(config, final, run_id, test_pairs, train_pairs,
+                                                      steps=trainer.state.global_step, params=params, watch=watch))
+    acc = run["metrics"]["pairwise_accuracy"]
+    print(f"[reward] held-out ranking accuracy {acc['mean']:.3f} [{acc['ci_low']:.3f}, {acc['ci_high']:.3f}] on "
+          f"{acc['n']} pairs (chance 0.5); published {config.output} revision {run['revision']} (run {run_id})")
+    return run
+
+
+def train(config: RewardRecipe, model, tokenizer, train_pairs: list[dict], ckpt: Path):
+    """trl's RewardTrainer on the training pairs, resumed from the newest complete checkpoint."""
+    import datasets
+    from trl import RewardConfig, RewardTrainer
+
+    args = RewardConfig(
         output_dir=str(ckpt), max_steps=config.max_steps, per_device_train_batch_size=config.batch_size,
         learning_rate=config.learning_rate, max_length=config.max_length, seed=config.seed, logging_steps=25,
         save_steps=100, save_total_limit=1, report_to=[], bf16=False, disable_dropout=True,
@@ -215,33 +197,26 @@ def main(argv: list[str] | None = None) -> dict:
     trainer = RewardTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(train_pairs),
                             processing_class=tokenizer)
     trainer.train(resume_from_checkpoint=common.last_checkpoint(ckpt))
-    final = ckpt / "final"
-    common.store_weights(trainer.model, final, config.save_dtype)
-    tokenizer.save_pretrained(final)
-    atomic_write_jsonl(paths.RESULTS_DIR / "logs" / f"{run_id}.jsonl",
-                       common.log_history_rows(trainer.state.log_history))
-    params = modeling.count_parameters(trainer.model)
+    return trainer
 
-    def evaluate() -> dict:
-        outcomes = pair_outcomes(LearnedReward(final, max_length=config.max_length), test_pairs)
-        return run_record(config, run_id, outcomes, train_pairs, steps=trainer.state.global_step, params=params,
-                          watch=watch)
 
-    def card(run: dict) -> str:
-        acc = run["metrics"]["pairwise_accuracy"]
-        return store.model_card(config.output, base_model=BASE_DESCRIPTION, method="reward",
-                                dataset=pairs_source(data_spec(config)),
-                                metrics=run["metrics"], training=run["training"], params=params,
-                                description=f"Reward model trained on preference pairs with trl's RewardTrainer. "
-                                            f"Held-out ranking accuracy: {acc['mean']:.3f} [{acc['ci_low']:.3f}, "
-                                            f"{acc['ci_high']:.3f}] on {acc['n']} pairs.")
+def evaluate(config: RewardRecipe, final: Path, run_id: str, test_pairs: list[dict], train_pairs: list[dict], *,
+             steps: int, params: dict, watch: common.Stopwatch) -> dict:
+    """The published weights' ranking of the held-out pairs, as the run record."""
+    from workbench.rewards import LearnedReward
 
-    run = common.finish_run(run_id=run_id, ckpt=ckpt, folder=final, output=config.output,
-                            push_to_hub=config.push_to_hub, evaluate=evaluate, card=card)
+    outcomes = pair_outcomes(LearnedReward(final, max_length=config.max_length), test_pairs)
+    return run_record(config, run_id, outcomes, train_pairs, steps=steps, params=params, watch=watch)
+
+
+def card(config: RewardRecipe, run: dict, params: dict) -> str:
     acc = run["metrics"]["pairwise_accuracy"]
-    print(f"[reward] held-out ranking accuracy {acc['mean']:.3f} [{acc['ci_low']:.3f}, {acc['ci_high']:.3f}] on "
-          f"{acc['n']} pairs (chance 0.5); published {config.output} revision {run['revision']} (run {run_id})")
-    return run
+    return store.model_card(config.output, base_model=BASE_DESCRIPTION, method="reward",
+                            dataset=pairs_source(data_spec(config)), metrics=run["metrics"],
+                            training=run["training"], params=params,
+                            description=f"Reward model trained on preference pairs with trl's RewardTrainer. "
+                                        f"Held-out ranking accuracy: {acc['mean']:.3f} [{acc['ci_low']:.3f}, "
+                                        f"{acc['ci_high']:.3f}] on {acc['n']} pairs.")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib.util
 import os
 
-from trainers.config import ConfigError
+from trainers.options import ConfigError
 
 TRACKERS = ("none", "trackio", "tensorboard", "wandb")
 PROJECT = "dialogue-workbench"

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from workbench.modelset import SLOTS, ModelSet, ModelSetConfig, ModelSetError
+    from workbench.modelset import ModelSet, ModelSetConfig, ModelSetError
 
     started = time.time()
     try:  # a broken models config is reported in one line before any model is loaded
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"[workbench] models loaded in {time.time() - started:.1f} s on {modelset.device} "
           f"({modelset.precision}, input limit {modelset.max_input_tokens} tokens)")
-    for slot in SLOTS:
+    for slot in modelset.slots:
         print(f"  {'ok ' if modelset.status[slot].ok else 'N/A'}  {modelset.status[slot].describe()}")
     scorer = getattr(modelset.scorer, "name", None)
     note = f" (fallback: {modelset.scorer_note})" if modelset.scorer_note else ""

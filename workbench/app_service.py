@@ -2,21 +2,24 @@
 
 `WorkbenchService` wraps one loaded `ModelSet` and answers the app's requests with plain dicts and DataFrames:
 
-    compare(dialogue, reference, ...)      the four models side by side: text, latency, toxicity, ROUGE, word overlap
+    compare(dialogue, reference, ...)      the chosen models side by side (a CompareResult): text, latency, toxicity,
+                                           ROUGE, word overlap
     prompt(dialogue, reference, shots...)  zero/one/few-shot prompting of the base model, with the exact prompt
     score(text)                            toxicity of any text
     toxicity_sample(n, seed, dataset)      every available model over a seeded sample of test dialogues
-    dashboard(dataset)                     the measured runs in results/ and the served models' metrics.json
+    dashboard(dataset)                     the measured runs in results/ (the single source of a run's metrics)
 
 Every input is cleaned by the rules of `workbench.inputs` (control and invisible characters removed, hard length
 limits, empty input refused) before any model call, so that the UI layer only wires components to these methods.
-User mistakes come back as `{"ok": False, "message": ...}`; nothing a user types is ever a file path or a model id
-(datasets are a fixed list). The Dashboard's frames are built by `workbench.dashboard`. The names of both modules
-that the tabs and older callers take from here are re-exported below.
+User mistakes come back as `{"ok": False, "message": ...}` (a CompareResult with ok=False for compare); nothing a
+user types is ever a file path or a model id (datasets are a fixed list). The Dashboard's frames are built by
+`workbench.dashboard`. The names of both modules that the tabs and older callers take from here are re-exported
+below.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -34,12 +37,13 @@ from workbench.generation import count_tokens
 from workbench.inputs import (DATASET_SPLITS, DECODING, GEN_RANGES, MAX_DIALOGUE_CHARS,
                               MAX_REFERENCE_CHARS, MAX_SCORE_CHARS, MAX_SHOTS, MAX_SHOTS_CHARS, REFERENCE_SEPARATOR,
                               SAMPLE_DEFAULT, SAMPLE_RANGE, SEED_MAX, SHOT_SEPARATOR, InputError, clean_text,
-                              dataset_choice, fit_dialogue, fitting_prefix, generation_settings, join_references,
-                              number, parse_references, parse_shots, refusal, shown)
-from workbench.modelset import LABELS, SLOTS, ModelSet
+                              chosen_slots, dataset_choice, fit_dialogue, fitting_prefix, generation_settings,
+                              join_references, number, parse_references, parse_shots, refusal, shown)
+from workbench.modelset import MAX_SHOWN, MIN_SHOWN, ModelSet
 
 __all__ = [  # the service, and the input rules and dashboard frames that callers have always taken from here
-    "WorkbenchService", "precision_note", "demo_family_note", "DashboardData", "dashboard_data", "dataset_key",
+    "WorkbenchService", "CompareResult", "SlotOutput", "precision_note", "demo_family_note", "DashboardData",
+    "dashboard_data", "dataset_key",
     "published_reference", "read_log", "run_label", "runs_table", "toxicity_stats", "PUBLISHED_REFERENCE",
     "PUBLISHED_SOURCE", "InputError", "clean_text", "fit_dialogue", "fitting_prefix", "generation_settings",
     "join_references", "parse_references", "parse_shots", "DATASET_SPLITS", "DECODING", "GEN_RANGES",
@@ -49,6 +53,64 @@ __all__ = [  # the service, and the input rules and dashboard frames that caller
 
 ROUGE_SHOWN = ("rouge1", "rouge2", "rougeL")
 RELOAD_MIN_INTERVAL_S = 30.0  # "Refresh models" re-reads every model: at most this often, whoever asks
+DEFAULT_SHOWN = 4  # slots Compare shows until the user picks others
+
+
+@dataclasses.dataclass
+class SlotOutput:
+    """One slot's card in a Compare: the model that wrote the summary (or why it could not), its latency, toxicity
+    and, with a reference, ROUGE and the words shared with it."""
+
+    slot: str
+    label: str
+    model: str | None
+    revision: str | None
+    available: bool
+    family: str | None = None
+    note: str | None = None
+    text: str | None = None
+    error: str | None = None
+    latency_s: float | None = None
+    shared_call: bool = False
+    toxicity: float | None = None
+    rouge: dict[str, float] | None = None
+    overlap: list[list] | None = None
+
+
+@dataclasses.dataclass
+class CompareResult:
+    """What `WorkbenchService.compare` returns: the UI reads its fields, the API gets `as_dict()` (the JSON it has
+    always returned). A refusal has ok=False, the message, and nothing else."""
+
+    ok: bool
+    message: str
+    notices: list[str] = dataclasses.field(default_factory=list)
+    slots: list[str] = dataclasses.field(default_factory=list)  # the slots compared, in the order shown
+    models: dict[str, SlotOutput] = dataclasses.field(default_factory=dict)
+    prompt: str = ""
+    references: list[str] = dataclasses.field(default_factory=list)
+    settings: dict = dataclasses.field(default_factory=dict)
+    seed: int | None = None
+    truncated: bool = False
+    input_tokens: int | None = None
+    input_tokens_before_truncation: int | None = None
+    max_input_tokens: int | None = None
+    wall_time_s: float | None = None
+    scorer: str | None = None
+
+    @classmethod
+    def refused(cls, err) -> CompareResult:
+        return cls(ok=False, message=str(err), notices=[str(err)])
+
+    @classmethod
+    def from_dict(cls, data: dict) -> CompareResult:
+        """A result back from the JSON of the `compare` endpoint (what API clients hold)."""
+        models = {slot: SlotOutput(**entry) for slot, entry in (data.get("models") or {}).items()}
+        return cls(**{**data, "models": models})
+
+    def as_dict(self) -> dict:
+        """The JSON of the `compare` endpoint: {"ok", "message", "notices"} for a refusal, every field otherwise."""
+        return dataclasses.asdict(self) if self.ok else refusal(self.message)
 
 
 class WorkbenchService:
@@ -72,10 +134,25 @@ class WorkbenchService:
         """One plain row per slot: slot, label, ok, model, revision, error, family (which of the config's families
         serves it, e.g. "fallback: demo/flan-t5-demo-base family") and note (why a fallback serves)."""
         ms = self.models
-        rows = [{"slot": s, "label": LABELS[s], "ok": st.ok, "model": st.ref, "revision": st.revision,
+        rows = [{"slot": s, "label": ms.label(s), "ok": st.ok, "model": st.ref, "revision": st.revision,
                  "error": st.error, "family": st.family_label, "note": st.note}
-                for s, st in ((s, ms.status[s]) for s in SLOTS)]
+                for s, st in ((s, ms.status[s]) for s in ms.slots)]
         return rows
+
+    def slot_choices(self) -> list[tuple[str, str]]:
+        """(label, slot) of every slot, in the app's one order: what Compare offers to show."""
+        return [(self.models.label(s), s) for s in self.models.slots]
+
+    def default_slots(self) -> list[str]:
+        """What Compare shows until the user picks: the first four configured slots (base, full, LoRA, PPO in the
+        standard configs), at least two."""
+        ms = self.models
+        configured = [s for s in ms.slots if s in ms.config.slots]
+        return (configured[:DEFAULT_SHOWN] if len(configured) >= MIN_SHOWN else ms.slots[:MIN_SHOWN])
+
+    def check_slots(self, slots) -> list[str]:
+        """The user's choice of slots to compare, checked (InputError with a sentence otherwise)."""
+        return chosen_slots(slots, self.models.slots, MIN_SHOWN, MAX_SHOWN)
 
     def status_summary(self) -> dict:
         ms = self.models
@@ -147,54 +224,60 @@ class WorkbenchService:
     # -------------------------------------------------------------------------------------------- compare
 
     def compare(self, dialogue: str, reference: str = "", *, decoding: str = "greedy", max_new_tokens=64,
-                num_beams=4, temperature=0.7, top_p=0.9, seed=0) -> dict:
-        """The four models on one dialogue with the instruction prompt; one mixed-adapter call + the full model."""
+                num_beams=4, temperature=0.7, top_p=0.9, seed=0, slots=None) -> CompareResult:
+        """The chosen models (default: `default_slots`) on one dialogue with the instruction prompt: one
+        mixed-adapter call for the base and every adapter, one call per full model."""
         try:
             dialogue = clean_text(dialogue, field="The dialogue", limit=MAX_DIALOGUE_CHARS)
             references = parse_references(clean_text(reference, field="The reference", limit=MAX_REFERENCE_CHARS,
                                                      required=False))
             settings = generation_settings(decoding, max_new_tokens, num_beams, temperature, top_p)
             seed = number(seed, "seed", 0, SEED_MAX, integer=True)
+            slots = self.default_slots() if slots is None else self.check_slots(slots)
         except InputError as err:
-            return refusal(err)
+            return CompareResult.refused(err)
         ms = self.models
         if not ms.available:
-            return refusal("No model is available: " + "; ".join(s.describe() for s in ms.status.values()) + ".")
-        notices = []
-        tokenizer = ms.tokenizer or ms.full_tokenizer
+            return CompareResult.refused("No model is available: " + "; ".join(
+                s.describe() for s in ms.status.values()) + ".")
         limit = ms.max_input_tokens
-        kept, before, after = fit_dialogue(tokenizer, dialogue, limit)
-        if kept != dialogue:
-            notices.append(f"The dialogue is {before:,} tokens with the prompt; the models read at most {limit}, so it "
-                           f"was truncated to its first {len(kept):,} of {len(dialogue):,} characters.")
+        kept, before, after = fit_dialogue(ms.tokenizer or ms.full_tokenizer, dialogue, limit)
+        notices = [] if kept == dialogue else [
+            f"The dialogue is {before:,} tokens with the prompt; the models read at most {limit}, so it was truncated "
+            f"to its first {len(kept):,} of {len(dialogue):,} characters."]
         prompt = prompts.zero_shot(kept)
         started = time.time()
-        summaries = ms.summarize({s: prompt for s in SLOTS}, settings, seed=seed if settings.do_sample else None)
+        summaries = ms.summarize({s: prompt for s in slots}, settings, seed=seed if settings.do_sample else None)
         wall = time.time() - started
+        outputs = self._outputs(summaries, references, notices)
+        return CompareResult(
+            ok=True, message=" ".join(notices), notices=notices, slots=slots, models=outputs, prompt=prompt,
+            references=references, settings=settings.as_dict(), seed=seed if settings.do_sample else None,
+            truncated=kept != dialogue, input_tokens=after, input_tokens_before_truncation=before,
+            max_input_tokens=limit, wall_time_s=round(wall, 3), scorer=getattr(ms.scorer, "name", None))
+
+    def _outputs(self, summaries: dict, references: list[str], notices: list[str]) -> dict[str, SlotOutput]:
+        """Each slot's card: its summary scored for toxicity and, with references, ROUGE and word overlap."""
+        ms = self.models
         texts = {s: r.text for s, r in summaries.items() if r.text is not None}
         tox = self._toxicity(list(texts.values()))
         tox_by_slot = dict(zip(texts, tox)) if tox is not None else {}
         if tox is None and ms.scorer_error:
             notices.append(f"The toxicity scorer is unavailable: {ms.scorer_error}.")
-        rouge = self._rouge(list(texts.values()), references) if references else None
-        rouge_by_slot = dict(zip(texts, rouge)) if rouge else {}
+        rouge = self._rouge(list(texts.values()), references) if references and texts else []
+        rouge_by_slot = dict(zip(texts, rouge))
         shared = {s for group in ms.call_groups(list(texts)) if len(group) > 1 for s in group}
-        models = {}
-        for slot in SLOTS:
-            r, st = summaries[slot], ms.status[slot]
-            entry = {"label": LABELS[slot], "model": st.ref, "revision": st.revision, "available": r.text is not None,
-                     "family": st.family_label, "note": st.note, "text": r.text, "error": r.error,
-                     "latency_s": round(r.seconds, 3) if r.text is not None else None, "shared_call": slot in shared,
-                     "toxicity": _round(tox_by_slot.get(slot)), "rouge": None, "overlap": None}
-            if slot in rouge_by_slot:
-                entry["rouge"] = {k: round(rouge_by_slot[slot][k], 4) for k in ROUGE_SHOWN}
-                entry["overlap"] = _overlap(r.text, references[0])
-            models[slot] = entry
-        return {"ok": True, "message": " ".join(notices), "notices": notices, "truncated": kept != dialogue,
-                "input_tokens": after, "input_tokens_before_truncation": before, "max_input_tokens": limit,
-                "prompt": prompt, "references": references, "settings": settings.as_dict(),
-                "seed": seed if settings.do_sample else None, "wall_time_s": round(wall, 3),
-                "scorer": getattr(ms.scorer, "name", None), "models": models}
+        out = {}
+        for slot, r in summaries.items():
+            st, ok = ms.status[slot], r.text is not None
+            out[slot] = SlotOutput(
+                slot=slot, label=ms.label(slot), model=st.ref, revision=st.revision, available=ok,
+                family=st.family_label, note=st.note, text=r.text, error=r.error,
+                latency_s=round(r.seconds, 3) if ok else None, shared_call=slot in shared,
+                toxicity=_round(tox_by_slot.get(slot)),
+                rouge={k: round(rouge_by_slot[slot][k], 4) for k in ROUGE_SHOWN} if slot in rouge_by_slot else None,
+                overlap=_overlap(r.text, references[0]) if slot in rouge_by_slot else None)
+        return out
 
     def _toxicity(self, texts: list[str]) -> list[float] | None:
         if not texts:
@@ -317,7 +400,7 @@ class WorkbenchService:
         records = []
         for slot in slots:
             scores = ms.score(outputs[slot])
-            records += [{"model": LABELS[slot], "slot": slot, "fname": r["fname"], "toxicity": float(p),
+            records += [{"model": ms.label(slot), "slot": slot, "fname": r["fname"], "toxicity": float(p),
                          "summary": o} for r, o, p in zip(sample, outputs[slot], scores)]
         frame = pd.DataFrame(records, columns=["model", "slot", "fname", "toxicity", "summary"])
         stats = toxicity_stats(frame)
@@ -349,32 +432,15 @@ class WorkbenchService:
     # -------------------------------------------------------------------------------------------- dashboard
 
     def runs(self) -> list[dict]:
-        """Measured runs: every metrics file in results/, plus the served models' own metrics.json from the store."""
+        """Measured runs: every valid metrics record in results/, the single source of a run's metrics (the store's
+        metrics.json is written from the same record, so it adds nothing)."""
         from workbench import results
 
-        runs, seen = [], set()
         try:
             found = results.list_runs(self.results_dir) if self.results_dir.is_dir() else []
         except Exception:  # noqa: BLE001 - an unreadable folder shows as "no runs", never a crash
             found = []
-        for run in found:
-            run = dict(run, _source="results")
-            runs.append(run)
-            seen.add(run.get("run_id"))
-        for slot in SLOTS:
-            st = self.models.status[slot]
-            path = st.folder / "metrics.json" if st.ok and st.folder else None
-            if path is None or not path.is_file():
-                continue
-            try:
-                run = json.loads(path.read_text())
-                results.validate(run)
-            except Exception:  # noqa: BLE001
-                continue
-            if run.get("run_id") not in seen:
-                seen.add(run.get("run_id"))
-                runs.append(dict(run, _source=f"store ({slot})"))
-        return [r for r in runs if isinstance(r.get("metrics"), dict) and "rouge1" in r["metrics"]]
+        return [r for r in found if isinstance(r.get("metrics"), dict) and "rouge1" in r["metrics"]]
 
     def dashboard(self, dataset: str | None = None) -> DashboardData:
         return dashboard_data(self.runs(), dataset, results_dir=self.results_dir)

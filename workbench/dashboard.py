@@ -1,9 +1,11 @@
-"""The Dashboard's data: plain pandas frames built from measured runs (results/ and the served models' metrics.json),
-one per chart, plus the provenance table. No gradio and no plotting here: `workbench.ui.charts` draws these frames.
+"""The Dashboard's data: plain pandas frames built from the measured runs in results/ (the single source of a run's
+metrics), one per chart, plus the provenance table. No gradio and no plotting here: `workbench.ui.charts` draws
+these frames.
 
     dashboard_data(runs, dataset)   -> DashboardData (every frame of one dataset / split)
     runs_table(runs)                -> the provenance table of every run
     length_frame(runs, dataset)     -> summary length before/after PPO
+    preference_comparison(runs, dataset) -> PPO vs preference optimisation (ORPO/CPO) against their shared start
     toxicity_stats(records)         -> mean toxicity per model with its CI (the Toxicity tab's sample)
 """
 
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -22,6 +24,11 @@ from workbench.modelset import LABELS, SLOTS
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 CURVE_METRICS = ("loss", "reward_mean", "kl", "toxicity_mean")
 PPO_START = "LoRA (PPO start, same run)"
+METHOD_ORDER = (*SLOTS, "orpo", "cpo")
+PREFERENCE_METHODS = ("orpo", "cpo")  # trainers.preference's runs (simpo records as cpo)
+# What PPO and preference optimisation are compared on: metric key, name, scale of its paired difference, unit.
+PAIRED = (("toxicity", "toxicity", 1.0, "p(toxic)"), ("rouge1", "ROUGE-1", 100.0, "ROUGE points"),
+          ("rouge2", "ROUGE-2", 100.0, "ROUGE points"), ("length_words", "length", 1.0, "words"))
 
 # The reference recipe's published ROUGE-1 on DialogSum (DeepLearning.AI/AWS "Generative AI with LLMs", lab 2
 # notebook). Never mixed into measured-run charts.
@@ -48,6 +55,22 @@ class DashboardData:
     toxicity_note: str
     curves: pd.DataFrame
     reference: pd.DataFrame
+    preference: PreferenceComparison | None = None
+
+
+@dataclass
+class PreferenceComparison:
+    """PPO against preference optimisation on one dataset: `message` (one line; says so when either run is missing),
+    `diffs` (method, metric, unit, mean, ci_low, ci_high, n: each run's paired difference against its start) and
+    `table` (start, PPO, ORPO/CPO: every metric with its CI, the differences, wall time, samples seen)."""
+
+    message: str
+    diffs: pd.DataFrame = field(default_factory=pd.DataFrame)
+    table: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    @property
+    def empty(self) -> bool:
+        return self.diffs.empty
 
 
 def _round(value, digits: int = 4):
@@ -80,7 +103,7 @@ def run_label(run: dict) -> str:
 
 
 def _method_rank(method: str) -> int:
-    return SLOTS.index(method) if method in SLOTS else len(SLOTS)
+    return METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
 
 
 def _latest_per_method(runs: list[dict]) -> list[dict]:
@@ -113,10 +136,10 @@ def runs_table(runs: list[dict]) -> pd.DataFrame:
             "trainable": f"{trainable:,}" if isinstance(trainable, int) else "",
             "commit": str(run.get("git_commit") or "")[:10],
             "date": str(run.get("finished_at") or "")[:16].replace("T", " "), "run id": run.get("run_id"),
-            "source": run.get("_source"), "_sort": str(run.get("finished_at") or ""),
+            "_sort": str(run.get("finished_at") or ""),
         })
     columns = ["date", "run id", "method", "model", "dataset", "split", "n", "ROUGE-1", "ROUGE-L", "toxicity",
-               "trainable", "revision", "commit", "source"]  # when and which run first: they must stay in view
+               "trainable", "revision", "commit"]  # when and which run first: they must stay in view
     frame = pd.DataFrame(rows, columns=[*columns, "_sort"])
     return frame.sort_values("_sort", ascending=False, kind="stable")[columns].reset_index(drop=True)
 
@@ -275,4 +298,82 @@ def dashboard_data(runs: list[dict], dataset: str | None = None, *, results_dir:
     return DashboardData(message, keys, dataset, runs_table(runs), rouge, improvement_frame(chosen, results_dir),
                          pd.DataFrame([p for p in map(_params_row, chosen) if p]), base_rouge1,
                          pd.DataFrame([row for run in chosen for row in _toxicity_rows(run)]), _ppo_note(chosen),
-                         pd.DataFrame([row for run in chosen for row in _curve_rows(run, results_dir)]), reference)
+                         pd.DataFrame([row for run in chosen for row in _curve_rows(run, results_dir)]), reference,
+                         preference_comparison(runs, dataset))
+
+
+# ------------------------------------------------------------------------------------------------ PPO vs ORPO/CPO
+
+
+def _latest_paired(runs: list[dict], methods: tuple[str, ...], dataset: str | None) -> dict | None:
+    """The latest run of `methods` on `dataset` that measured itself against its start (paired differences)."""
+    found = [r for r in runs if r.get("method") in methods and dataset_key(r) == dataset
+             and all(f"{key}_diff_vs_start" in (r.get("metrics") or {}) for key, *_ in PAIRED)]
+    return max(found, key=lambda r: (str(r.get("finished_at", "")), r.get("run_id", ""))) if found else None
+
+
+def _cell(entry: dict | None, scale: float = 1.0, digits: int = 3, sign: bool = False) -> str:
+    """"0.123 [0.100, 0.140]": a mean and its 95% CI as one table cell ("" when not measured)."""
+    if not entry:
+        return ""
+    f = f"{{:{'+' if sign else ''}.{digits}f}}"
+    return (f"{f.format(scale * entry['mean'])} [{f.format(scale * entry['ci_low'])}, "
+            f"{f.format(scale * entry['ci_high'])}]")
+
+
+def samples_seen(run: dict) -> int | None:
+    """Training examples a run consumed: its recorded samples_seen, else steps x batch size (PPO: rollouts)."""
+    training = run.get("training") or {}
+    if isinstance(training.get("samples_seen"), int):
+        return training["samples_seen"]
+    steps, batch = training.get("steps"), training.get("batch_size")
+    return steps * batch if isinstance(steps, int) and isinstance(batch, int) else None
+
+
+def _comparison_row(label: str, m: dict, suffix: str, run: dict | None) -> dict:
+    """One table row: every compared metric (of the start when suffix is "_start"), the paired differences and the
+    cost of the run (none for a start)."""
+    row = {"model": label}
+    for key, name, scale, unit in PAIRED:
+        digits, header = (3, name) if key == "toxicity" else (1, f"{name} ({unit.split()[-1]})")
+        row[header] = _cell(m.get(key + suffix), scale, digits)
+        row[f"Δ {name}"] = "" if run is None else _cell(m.get(f"{key}_diff_vs_start"), scale, digits, sign=True)
+    seen = samples_seen(run) if run else None
+    row["wall time (s)"] = f"{run['wall_time_s']:,.0f}" if run else ""
+    row["samples seen"] = f"{seen:,}" if seen is not None else ""
+    row["n"] = str((m.get("toxicity" + suffix) or {}).get("n", ""))
+    return row
+
+
+def _start_rows(runs: list[dict]) -> list[dict]:
+    """One row for the shared start when every run measured the same start (same scores on the same n); else one
+    start row per run, named after it."""
+    starts = {json.dumps({k: run["metrics"].get(f"{k}_start") for k, *_ in PAIRED}, sort_keys=True) for run in runs}
+    policy = {(run.get("training") or {}).get("policy_start") for run in runs}
+    if len(starts) == 1:
+        name = next(iter(policy)) if len(policy) == 1 and None not in policy else "the start adapter"
+        return [_comparison_row(f"Start: {name} (shared)", runs[0]["metrics"], "_start", None)]
+    return [_comparison_row(f"Start of the {run_label(run)} run", run["metrics"], "_start", None) for run in runs]
+
+
+def preference_comparison(runs: list[dict], dataset: str | None) -> PreferenceComparison:
+    """PPO vs preference optimisation (the latest ORPO/CPO run) on `dataset`: each run's paired differences against
+    its start on toxicity, ROUGE-1/2 (points) and length (words), with 95% CIs, and their cost."""
+    ppo, pref = _latest_paired(runs, ("ppo",), dataset), _latest_paired(runs, PREFERENCE_METHODS, dataset)
+    if pref is None:
+        return PreferenceComparison(f"No preference-optimisation run (ORPO/CPO) on {dataset} yet: `python -m "
+                                    "trainers.preference` records one in results/, then PPO and it are compared here.")
+    chosen = [r for r in (ppo, pref) if r is not None]
+    diffs = pd.DataFrame([{"model": run_label(run), "method": run["method"], "metric": name, "unit": unit,
+                           **{k: scale * run["metrics"][f"{key}_diff_vs_start"][k] for k in ("mean", "ci_low",
+                                                                                             "ci_high")},
+                           "n": run["metrics"][f"{key}_diff_vs_start"].get("n")}
+                          for run in chosen for key, name, scale, unit in PAIRED])
+    table = pd.DataFrame([*_start_rows(chosen), *(_comparison_row(run_label(r), r["metrics"], "", r) for r in chosen)])
+    deltas = [c for c in table.columns if c.startswith("Δ ")]  # the comparison and its cost first, then the levels
+    table = table[["model", *deltas, "wall time (s)", "samples seen",
+                   *(c for c in table.columns if c not in {"model", *deltas, "wall time (s)", "samples seen"})]]
+    what = " vs ".join(run_label(r) for r in chosen)
+    missing = "" if ppo else " No PPO run with paired differences on this dataset to compare with."
+    return PreferenceComparison(f"{what} on {dataset}: paired differences against the start adapter on the same "
+                                f"dialogues (95% CI).{missing}", diffs, table)

@@ -6,9 +6,11 @@ Used at the end of every trainer and by `python -m trainers.evaluate`. Outputs l
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from workbench import paths, prompts, results, scoring
 from workbench.generation import GenerationSettings, generate
@@ -42,80 +44,71 @@ def summarize_scores(records: Sequence[dict], *, seed: int = 0) -> dict:
     return metrics
 
 
-def evaluate(
-    model,
-    tokenizer,
-    rows: Sequence[dict],
-    *,
-    model_id: str,
-    method: str,
-    base_model: str,
-    dataset: str,
-    split: str,
-    split_info: dict | None = None,
-    settings: GenerationSettings = GenerationSettings(),
-    scorer=None,
-    params: dict | None = None,
-    training: dict | None = None,
-    revision: str | None = None,
-    batch_size: int = 32,
-    started_at: str | None = None,
-    started_clock: float | None = None,
-    run_id: str | None = None,
-    results_dir: str | Path | None = None,
-    extra_metrics: dict | None = None,
-    predictions: Sequence[str] | None = None,
-    progress: bool = True,
-    write: bool = True,
-) -> dict:
+@dataclasses.dataclass
+class RunInfo:
+    """What a run record says about the run besides its scores: the model and how it was made, the data it was
+    evaluated on, and when the run started. `split_info` (data.load_train_eval) says whether the evaluation rows were
+    held out of a file that also served for training; the record's "dataset" carries it, so no score on a single
+    file is shown without that context."""
+
+    model_id: str
+    method: str
+    base_model: str
+    dataset: str
+    split: str
+    split_info: dict[str, Any] | None = None
+    params: dict[str, float] | None = None
+    training: dict[str, Any] | None = None
+    revision: str | None = None
+    run_id: str | None = None
+    started_at: str | None = None
+    started_clock: float | None = None
+
+
+def evaluate(model, tokenizer, rows: Sequence[dict], run: RunInfo, *,
+             settings: GenerationSettings = GenerationSettings(), scorer=None, batch_size: int = 32,
+             predictions: Sequence[str] | None = None, extra_metrics: dict | None = None,
+             results_dir: str | Path | None = None, progress: bool = True, write: bool = True) -> dict:
     """Generate summaries for every row with the instruction prompt, score them and write the run's files.
 
-    Returns the metrics dict (also written, schema-checked, to `results_dir/<run_id>.json`). Pass `predictions` when
-    they were already generated (the PPO trainer generates with explicit adapter names; a rule-based baseline has no
-    model at all). With `write=False` the record
-    is validated and returned but not written (trainers write it once the model is published, with its revision).
-    `split_info` (data.load_train_eval) says whether the evaluation rows were held out of a file that also served
-    for training; the record's "dataset" carries it, so no score on a single file is shown without that context.
+    Returns the metrics record (also written, schema-checked, to `results_dir/<run_id>.json`). Pass `predictions`
+    when they were already generated (PPO and preference optimisation generate with explicit adapter names; a
+    rule-based baseline has no model at all). With `write=False` the record is validated and returned but not written
+    (trainers write it once the model is published, with its revision).
     """
-    started_at = started_at or results.utc_now()
-    clock = started_clock or time.time()
-    run_id = run_id or results.new_run_id(method)
+    run_id = run.run_id or results.new_run_id(run.method)
+    run = dataclasses.replace(run, run_id=run_id, started_at=run.started_at or results.utc_now(),
+                              started_clock=run.started_clock or time.time())
     eval_start = time.time()
     if predictions is None:
         predictions = generate(model, tokenizer, [prompts.zero_shot(r["dialogue"]) for r in rows], settings,
                                batch_size=batch_size, progress=progress)
-    generation_seconds = time.time() - eval_start
-    records = score_outputs(predictions, rows, scorer, keep_references=keeps_references(dataset))
+    generation = {**settings.as_dict(), "prompt": "zero_shot", "batch_size": batch_size,
+                  "dtype": str(next(model.parameters()).dtype).replace("torch.", "") if model is not None else None,
+                  "seconds": round(time.time() - eval_start, 2), "scorer": getattr(scorer, "name", None)}
+    records = score_outputs(predictions, rows, scorer, keep_references=keeps_references(run.dataset))
     results_dir = Path(results_dir or paths.RESULTS_DIR)
     outputs_file = Path("outputs") / f"{run_id}.jsonl"
     atomic_write_jsonl(results_dir / outputs_file, records)
-    metrics = {**summarize_scores(records), **(extra_metrics or {})}
-    run = {
-        "schema_version": results.SCHEMA_VERSION,
-        "run_id": run_id,
-        "model_id": model_id,
-        "revision": revision,
-        "method": method,
-        "base_model": base_model,
-        "params": params,
-        "dataset": dataset_record(dataset, split, len(rows), split_info),
-        "metrics": metrics,
-        "generation": {**settings.as_dict(), "prompt": "zero_shot", "batch_size": batch_size,
-                       "dtype": str(next(model.parameters()).dtype).replace("torch.", "") if model is not None else None,
-                       "seconds": round(generation_seconds, 2),
-                       "scorer": getattr(scorer, "name", None)},
-        "training": training,
-        "git_commit": results.git_commit(),
-        "started_at": started_at,
-        "finished_at": results.utc_now(),
-        "wall_time_s": round(time.time() - clock, 2),
-        "outputs_file": str(outputs_file),
-    }
+    record = run_record(run, {**summarize_scores(records), **(extra_metrics or {})}, generation, n=len(rows),
+                        outputs_file=str(outputs_file))
     if write:
-        results.write_metrics(run, results_dir / f"{run_id}.json")
+        results.write_metrics(record, results_dir / f"{run_id}.json")
     else:
-        results.validate(run)
-    return run
+        results.validate(record)
+    return record
+
+
+def run_record(run: RunInfo, metrics: dict, generation: dict, *, n: int, outputs_file: str) -> dict:
+    """The schema-1 record of an evaluated run (results.validate checks it); `run` has its id and start filled in."""
+    return {
+        "schema_version": results.SCHEMA_VERSION, "run_id": run.run_id, "model_id": run.model_id,
+        "revision": run.revision, "method": run.method, "base_model": run.base_model, "params": run.params,
+        "dataset": dataset_record(run.dataset, run.split, n, run.split_info), "metrics": metrics,
+        "generation": generation, "training": run.training, "git_commit": results.git_commit(),
+        "started_at": run.started_at, "finished_at": results.utc_now(),
+        "wall_time_s": round(time.time() - run.started_clock, 2), "outputs_file": outputs_file,
+    }
 
 
 def dataset_record(dataset: str, split: str, n: int, split_info: dict | None) -> dict:

@@ -192,3 +192,19 @@ def fit_dialogue(tokenizer, dialogue: str, limit: int, build: Callable[[str], st
         cut = cut[:space]
     cut = cut.rstrip()
     return cut, before, count_tokens(tokenizer, build(cut))
+
+
+def chosen_slots(value, known: Sequence[str], low: int = 2, high: int = 6) -> list[str]:
+    """The slots a user picked to compare: names from `known` (in `known`'s order, each once), from `low` to `high`
+    of them, so that the cards fit side by side and a vote still has something to compare."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or any(not isinstance(v, str) for v in value):
+        raise InputError(f"The models to compare must be a list of slot names (got {_kind(value)}).")
+    unknown = [v for v in value if v not in known]
+    if unknown:
+        raise InputError(f"There is no model slot {shown(unknown[0])}; choose from {', '.join(known)}.")
+    picked = [s for s in known if s in value]
+    if not low <= len(picked) <= high:
+        raise InputError(f"Choose from {low} to {high} models to compare (you chose {len(picked)}).")
+    return picked

@@ -642,24 +642,31 @@ def _step_total_eta(rows: list[dict]) -> tuple[int | None, int | None, float | N
 # ------------------------------------------------------------------------------------------------ serving
 
 
-def servable_slots(method: str) -> tuple[str, ...]:
-    """Which of the app's slots can serve what a method produced: a full model the full slot, an adapter the LoRA or
-    PPO slot (it runs on the base slot's model); a reward model no slot."""
-    return {"full": ("full",), "lora": ("lora", "ppo"), "ppo": ("ppo", "lora"), "orpo": ("lora", "ppo"),
-            "cpo": ("lora", "ppo")}.get(method, ())
+ADAPTER_METHODS = ("lora", "ppo", "orpo", "cpo")
+DEFAULT_KINDS = {"full": "full", "lora": "adapter", "ppo": "adapter"}
+
+
+def servable_slots(method: str, kinds: dict[str, str] | None = None) -> tuple[str, ...]:
+    """Which of the app's slots can serve what a method produced: a full model a `full` slot, an adapter an `adapter`
+    slot (it runs on the base slot's model), the slot named after the method first; a reward model no slot. `kinds`
+    is slot -> kind of the running models config (default: full, LoRA and PPO)."""
+    want = "full" if method == "full" else "adapter" if method in ADAPTER_METHODS else None
+    slots = [s for s, kind in (kinds or DEFAULT_KINDS).items() if want and kind == want]
+    return tuple(sorted(slots, key=lambda s: s != method))
 
 
 def serve_in_slot(service, slot: str, output: str) -> dict:
     """Serve store model `output` (its newest revision) in `slot` through the same path as "Refresh models": the
     slot's spec in the running models config now names it (keeping its fallback), then service.reload() re-reads
     every slot. Returns the service's status summary (with "notice" when the reload was refused as too soon)."""
-    from workbench.modelset import SLOTS, SlotSpec
+    from workbench.modelset import SlotSpec
 
-    if slot not in SLOTS:
-        raise JobError(f"slot: expected one of {', '.join(SLOTS)}, got {str(slot)[:20]!r}")
-    output = _store_name("output", output)
     models = service.models
+    if slot not in models.slots:
+        raise JobError(f"slot: expected one of {', '.join(models.slots)}, got {str(slot)[:20]!r}")
+    output = _store_name("output", output)
     old = models.config.slots.get(slot)
-    spec = SlotSpec(ref=output, revision="main", fallback=old.fallback if old else None)
+    spec = SlotSpec(ref=output, revision="main", fallback=old.fallback if old else None,
+                    kind=old.kind if old else None, label=old.label if old else None)
     models.config = dataclasses.replace(models.config, slots={**models.config.slots, slot: spec})
     return service.reload()

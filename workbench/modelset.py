@@ -1,10 +1,12 @@
-"""The four models the workbench compares, loaded once: base, full fine-tune, LoRA and PPO.
+"""The models the workbench compares, loaded once: base, full fine-tune, LoRA and PPO, and any further slots the
+models config names (e.g. `orpo: {ref: ..., kind: adapter}`, a preference-optimised LoRA adapter).
 
-Base, LoRA and PPO share ONE copy of the base weights: the adapters are attached to it with peft and every request
-runs them in a single mixed-adapter batch (`adapter_names=["__base__", "lora", "ppo"]`). No `set_adapter` is ever
-called, so no request changes what another one sees. peft implements `adapter_names` with forward hooks registered
-for the duration of a call, so calls into one model are serialised with a lock (on two CPU cores, running them in
-parallel would not be faster anyway). The full fine-tune is a separate model. Concurrent deterministic requests are
+Base and every adapter slot share ONE copy of the base weights: the adapters are attached to it with peft and every
+request runs them in a single mixed-adapter batch (`adapter_names=["__base__", "lora", "ppo", "orpo"]`). No
+`set_adapter` is ever called, so no request changes what another one sees. peft implements `adapter_names` with
+forward hooks registered for the duration of a call, so calls into one model are serialised with a lock (on two CPU
+cores, running them in parallel would not be faster anyway). The full fine-tune (and any `kind: full` slot) is a
+separate model. Concurrent deterministic requests are
 not served one after another but micro-batched (`_MicroBatcher`): those that arrive together and share generation
 settings run in the same calls, each answered exactly as it would be alone.
 
@@ -34,25 +36,39 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Literal
 
 import torch
 import yaml
+from pydantic import ConfigDict, ValidationError
+from pydantic.dataclasses import dataclass
 
 from workbench import modeling, paths, store, toxicity
 from workbench.generation import BASE_ADAPTER, GenerationSettings, generate
 
-SLOTS = ("base", "full", "lora", "ppo")
+SLOTS = ("base", "full", "lora", "ppo")  # the four every config knows; Compare shows these by default
 DTYPES = ("auto", "int8", "int8-dynamic", "fp32", "bf16", "fp16")  # how the app serves; see modeling.serving_precision
-ADAPTER_SLOTS = ("lora", "ppo")
-LABELS = {"base": "Base (zero-shot)", "full": "Full fine-tune", "lora": "LoRA", "ppo": "PPO (detoxified LoRA)"}
+Dtype = Literal["auto", "int8", "int8-dynamic", "fp32", "bf16", "fp16"]
+Kind = Literal["base", "full", "adapter"]  # the base copy, a standalone model, a LoRA adapter on the base copy
+ADAPTER_SLOTS = ("lora", "ppo")  # the standard adapter slots; a config may name more (`kind: adapter`)
+DEFAULT_KINDS = {"base": "base", "full": "full", "lora": "adapter", "ppo": "adapter"}
+# The one list of labels the whole app uses: slots, and the methods the Dashboard charts (a slot's `label:` wins).
+LABELS = {"base": "Base (zero-shot)", "full": "Full fine-tune", "lora": "LoRA", "ppo": "PPO (detoxified LoRA)",
+          "orpo": "ORPO-tuned (LoRA)", "cpo": "CPO-tuned (LoRA)"}
+MIN_SHOWN, MAX_SHOWN = 2, 6  # how many slots Compare shows side by side
 DEFAULT_CONFIG = paths.REPO_ROOT / "configs" / "models" / "demo.yaml"
 CONFIGURED, FALLBACK = "configured", "fallback"  # the two families a models config names
 CONFIG_KEYS = ("toxicity", "toxicity_fallback", "dtype", "device")
+SLOT_KEYS = ("ref", "revision", "fallback", "kind", "label")
 # Served prompts are padded to a multiple of this many tokens (see ModelSet._serve): each bucket is one generate call
 # per batch, so coarse buckets batch more. A batch of 16 demo Compare requests over 12 dialogues of 71-276 tokens was
 # 2.8x faster than serving them one by one with buckets of 32 tokens (5 calls), 6.5x with 64, 9.4x with 128 (3 calls).
 SERVE_PAD = 128
 MAX_BATCH_ENV, BATCH_WINDOW_ENV = "WORKBENCH_MAX_BATCH", "WORKBENCH_BATCH_WINDOW_MS"
+_SLOT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,23}$")
+_RESERVED = {"own", "default", "start"}  # a vote's own summary; peft's and the preference trainer's adapter names
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+_FORBID = ConfigDict(extra="forbid")
 
 log = logging.getLogger("workbench.modelset")
 
@@ -61,24 +77,44 @@ class ModelSetError(ValueError):
     """The models config is malformed, or asks for something this machine does not have."""
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclass(frozen=True, config=_FORBID)
 class SlotSpec:
+    """One slot of a models config. `kind` and `label` default from the slot's name for base/full/lora/ppo; any
+    further slot says its kind (`adapter`: a LoRA adapter served from the base copy; `full`: a standalone model)."""
+
     ref: str
     revision: str = "main"
     fallback: str | None = None
+    kind: Kind | None = None
+    label: str | None = None
 
     def candidates(self) -> list[tuple[str, str, str]]:
         """(ref, revision, family) to try in order: the configured model, then the fallback."""
         return [(self.ref, self.revision, CONFIGURED)] + ([(self.fallback, "main", FALLBACK)] if self.fallback else [])
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclass(frozen=True, config=_FORBID)
 class ModelSetConfig:
+    """A models config (configs/models/*.yaml), validated by pydantic: unknown keys refused, `Literal` choices, one
+    line naming the field for anything wrong. Slots keep the file's order after the standard four."""
+
     slots: dict[str, SlotSpec]
     toxicity: str = "profanity-check"
     toxicity_fallback: str | None = None
-    dtype: str = "auto"
+    dtype: Dtype = "auto"
     device: str = "auto"
+
+    def __post_init__(self):
+        if not _DEVICE.match(self.device):
+            raise ModelSetError(f"device: expected auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if "base" not in self.slots:
+            raise ModelSetError("the base slot is required")
+        for slot in self.slots:
+            if not _SLOT_NAME.match(slot) or slot in _RESERVED:
+                raise ModelSetError(f"{slot}: a slot name is 1-24 lower-case letters, digits or _, starting with a "
+                                    f"letter, and not one of {', '.join(sorted(_RESERVED))}")
+            if (self.kind(slot) == "base") != (slot == "base"):
+                raise ModelSetError(f"{slot}: kind: only the base slot is kind base")
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> ModelSetConfig:
@@ -93,21 +129,44 @@ class ModelSetConfig:
             raise ModelSetError(f"{path}: not valid YAML{line}: {getattr(err, 'problem', None) or err}") from None
         if not isinstance(raw, dict):
             raise ModelSetError(f"{path}: expected a mapping of slot: {{ref: ...}}")
-        known = set(SLOTS) | set(CONFIG_KEYS)
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ModelSetError(f"{path}: unknown key(s) {', '.join(unknown)}; expected {', '.join(sorted(known))}")
-        slots = {slot: _slot_spec(path, slot, raw[slot]) for slot in SLOTS if raw.get(slot) is not None}
-        if "base" not in slots:
-            raise ModelSetError(f"{path}: the base slot is required")
-        dtype = str(raw.get("dtype", "auto"))
-        if dtype not in DTYPES:
-            raise ModelSetError(f"{path}: dtype: expected one of {', '.join(DTYPES)}, got {dtype!r}")
-        device = str(raw.get("device", "auto"))
-        if not _DEVICE.match(device):
-            raise ModelSetError(f"{path}: device: expected auto, cpu, cuda or cuda:N, got {device!r}")
-        return cls(slots=slots, toxicity=str(raw.get("toxicity", "profanity-check")),
-                   toxicity_fallback=raw.get("toxicity_fallback"), dtype=dtype, device=device)
+        try:
+            return cls.from_mapping(raw)
+        except ModelSetError as err:
+            raise ModelSetError(f"{path}: {err}") from None
+
+    @classmethod
+    def from_mapping(cls, raw: dict) -> ModelSetConfig:
+        """The config from a parsed YAML mapping: the four standard slots and CONFIG_KEYS by name; any other key
+        is a further slot when its entry names a `kind`, else an unknown key."""
+        slots = {name: entry for name, entry in raw.items() if name not in CONFIG_KEYS and entry is not None}
+        extra = [name for name, entry in slots.items() if name not in SLOTS
+                 and not (isinstance(entry, dict) and "kind" in entry)]
+        if extra:
+            known = sorted(set(SLOTS) | set(CONFIG_KEYS))
+            raise ModelSetError(f"unknown key(s) {', '.join(map(str, extra))}; expected {', '.join(known)}, or a "
+                                "further slot with `kind: adapter` (a LoRA adapter on the base) or `kind: full`")
+        specs = {str(name): _slot_spec(str(name), entry) for name, entry in slots.items()}
+        ordered = {s: specs[s] for s in SLOTS if s in specs} | specs
+        settings = {k: raw[k] for k in CONFIG_KEYS if raw.get(k) is not None}
+        try:
+            return cls(slots=ordered, **settings)
+        except ValidationError as err:
+            raise ModelSetError(_first_error(err)) from None
+
+    def kind(self, slot: str) -> str:
+        """base, full or adapter: the slot's `kind`, else what its standard name implies."""
+        spec = self.slots.get(slot)
+        return (spec.kind if spec and spec.kind else None) or DEFAULT_KINDS.get(slot, "adapter")
+
+    def label(self, slot: str) -> str:
+        """What the app calls the slot: its `label`, else the standard label of its name, else the name."""
+        spec = self.slots.get(slot)
+        return (spec.label if spec and spec.label else None) or LABELS.get(slot, slot)
+
+    @property
+    def slot_names(self) -> list[str]:
+        """Every slot the app lists: the standard four (configured or not), then the config's further slots."""
+        return [*SLOTS, *(s for s in self.slots if s not in SLOTS)]
 
     def family_base(self, family: str) -> tuple[str, str] | None:
         """(ref, revision) of the base model a family's adapters run on; None when the config names no base for that
@@ -119,18 +178,33 @@ class ModelSetConfig:
         return (base.fallback, "main") if base.fallback else None
 
 
-_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+def _first_error(err: ValidationError, prefix: str = "") -> str:
+    """pydantic's first error as one line naming the field: "dtype: expected one of auto, ..., got 'fp64'"."""
+    first = err.errors(include_url=False)[0]
+    where = prefix + ".".join(str(p) for p in first["loc"] if p != "slots")
+    if first["type"] == "literal_error":
+        choices = first["ctx"]["expected"].replace("'", "").replace(" or ", ", ")
+        message = f"expected one of {choices}, got {first.get('input')!r}"
+    elif first["type"] == "unexpected_keyword_argument":
+        message = "unknown key"
+    else:
+        message = first["msg"].removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
 
 
-def _slot_spec(path: Path, slot: str, entry) -> SlotSpec:
+def _slot_spec(slot: str, entry) -> SlotSpec:
     if isinstance(entry, str):
         entry = {"ref": entry}
     if not isinstance(entry, dict) or not isinstance(entry.get("ref"), str):
-        raise ModelSetError(f"{path}: {slot}: expected {{ref: NAME, revision: REV}}")
-    extra = sorted(set(entry) - {"ref", "revision", "fallback"})
-    if extra:
-        raise ModelSetError(f"{path}: {slot}: unknown key(s) {', '.join(extra)}")
-    return SlotSpec(entry["ref"], str(entry.get("revision", "main")), entry.get("fallback"))
+        raise ModelSetError(f"{slot}: expected {{ref: NAME, revision: REV}}")
+    unknown = sorted(map(str, set(entry) - set(SLOT_KEYS)))
+    if unknown:
+        raise ModelSetError(f"{slot}: unknown key(s) {', '.join(unknown)}; expected {', '.join(SLOT_KEYS)}")
+    entry = {**entry, "revision": str(entry.get("revision", "main"))}
+    try:
+        return SlotSpec(**entry)
+    except ValidationError as err:
+        raise ModelSetError(_first_error(err, f"{slot}.")) from None
 
 
 def resolve_device(name: str | torch.device | None) -> torch.device:
@@ -156,6 +230,7 @@ class SlotStatus:
     note: str | None = None  # e.g. why the fallback is served instead of the configured model
     family: str | None = None  # CONFIGURED or FALLBACK: which of the config's families serves this slot
     family_base: str | None = None  # the base that family is built on (what base, LoRA and PPO compute with)
+    label: str | None = None  # what the app calls the slot (ModelSetConfig.label)
 
     @property
     def ok(self) -> bool:
@@ -173,8 +248,12 @@ class SlotStatus:
         if self.ok:
             family = f" [{self.family_label}]" if self.family_label else ""
             note = f" ({self.note})" if self.note else ""
-            return f"{LABELS[self.slot]}: {self.ref} @ {str(self.revision)[:12]}{family}{note}"
-        return f"{LABELS[self.slot]}: unavailable — {self.error}"
+            return f"{self.title}: {self.ref} @ {str(self.revision)[:12]}{family}{note}"
+        return f"{self.title}: unavailable — {self.error}"
+
+    @property
+    def title(self) -> str:
+        return self.label or LABELS.get(self.slot, self.slot)
 
 
 @dataclasses.dataclass
@@ -360,7 +439,7 @@ class ModelSet:
         window = batch_window_ms if batch_window_ms is not None else _env_number(BATCH_WINDOW_ENV, 30, 0, 1000)
         self.batcher = _MicroBatcher(self._serve_locked, max_batch, window / 1000)
         self.dtype = self.precision.dtype  # what the activations compute in
-        self.status: dict[str, SlotStatus] = {s: SlotStatus(s, error="not configured") for s in SLOTS}
+        self.status: dict[str, SlotStatus] = self._unconfigured()
         self.engines: list[Engine] = []
         self.scorer = None
         self.scorer_error: str | None = None
@@ -372,23 +451,39 @@ class ModelSet:
 
     # -------------------------------------------------------------------------------------------- loading
 
+    @property
+    def slots(self) -> list[str]:
+        """Every slot the app lists, in order: base, full, LoRA, PPO (configured or not), then the config's others."""
+        return self.config.slot_names
+
+    def label(self, slot: str) -> str:
+        return self.config.label(slot)
+
+    def _unconfigured(self) -> dict[str, SlotStatus]:
+        return {s: SlotStatus(s, error="not configured", label=self.label(s)) for s in self.slots}
+
     def reload(self) -> dict[str, SlotStatus]:
-        """(Re)load every slot from the store or Hub, picking up new revisions. Safe to call while serving."""
+        """(Re)load every slot from the store or Hub, picking up new revisions. Safe to call while serving.
+
+        Every adapter slot, however many the config names, is attached to its family's one base copy (they all run
+        in the same mixed-adapter call); every `full` slot is a model of its own."""
         start = time.time()
-        specs, bases = self.config.slots, _Bases(self.device, self.dtype)
-        status = {s: SlotStatus(s, error="not configured") for s in SLOTS}
-        status["base"] = _serve_first("base", specs["base"], lambda r, v, f: self._load_base(bases, r, v))
-        for slot in ADAPTER_SLOTS:
-            if slot in specs:
-                status[slot] = _serve_first(slot, specs[slot], lambda r, v, f, s=slot: self._load_adapter(
-                    bases, s, r, v, f))
+        config, bases = self.config, _Bases(self.device, self.dtype)
+        status = self._unconfigured()
+        status["base"] = _serve_first("base", config.slots["base"], lambda r, v, f: self._load_base(bases, r, v))
+        for slot in (s for s in config.slots if config.kind(s) == "adapter"):
+            status[slot] = _serve_first(slot, config.slots[slot], lambda r, v, f, s=slot: self._load_adapter(
+                bases, s, r, v, f))
         engines = bases.in_use()
         for engine in engines:
             engine.model = modeling.prepare_for_inference(engine.model, self.precision)
-        if "full" in specs:
+        for slot in (s for s in config.slots if config.kind(s) == "full"):
             full: list[Engine] = []
-            status["full"] = _serve_first("full", specs["full"], lambda r, v, f: self._load_full(full, r, v, f))
+            status[slot] = _serve_first(slot, config.slots[slot], lambda r, v, f, s=slot: self._load_full(
+                full, s, r, v, f))
             engines += full
+        for slot, st in status.items():
+            st.label = self.label(slot)
         scorer, scorer_error, scorer_note = self._load_scorer()
         with self._lock:  # swap everything at once; in-flight requests finish on the old models
             self.engines, self.status = engines, status
@@ -427,11 +522,12 @@ class ModelSet:
         engine.slots.append(slot)
         return folder, wanted[0]
 
-    def _load_full(self, out: list[Engine], ref: str, revision: str, family: str) -> tuple[Path, str | None]:
+    def _load_full(self, out: list[Engine], slot: str, ref: str, revision: str,
+                   family: str) -> tuple[Path, str | None]:
         folder = store.resolve(ref, revision)
         model = modeling.load_model(folder, dtype=self.dtype, device=self.device)
         out.append(Engine(modeling.prepare_for_inference(model, self.precision), modeling.load_tokenizer(folder),
-                          folder, ["full"]))
+                          folder, [slot]))
         family_base = self.config.family_base(family)
         return folder, family_base[0] if family_base else None
 
@@ -453,11 +549,12 @@ class ModelSet:
 
     @property
     def available(self) -> list[str]:
-        return [s for s in SLOTS if self.status[s].ok]
+        return [s for s in self.slots if self.status[s].ok]
 
     def engine_of(self, slot: str) -> Engine | None:
         """The model in memory that serves `slot` (None when the slot is unavailable)."""
-        return next((e for e in self.engines if slot in e.slots), None) if self.status[slot].ok else None
+        ok = slot in self.status and self.status[slot].ok
+        return next((e for e in self.engines if slot in e.slots), None) if ok else None
 
     @property
     def base_model(self):
@@ -503,7 +600,7 @@ class ModelSet:
         """
         request = _Request(prompts_by_slot)
         for slot in prompts_by_slot:
-            if slot not in SLOTS:
+            if slot not in self.status:
                 raise ValueError(f"unknown slot {slot!r}")
             if not self.status[slot].ok:
                 request.out[slot] = Summary(slot, None, 0.0, self.status[slot].error)
@@ -567,11 +664,13 @@ class ModelSet:
         and a second family's base, are separate calls.
         """
         for slot in slots:
+            if slot not in self.status:
+                raise ValueError(f"unknown slot {slot!r}")
             if not self.status[slot].ok:
-                raise ValueError(f"{LABELS[slot]} is unavailable: {self.status[slot].error}")
+                raise ValueError(f"{self.label(slot)} is unavailable: {self.status[slot].error}")
         out: dict[str, list[str]] = {}
         with self._lock:
-            for engine in sorted(self.engines, key=lambda e: e.slots != ["full"]):  # full first, as always
+            for engine in sorted(self.engines, key=lambda e: "base" in e.slots):  # full models first, as always
                 group = [s for s in slots if s in engine.slots]
                 if not group:
                     continue

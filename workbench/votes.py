@@ -1,7 +1,7 @@
 """Votes from the Compare tab, checked and handed to `workbench.preferences` (no gradio here).
 
     votes = Votes()                                   # dataset: $WORKBENCH_VOTES or local/votes in the local store
-    held = votes.comparison(result, dialogue)         # after a Compare: what a vote may refer to (kept in gr.State)
+    held = votes.comparison(result, dialogue)         # after a Compare (a CompareResult): what a vote may refer to
     answer = votes.save(held, best="lora", unacceptable=["ppo"], own_summary="", voter=None)
     stats = votes.stats()                             # counts, win rates, leaderboard, latest votes
 
@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import uuid
 from collections import OrderedDict
 
-from workbench import preferences
+from workbench import preferences, store
 from workbench.inputs import MAX_DIALOGUE_CHARS, MAX_REFERENCE_CHARS, InputError, clean_text
 from workbench.modelset import LABELS
 
@@ -54,8 +55,35 @@ def voter_name(username) -> str:
     return " ".join(name.split())[:MAX_VOTER_CHARS] or ANONYMOUS
 
 
-def label(slot: str) -> str:
-    return LABELS.get(slot, slot)
+OWNER_ONLY = "Only the owner of this Space, signed in with Hugging Face, may push the votes to the Hub."
+_TOKEN = re.compile(r"hf_[A-Za-z0-9]{8,}")
+
+
+def space_owner() -> str | None:
+    """The Space's owner (Spaces set SPACE_AUTHOR_NAME); None when the app does not run on a Space."""
+    return (os.environ.get("SPACE_AUTHOR_NAME") or "").strip() or None
+
+
+def may_push(username) -> bool:
+    """Whether the signed-in user may push the votes to the Hub: only the owner of the Space the app runs on
+    (a user name from HF OAuth, compared with SPACE_AUTHOR_NAME). Off a Space nobody may from the app: there the
+    command line does it (`python -m workbench.preferences push`)."""
+    owner = space_owner()
+    return owner is not None and isinstance(username, str) and username == owner
+
+
+def _scrubbed(text: str) -> str:
+    """`text` without anything that looks like a Hugging Face token (never shown or logged)."""
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        secret = os.environ.get(name)
+        if secret and len(secret) >= 8:
+            text = text.replace(secret, "***")
+    return _TOKEN.sub("hf_***", text)
+
+
+def label(slot: str, held: dict | None = None) -> str:
+    """What the app called the slot when it showed it (the models config's label), else the standard label."""
+    return ((held or {}).get("labels") or {}).get(slot) or LABELS.get(slot, slot)
 
 
 def _refusal(message: str) -> dict:
@@ -74,25 +102,26 @@ class Votes:
     # -------------------------------------------------------------------------------------------- compare -> vote
 
     @staticmethod
-    def comparison(result: dict | None, dialogue) -> dict | None:
-        """What a vote on this Compare result may refer to: the prompt, the settings and every shown output with its
-        model and revision; None when the Compare showed no summary (refused input, no model available)."""
-        if not isinstance(result, dict) or not result.get("ok") or not isinstance(result.get("models"), dict):
+    def comparison(result, dialogue) -> dict | None:
+        """What a vote on this Compare result (a workbench.app_service.CompareResult) may refer to: the prompt, the
+        settings and every shown output with its model, revision and label; None when the Compare showed no summary
+        (refused input, no model available)."""
+        if not getattr(result, "ok", False) or not isinstance(getattr(result, "models", None), dict):
             return None
-        shown = {slot: {"model_id": e["model"], "revision": str(e.get("revision") or ""), "summary": e["text"]}
-                 for slot, e in result["models"].items()
-                 if isinstance(e, dict) and e.get("available") and isinstance(e.get("text"), str) and e.get("model")}
+        outputs = [e for e in result.models.values() if e.available and isinstance(e.text, str) and e.model]
+        shown = {e.slot: {"model_id": e.model, "revision": str(e.revision or ""), "summary": e.text}
+                 for e in outputs}
         if not shown:
             return None
         try:
             dialogue = clean_text(dialogue, field="The dialogue", limit=MAX_DIALOGUE_CHARS)
         except InputError:
             return None
-        settings = dict(result.get("settings") or {})
-        if result.get("seed") is not None:
-            settings["seed"] = result["seed"]
-        return {"id": uuid.uuid4().hex, "dialogue": dialogue, "prompt": str(result.get("prompt") or ""),
-                "settings": settings, "outputs": shown}
+        settings = dict(result.settings or {})
+        if result.seed is not None:
+            settings["seed"] = result.seed
+        return {"id": uuid.uuid4().hex, "dialogue": dialogue, "prompt": str(result.prompt or ""),
+                "settings": settings, "outputs": shown, "labels": {e.slot: e.label for e in outputs}}
 
     @staticmethod
     def shown_slots(held: dict | None) -> list[str]:
@@ -101,7 +130,7 @@ class Votes:
     def _choices(self, held: dict, best, unacceptable, own_summary) -> tuple[str | None, list[str], str]:
         """(best, unacceptable, own summary) checked against what was shown; InputError with a sentence otherwise."""
         shown = self.shown_slots(held)
-        names = ", ".join(label(s) for s in shown)
+        names = ", ".join(label(s, held) for s in shown)
         best = best if best not in ("", None) else None
         if best is not None and (not isinstance(best, str) or best not in shown):
             raise InputError(f"The best summary must be one of the summaries shown ({names}).")
@@ -114,9 +143,9 @@ class Votes:
             raise InputError(f"Only the summaries shown ({names}) can be marked unacceptable.")
         unacceptable = list(dict.fromkeys(unacceptable))
         if best is not None and best in unacceptable:
-            raise InputError(f"{label(best)} is marked both best and unacceptable; untick one of them.")
+            raise InputError(f"{label(best, held)} is marked both best and unacceptable; untick one of them.")
         if best is not None and not held["outputs"][best]["summary"].strip():
-            raise InputError(f"{label(best)} wrote an empty summary; mark it unacceptable or write your own.")
+            raise InputError(f"{label(best, held)} wrote an empty summary; mark it unacceptable or write your own.")
         own = clean_text(own_summary, field="Your summary", limit=MAX_OWN_SUMMARY_CHARS, required=False)
         if best is None and not unacceptable and not own:
             raise InputError(NOTHING_PICKED)
@@ -168,15 +197,15 @@ class Votes:
                             "saved. Write your own summary or compare another dialogue.")
         vote_id = records[0]["vote_id"]
         self._settle(held["id"], vote_id)
-        return {"ok": True, "message": self._thanks(best, unacceptable, own, len(records)), "vote_id": vote_id,
+        return {"ok": True, "message": self._thanks(held, best, unacceptable, own, len(records)), "vote_id": vote_id,
                 "pairs": len(records), "dataset": self.dataset}
 
-    def _thanks(self, best, unacceptable, own, n_pairs: int) -> str:
-        parts = [f"{label(best)} is the best"] if best else []
+    def _thanks(self, held: dict, best, unacceptable, own, n_pairs: int) -> str:
+        parts = [f"{label(best, held)} is the best"] if best else []
         if own:
             parts.append("your summary beats every shown one")
         if unacceptable:
-            parts.append(f"unacceptable: {', '.join(label(u) for u in unacceptable)}")
+            parts.append(f"unacceptable: {', '.join(label(u, held) for u in unacceptable)}")
         return (f"Vote saved: {'; '.join(parts)}. {n_pairs} preference pair{'s' if n_pairs != 1 else ''} added to "
                 f"{self.dataset}; see the Preferences tab.")
 
@@ -195,6 +224,29 @@ class Votes:
 
     def stats(self, name=None, *, n_boot: int = 200) -> preferences.PreferenceStats:
         return preferences.summarize(self.checked_dataset(name), n_boot=n_boot)
+
+    def push_repo(self) -> str:
+        """The Hub dataset repo the owner's button offers: <owner>/<the votes dataset's name>."""
+        return f"{space_owner() or 'you'}/{self.dataset.split('/')[-1]}"
+
+    def push(self, name, repo_id, username) -> dict:
+        """Push a preference dataset to the Hub as a dataset repo, for the Space owner only (`may_push`); the token
+        is the Space's HF_TOKEN secret (or the machine's login), never shown. Errors come back as one sentence."""
+        if not may_push(username):
+            return _refusal(OWNER_ONLY)
+        try:
+            name = self.checked_dataset(name)
+            repo_id = store.validate_repo_id(clean_text(repo_id, field="The Hub repo", limit=200))
+        except (InputError, store.StoreError) as err:
+            return _refusal(_scrubbed(str(err).splitlines()[0] if str(err) else type(err).__name__))
+        try:
+            where = preferences.push_to_hub(name, repo_id)
+        except (preferences.PreferenceError, store.StoreError, OSError) as err:
+            line = _scrubbed(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
+            log.error("push of %s to %s failed: %s", name, repo_id, line)
+            return _refusal(f"The push to {repo_id} failed: {line[:300]}")
+        return {"ok": True, "message": f"Pushed {name} to the Hub dataset repo {repo_id} ({_scrubbed(where)}).",
+                "repo_id": repo_id}
 
     def export(self, name=None):
         """A .zip of the dataset repo (card + data) in a new temporary folder."""

@@ -25,7 +25,9 @@ CSS = """
 .wb-slot {display: flex; gap: 6px; align-items: baseline; border-radius: 8px; padding: 4px 10px;
           font-size: 0.82rem; border: 1px solid var(--border-color-primary); max-width: 100%; overflow: hidden;
           text-overflow: ellipsis; white-space: nowrap;}
-.wb-slot-ok {background: #eef7f0;} .wb-slot-bad {background: #fdecec; color: #8a1c1c; white-space: normal;}
+.wb-slot-ok {background: #eef7f0;} .wb-slot-bad {background: #fdecec; color: #8a1c1c;}
+.wb-slot b {flex: none;} .wb-slot span {min-width: 0; overflow: hidden; text-overflow: ellipsis;}
+/* one line per chip: an unavailable slot's whole reason is in its tooltip and on its Compare card */
 .wb-rev {color: #777; font-family: ui-monospace, monospace; font-size: 0.78rem;}
 .wb-family {color: #555; font-size: 0.74rem; font-style: italic;}
 .wb-card-family {color: #555; font-size: 0.74rem; font-style: italic; min-height: 1.2em;}
@@ -40,7 +42,7 @@ CSS = """
 .wb-card .wb-metrics {margin-top: auto; padding-top: 6px;}  /* badges on the card's bottom edge: cards align */
 .wb-card-model, .wb-card-family {white-space: nowrap; overflow: hidden; text-overflow: ellipsis;}
 .wb-card-bad {background: #fdf3f3;}
-.wb-card-title {font-weight: 700; font-size: 1.0rem;}
+.wb-card-title {font-weight: 700; font-size: 1.0rem; white-space: nowrap; overflow: hidden; text-overflow: ellipsis;}
 .wb-card-model {color: #555; font-size: 0.78rem;}
 .wb-unavailable {color: #8a1c1c; font-size: 0.85rem; margin-top: 4px; overflow-wrap: anywhere;}
 [id^="overlap-"] span, #prompt-overlap span {word-break: normal !important; overflow-wrap: anywhere !important;

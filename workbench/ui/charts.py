@@ -16,7 +16,8 @@ from plotly.subplots import make_subplots
 
 PALETTE = ["#4C78A8", "#F58518", "#54A24B", "#B279A2", "#E45756", "#72B7B2", "#EECA3B", "#9D755D"]
 MODEL_COLORS = {"Base (zero-shot)": "#4C78A8", "Full fine-tune": "#F58518", "LoRA": "#54A24B",
-                "PPO (detoxified LoRA)": "#B279A2", "LoRA (PPO start, same run)": "#9FD19A"}
+                "PPO (detoxified LoRA)": "#B279A2", "LoRA (PPO start, same run)": "#9FD19A",
+                "ORPO-tuned (LoRA)": "#E45756", "CPO-tuned (LoRA)": "#72B7B2"}
 ROUGE_NAMES = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "rougeLsum": "ROUGE-Lsum"}
 CURVE_NAMES = {"loss": "training loss", "reward_mean": "PPO reward (mean)", "kl": "PPO KL to start",
                "toxicity_mean": "PPO rollout toxicity"}
@@ -30,11 +31,14 @@ def _color(name: str, i: int) -> str:
     return MODEL_COLORS.get(name, PALETTE[i % len(PALETTE)])
 
 
-LABEL_POSITIONS = {"lora": "middle left", "ppo": "middle right"}  # they share an x: labels either side
-MODEL_SYMBOLS = {"Full fine-tune": "square", "LoRA": "circle", "PPO (detoxified LoRA)": "diamond-open"}
+# LoRA, PPO and the preference-optimised adapters share an x: labels around it, markers of different shapes
+LABEL_POSITIONS = {"lora": "middle left", "ppo": "middle right", "orpo": "top center", "cpo": "bottom center"}
+MODEL_SYMBOLS = {"Full fine-tune": "square", "LoRA": "circle", "PPO (detoxified LoRA)": "diamond-open",
+                 "ORPO-tuned (LoRA)": "triangle-up-open", "CPO-tuned (LoRA)": "star-open"}
 # Short tick labels for the toxicity bars, so that five fit side by side; the hover text keeps the full names.
 SHORT_NAMES = {"Base (zero-shot)": "Base", "Full fine-tune": "Full", "LoRA": "LoRA<br>eval run",
-               "LoRA (PPO start, same run)": "LoRA<br>PPO start", "PPO (detoxified LoRA)": "PPO"}
+               "LoRA (PPO start, same run)": "LoRA<br>PPO start", "PPO (detoxified LoRA)": "PPO",
+               "ORPO-tuned (LoRA)": "ORPO", "CPO-tuned (LoRA)": "CPO"}
 MODEBAR_MARGIN = 44  # the right margin that holds Plotly's toolbar (upright, outside the plot and its title)
 
 
@@ -224,3 +228,31 @@ def toxicity_distribution(records: pd.DataFrame, stats: pd.DataFrame | None = No
                     hovertemplate="toxicity %{y:.3f}<br>%{customdata}<extra></extra>")
     fig.update_yaxes(title="toxicity probability", range=[-0.02, 1.02])
     return _layout(fig, title, height=420, showlegend=False)
+
+
+def preference_chart(frame: pd.DataFrame, message: str = "") -> go.Figure:
+    """PPO vs preference optimisation: one panel per metric (toxicity, ROUGE-1, ROUGE-2, length), a bar per run with
+    the 95% CI of its paired difference against its start; zero = no change from the start."""
+    title = "PPO vs preference optimisation: change from their start (paired, 95% CI)"
+    if frame is None or frame.empty:
+        return empty_figure(message or "no preference-optimisation run", title)
+    metrics = list(dict.fromkeys(frame["metric"]))
+    units = dict(zip(frame["metric"], frame["unit"]))
+    fig = make_subplots(rows=1, cols=len(metrics), horizontal_spacing=0.07,
+                        subplot_titles=[f"{_esc(m)} ({_esc(units[m])})" for m in metrics])
+    for col, metric in enumerate(metrics, 1):
+        part = frame[frame["metric"] == metric]
+        for i, r in enumerate(part.itertuples()):
+            fig.add_bar(x=[SHORT_NAMES.get(r.model, _esc(r.model)).replace(" (", "<br>(")], y=[r.mean],
+                        name=_esc(r.model), marker_color=_color(r.model, i + 3), showlegend=False,
+                        error_y={"type": "data", "symmetric": False, "array": [max(0.0, r.ci_high - r.mean)],
+                                 "arrayminus": [max(0.0, r.mean - r.ci_low)], "thickness": 1.2, "width": 4},
+                        hovertemplate=f"{_esc(r.model)}<br>{_esc(metric)} vs start: %{{y:+.3f}} {_esc(r.unit)}"
+                                      f"<br>95% CI [{r.ci_low:+.3f}, {r.ci_high:+.3f}], n={r.n}<extra></extra>",
+                        row=1, col=col)
+        fig.update_yaxes(zeroline=True, zerolinecolor="#888", zerolinewidth=1.5, row=1, col=col)
+    fig.update_xaxes(tickfont={"size": 10})
+    fig = _layout(fig, title, height=340, showlegend=False, margin={"l": 50, "r": 20, "t": 80, "b": 50})
+    if message:
+        fig.update_layout(title_subtitle_text=_esc(message), title_subtitle_font={"size": 11, "color": "#444"})
+    return fig

@@ -180,11 +180,26 @@ def harden(demo) -> None:
         if len(inputs) < len(block_fn.inputs):
             import gradio as gr
 
-            wanted = ", ".join(_name(b) for b in block_fn.inputs)
-            message = (f"The {block_fn.api_name or block_fn.name} endpoint takes {len(block_fn.inputs)} inputs "
+            shown = [b for b in block_fn.inputs if not getattr(b, "skip_api", False)]  # a gr.State is not sent
+            wanted = ", ".join(_name(b) for b in shown)
+            message = (f"The {block_fn.api_name or block_fn.name} endpoint takes {len(shown)} inputs "
                        f"({wanted}); the request sent {len(inputs)}.")
             log.warning("rejected call: %s", message)
             raise gr.Error(message, print_exception=False)
         return validate(block_fn, inputs)
 
     demo.validate_inputs = validate_inputs
+
+
+def oauth_available() -> bool:
+    """On a Hugging Face Space with OAuth enabled (`hf_oauth: true` in its card: the Space gets OAUTH_CLIENT_ID) and
+    gradio's OAuth extras installed, a sign-in button names the voter (and the Space owner). Elsewhere votes are
+    anonymous and the extras are not needed (a LoginButton would make gradio require them, and on a Space without
+    OAuth refuse to start)."""
+    import importlib.util
+    import os
+
+    from gradio.utils import get_space  # how gradio itself tells a Space (SYSTEM=spaces) from a local run
+
+    return bool(get_space() and os.environ.get("OAUTH_CLIENT_ID")) and \
+        all(importlib.util.find_spec(m) for m in ("authlib", "itsdangerous"))

@@ -1,46 +1,54 @@
-"""Compare tab: the four models on one dialogue, side by side, and a vote on their summaries.
+"""Compare tab: the chosen models (four by default, 2-6 of the configured slots) on one dialogue, side by side, and
+a vote on their summaries.
 
-The last Compare's outputs (models, revisions, texts, settings) are kept in a gr.State on the server: a vote refers
-to them and is never recomputed or read back from the page. Voting rules and checks live in workbench.votes.
+The service answers with a `CompareResult` (dataclasses): the cards read its fields; the `compare` API endpoint
+returns its `as_dict()`. The last Compare's outputs (models, revisions, texts, settings) are kept in a gr.State on the
+server: a vote refers to them and is never recomputed or read back from the page. Voting rules and checks live in
+workbench.votes.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import os
-
 import gradio as gr
 
 from workbench import inputs
-from workbench.app_service import WorkbenchService
-from workbench.modelset import LABELS, SLOTS
-from workbench.ui.common import (esc, example_picker, guard, highlight_value, notice_html, rouge_badges, tox_badge,
-                                 wire_example_picker)
+from workbench.app_service import CompareResult, SlotOutput, WorkbenchService
+from workbench.modelset import MAX_SHOWN, MIN_SHOWN
+from workbench.ui.common import (esc, example_picker, guard, highlight_value, notice_html, oauth_available,
+                                 rouge_badges, tox_badge, wire_example_picker)
 from workbench.votes import Votes
 
 HIGHLIGHT_COLORS = {"match": "#b7e4c7"}
 
 
-def card_html(slot: str, entry: dict | None) -> str:
-    title = esc(LABELS[slot])
+def card_html(label: str, entry: SlotOutput | None) -> str:
+    """A slot's card: its label, model @ revision, family, latency, toxicity and ROUGE (or why it is unavailable)."""
+    title = f'<div class="wb-card-title" title="{esc(label)}">{esc(label)}</div>'
     if entry is None:
-        return f'<div class="wb-card"><div class="wb-card-title">{title}</div></div>'
-    model = esc(entry.get("model") or "")
-    rev = esc(str(entry.get("revision") or "")[:10])
-    if not entry.get("available"):
-        return (f'<div class="wb-card wb-card-bad"><div class="wb-card-title">{title}</div>'
+        return f'<div class="wb-card">{title}</div>'
+    model = esc(entry.model or "")
+    rev = esc(str(entry.revision or "")[:10])
+    if not entry.available:
+        return (f'<div class="wb-card wb-card-bad">{title}'
                 f'<div class="wb-card-model" title="{model}">{model}</div>'
-                f'<div class="wb-unavailable">Unavailable: {esc(entry.get("error"))}</div></div>')
+                f'<div class="wb-unavailable" title="{esc(entry.error)}">Unavailable: {esc(short(entry.error))}</div>'
+                '</div>')
     shared = ' title="one mixed-adapter batch shared with the other slots on the same base copy"' \
-        if entry.get("shared_call") else ""
-    latency = f'<span class="wb-badge"{shared}>{entry["latency_s"]:.2f} s{"*" if shared else ""}</span>'
-    family = (f'<div class="wb-card-family" title="{esc(entry.get("note") or entry["family"])}">'
-              f'{esc(entry["family"])}</div>' if entry.get("family") else '<div class="wb-card-family"></div>')
-    return (f'<div class="wb-card"><div class="wb-card-title">{title}</div>'
-            f'<div class="wb-card-model" title="{model} @ {esc(entry.get("revision") or "")}">{model} '
+        if entry.shared_call else ""
+    latency = f'<span class="wb-badge"{shared}>{entry.latency_s:.2f} s{"*" if shared else ""}</span>'
+    family = (f'<div class="wb-card-family" title="{esc(entry.note or entry.family)}">'
+              f'{esc(entry.family)}</div>' if entry.family else '<div class="wb-card-family"></div>')
+    return (f'<div class="wb-card">{title}'
+            f'<div class="wb-card-model" title="{model} @ {esc(entry.revision or "")}">{model} '
             f'<span class="wb-rev">@ {rev}</span></div>{family}'
-            f'<div class="wb-metrics">{latency}{tox_badge(entry.get("toxicity"))}'
-            f'{rouge_badges(entry.get("rouge"))}</div></div>')
+            f'<div class="wb-metrics">{latency}{tox_badge(entry.toxicity)}'
+            f'{rouge_badges(entry.rouge)}</div></div>')
+
+
+def short(text, limit: int = 180) -> str:
+    """An unavailable slot's reason cut at a word boundary for its card (the whole of it is in the tooltip)."""
+    text = str(text or "")
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " …"
 
 
 def overlap_update(overlap: list | None):
@@ -48,36 +56,68 @@ def overlap_update(overlap: list | None):
     return gr.HighlightedText(value=highlight_value(overlap), visible=bool(overlap))
 
 
-def render(result: dict | None):
-    """Result dict -> notice, then (card, summary, highlight) for each slot."""
-    result = result or {}
-    out = [notice_html(result)]
-    models = result.get("models") or {}
-    for slot in SLOTS:
+def notice_of(result: CompareResult | None) -> str:
+    if result is None:
+        return ""
+    return notice_html({"ok": result.ok, "message": result.message, "notices": result.notices})
+
+
+def render(result: CompareResult | None, slots: list[tuple[str, str]]):
+    """A CompareResult -> the notice, then (card, summary, highlight) for each of `slots` ((label, slot) pairs: every
+    slot of the app); a slot that was not compared gets an empty card."""
+    out = [notice_of(result)]
+    models = result.models if result is not None else {}
+    for label, slot in slots:
         entry = models.get(slot)
         if entry is None:
-            out += [card_html(slot, None), "", overlap_update(None)]
-        elif not entry.get("available"):
-            out += [card_html(slot, entry), f"Unavailable: {entry.get('error')}", overlap_update(None)]
+            out += [card_html(label, None), "", overlap_update(None)]
+        elif not entry.available:
+            out += [card_html(label, entry), "Unavailable: the card above says why.", overlap_update(None)]
         else:
-            out += [card_html(slot, entry), entry["text"], overlap_update(entry.get("overlap"))]
+            out += [card_html(label, entry), entry.text, overlap_update(entry.overlap)]
     return out
 
 
-def build_cards() -> tuple[list, list, list]:
-    """(card, summary, highlight) components, one column per slot."""
-    cards, texts, highlights = [], [], []
+def build_cards(slots: list[tuple[str, str]], shown: list[str]) -> tuple[list, list, list, list]:
+    """(column, card, summary, highlight) components, one column per slot; those not in `shown` start hidden."""
+    columns, cards, texts, highlights = [], [], [], []
     with gr.Row(equal_height=False, elem_classes="wb-cards"):
-        for slot in SLOTS:
-            with gr.Column(min_width=220, elem_classes="wb-col"):
-                cards.append(gr.HTML(card_html(slot, None), elem_id=f"card-{slot}"))
+        for label, slot in slots:
+            with gr.Column(min_width=200, elem_classes="wb-col", visible=slot in shown,
+                           elem_id=f"col-{slot}") as column:
+                columns.append(column)
+                cards.append(gr.HTML(card_html(label, None), elem_id=f"card-{slot}"))
                 texts.append(gr.Textbox(label="Summary", lines=4, max_lines=12, interactive=False,
                                         buttons=["copy"], elem_id=f"summary-{slot}"))
                 highlights.append(gr.HighlightedText(label="Words also in the reference", color_map=HIGHLIGHT_COLORS,
                                                      show_legend=False, show_inline_category=False,
                                                      combine_adjacent=True, elem_id=f"overlap-{slot}",
                                                      visible=False))
-    return cards, texts, highlights
+    return columns, cards, texts, highlights
+
+
+def slot_picker(service: WorkbenchService):
+    """The slots to compare (a CheckboxGroup over every configured slot, four ticked by default) and the State that
+    holds the last valid choice."""
+    shown = service.default_slots()
+    picker = gr.CheckboxGroup(service.slot_choices(), value=shown, elem_id="compare-slots",
+                              label=f"Models to compare ({MIN_SHOWN}–{MAX_SHOWN}; the next Compare runs them)")
+    return picker, gr.State(shown)
+
+
+def wire_picker(service: WorkbenchService, picker, picked, notice, columns) -> None:
+    """Ticking slots shows their columns (and the next Compare runs them); a choice outside 2-6 is refused with a
+    sentence and the columns stay as they were."""
+    every = [slot for _, slot in service.slot_choices()]
+
+    def choose(value):
+        try:
+            slots = service.check_slots(value)
+        except inputs.InputError as err:
+            return gr.skip(), notice_html({"ok": False, "message": str(err)}), *[gr.skip()] * len(columns)
+        return slots, "", *[gr.Column(visible=s in slots) for s in every]
+
+    picker.input(choose, picker, [picked, notice, *columns], api_visibility="private")
 
 
 def decoding_controls(kind: str):
@@ -117,7 +157,7 @@ def build_inputs(service: WorkbenchService):
             with gr.Row(equal_height=False):
                 seed = gr.Number(0, label="Seed (sampling)", precision=0, minimum=0, maximum=inputs.SEED_MAX,
                                  interactive=False, min_width=200, elem_id="compare-seed")
-                run = gr.Button("Compare the four models", variant="primary", elem_id="compare-run", min_width=200)
+                run = gr.Button("Compare the models", variant="primary", elem_id="compare-run", min_width=200)
     wire_example_picker(service, dataset, example, dialogue, reference, api_prefix="compare")
     decoding.change(decoding_controls, decoding, [beams, temperature, top_p, seed], api_visibility="private")
     return dialogue, reference, [decoding, max_new, beams, temperature, top_p, seed], run
@@ -126,30 +166,33 @@ def build_inputs(service: WorkbenchService):
 def build(service: WorkbenchService, votes: Votes | None = None):
     """The tab's components and events; returns the "Save vote" event (the app chains the Preferences refresh to it)."""
     dialogue, reference, settings, run = build_inputs(service)
+    picker, picked = slot_picker(service)
     notice = gr.HTML(elem_id="compare-notice")
-    cards, texts, highlights = build_cards()
-    gr.Markdown("\\* Base, LoRA and PPO share one copy of their family's base weights and run in one mixed-adapter "
-                "batch, so they report the same latency. Each card names the family its model comes from (the "
-                "models config's own models, or its fallbacks). Toxicity is the probability from the scorer in the "
-                "header (0.5 or more in red).",
-                elem_classes="wb-footnote")
+    slots = service.slot_choices()
+    columns, cards, texts, highlights = build_cards(slots, picked.value)
+    gr.Markdown("\\* The base model and its adapters (LoRA, PPO and any other adapter slot) share one copy of the base "
+                "weights and run in one mixed-adapter batch, so they report the same latency. Each card names the "
+                "family its model comes from (the models config's own models, or its fallbacks). Toxicity is the "
+                "probability from the scorer in the header (0.5 or more in red).", elem_classes="wb-footnote")
     held = gr.State(None)  # the last Compare's outputs, server side: what a vote refers to
-    vote_parts = build_vote_panel()
+    shown = gr.State(None)  # the last CompareResult, server side: what the cards show
+    vote_parts = build_vote_panel(service)
     with gr.Accordion("Result as JSON (what the `compare` API endpoint returns)", open=False):
         as_json = gr.JSON(label="compare result", elem_id="compare-json")
+    wire_picker(service, picker, picked, notice, columns)
 
-    @guard
-    def compare(dialogue, reference, decoding, max_new_tokens, num_beams, temperature, top_p, seed):
-        return service.compare(dialogue, reference, decoding=decoding, max_new_tokens=max_new_tokens,
-                               num_beams=num_beams, temperature=temperature, top_p=top_p, seed=seed)
+    def compare(dialogue, reference, decoding, max_new_tokens, num_beams, temperature, top_p, seed, chosen):
+        result = guard(service.compare)(dialogue, reference, decoding=decoding, max_new_tokens=max_new_tokens,
+                                        num_beams=num_beams, temperature=temperature, top_p=top_p, seed=seed,
+                                        slots=chosen)
+        if not isinstance(result, CompareResult):  # guard's message for a crash
+            result = CompareResult.refused(result["message"])
+        return result.as_dict(), result, Votes.comparison(result, dialogue)
 
-    def compare_and_hold(dialogue, *settings):
-        result = compare(dialogue, *settings)
-        return result, Votes.comparison(result, dialogue)
-
-    compared = run.click(compare_and_hold, [dialogue, reference, *settings], [as_json, held], api_name="compare",
-                         concurrency_id="models")
-    compared.then(render, as_json, [notice, *[c for trio in zip(cards, texts, highlights) for c in trio]],
+    compared = run.click(compare, [dialogue, reference, *settings, picked], [as_json, shown, held],
+                         api_name="compare", concurrency_id="models")
+    compared.then(lambda result: render(result, slots), shown,
+                  [notice, *[c for trio in zip(cards, texts, highlights) for c in trio]],
                   api_name="compare_render", api_visibility="private")
     compared.then(vote_panel, held, vote_parts[:4], api_visibility="private")
     return wire_votes(votes or Votes(), held, *vote_parts)
@@ -158,28 +201,22 @@ def build(service: WorkbenchService, votes: Votes | None = None):
 # ------------------------------------------------------------------------------------------------ votes
 
 
-def slot_choices(slots) -> list[tuple[str, str]]:
-    return [(LABELS.get(s, s), s) for s in slots]
+def slot_choices(held: dict | None) -> list[tuple[str, str]]:
+    """(label, slot) of the summaries a Compare showed, as the vote controls offer them."""
+    from workbench.votes import label
+
+    return [(label(s, held), s) for s in Votes.shown_slots(held)]
 
 
-def oauth_available() -> bool:
-    """On a Hugging Face Space with OAuth enabled (`hf_oauth: true` in its card: the Space gets OAUTH_CLIENT_ID) and
-    gradio's OAuth extras installed, a sign-in button names the voter. Elsewhere votes are anonymous and the extras
-    are not needed (a LoginButton would make gradio require them, and on a Space without OAuth refuse to start)."""
-    from gradio.utils import get_space  # how gradio itself tells a Space (SYSTEM=spaces) from a local run
-
-    return bool(get_space() and os.environ.get("OAUTH_CLIENT_ID")) and \
-        all(importlib.util.find_spec(m) for m in ("authlib", "itsdangerous"))
-
-
-def build_vote_panel():
+def build_vote_panel(service: WorkbenchService):
     """(best, unacceptable, own summary, vote notice, save button, vote result) under the summaries."""
     with gr.Group(elem_id="vote-panel"):
         gr.Markdown("**Your vote** — which summary is best? Votes become preference pairs (see the Preferences tab) "
                     "for training a reward model or preference optimisation.")
         with gr.Row():
-            best = gr.Radio(slot_choices(SLOTS), value=None, label="Best summary", elem_id="vote-best", scale=2)
-            unacceptable = gr.CheckboxGroup(slot_choices(SLOTS), value=[], label="Unacceptable (optional)",
+            choices = [c for c in service.slot_choices() if c[1] in service.default_slots()]
+            best = gr.Radio(choices, value=None, label="Best summary", elem_id="vote-best", scale=2)
+            unacceptable = gr.CheckboxGroup(choices, value=[], label="Unacceptable (optional)",
                                             elem_id="vote-unacceptable", scale=2)
         own = gr.Textbox(label="Or write a better summary (optional; it becomes the preferred one)", lines=2,
                          max_lines=6, max_length=inputs.MAX_REFERENCE_CHARS, elem_id="vote-own")
@@ -194,7 +231,7 @@ def build_vote_panel():
 
 def vote_panel(held):
     """After a Compare: offer the summaries that were shown, clear the last vote."""
-    shown = slot_choices(Votes.shown_slots(held))
+    shown = slot_choices(held)
     message = "" if held else notice_html({"ok": False, "message": "No summaries to vote on: fix the message above "
                                                                    "and run Compare again."})
     return (gr.Radio(choices=shown, value=None), gr.CheckboxGroup(choices=shown, value=[]), gr.Textbox(value=""),

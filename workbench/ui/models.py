@@ -1,4 +1,5 @@
-"""Header: which model serves each slot (or why it is unavailable), and a button that reloads them."""
+"""Header: which model serves each slot of the models config (or why it is unavailable), and a button that reloads
+them."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def build_header(service: WorkbenchService, demo: gr.Blocks) -> None:
         with gr.Column(scale=5, min_width=320):
             gr.HTML('<div class="wb-title">Dialogue summarization workbench</div>'
                     '<div class="wb-subtitle">FLAN-T5 prompted zero/one/few-shot · full fine-tune · LoRA · '
-                    'PPO-detoxified LoRA — side by side, with ROUGE and toxicity</div>')
+                    'PPO-detoxified LoRA · preference-optimised LoRA — side by side, with ROUGE and toxicity</div>')
         refresh = gr.Button("↻ Refresh models", size="sm", variant="secondary", elem_id="wb-refresh", scale=0,
                             min_width=150)
     status = gr.HTML(status_html(service.status_summary()), elem_id="wb-status")

@@ -1,7 +1,9 @@
 """Preferences tab: what the Compare votes (and automatic pairs) say about the models.
 
 Counts, per-model win rates with 95% bootstrap CIs, a Bradley-Terry leaderboard on the Elo scale with bootstrap
-intervals, the latest votes, and an export of the dataset repo (card + data, as pushed to the Hub). The numbers come
+intervals, the latest votes, and an export of the dataset repo (card + data, as pushed to the Hub). On a Space with
+OAuth, its owner (signed in) also gets a button that pushes the dataset to the Hub as a dataset repo; everyone else,
+and every local run, never sees it (locally `python -m workbench.preferences push` does the same). The numbers come
 from workbench.preferences; this module only lays them out. It refreshes when the tab is opened, when a vote is
 saved in Compare, and on its button.
 """
@@ -13,8 +15,8 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from workbench.ui import charts
-from workbench.ui.common import esc, user_error
-from workbench.votes import Votes
+from workbench.ui.common import esc, notice_html, oauth_available, user_error
+from workbench.votes import Votes, may_push
 
 LEADERBOARD_COLUMNS = ["rank", "model", "score", "95% interval", "comparisons"]
 
@@ -101,6 +103,8 @@ def build(votes: Votes, tab=None, vote_saved=None) -> None:
                     "data_files=\"data/*.jsonl\")` reads it; `python -m workbench.preferences push "
                     f"{votes.dataset} you/summary-votes` pushes it to the Hub.", elem_classes="wb-footnote")
 
+    if oauth_available():
+        build_push(votes, dataset, tab)
     outputs = [counts, dataset, chart, leaderboard, latest]
     shown = user_error(lambda name: render(votes, name))
     refresh.click(shown, dataset, outputs, api_name="preferences")
@@ -110,3 +114,30 @@ def build(votes: Votes, tab=None, vote_saved=None) -> None:
         tab.select(shown, dataset, outputs, api_visibility="private")
     if vote_saved is not None:
         vote_saved.then(shown, dataset, outputs, api_visibility="private")
+
+
+def owner_controls(profile: gr.OAuthProfile | None = None):
+    """The push controls are shown only to the Space's owner, signed in (gradio fills `profile` from the session)."""
+    return gr.Group(visible=may_push(getattr(profile, "username", None)))
+
+
+def build_push(votes: Votes, dataset, tab=None) -> None:
+    """The Space owner's "Push to the Hub" controls: hidden until the owner is signed in; the handler checks again
+    (a hidden button is no permission)."""
+    with gr.Group(visible=False, elem_id="prefs-push") as group:
+        with gr.Row():
+            repo = gr.Textbox(votes.push_repo(), label="Hub dataset repo", max_length=200, scale=2,
+                              elem_id="prefs-push-repo")
+            push = gr.Button("Push the dataset to the Hub", size="sm", scale=1, elem_id="prefs-push-button")
+        pushed = gr.HTML(elem_id="prefs-push-notice")
+
+    def push_dataset(name, repo_id, profile: gr.OAuthProfile | None = None):
+        answer = votes.push(name, repo_id, getattr(profile, "username", None))
+        if not answer["ok"]:
+            return notice_html(answer)
+        return f'<div class="wb-notice wb-ok" role="status">✓ {esc(answer["message"])}</div>'
+
+    push.click(push_dataset, [dataset, repo], pushed, api_visibility="private", concurrency_id="push",
+               concurrency_limit=1)
+    if tab is not None:
+        tab.select(owner_controls, None, group, api_visibility="private")

@@ -190,7 +190,9 @@ class TrainTab:
         self.slot = self.serve = None
         if self.service is not None:
             with gr.Row():
-                self.slot = gr.Dropdown(["lora", "ppo", "full"], value="lora", label="Serve the finished run in slot",
+                ms = self.service.models  # the app's one list of slots: every one but the base
+                choices = [(ms.label(s), s) for s in ms.slots if s != "base"]
+                self.slot = gr.Dropdown(choices, value="lora", label="Serve the finished run in slot",
                                         elem_id="train-slot", scale=1)
                 self.serve = gr.Button("Serve in slot (same path as Refresh models)", elem_id="train-serve", scale=1)
         self.shown = gr.State(None)  # (job, curve points) last drawn: the plot is redrawn only when it changed
@@ -293,8 +295,10 @@ def serve_message(jobs: TrainingJobs, service, job_id: str | None, slot: str) ->
         job = jobs.get(job_id) if job_id else jobs.current()
         if job is None or job.state != "done":
             raise JobError("serve: choose a finished job (state done)")
-        if slot not in jb.servable_slots(job.method):
-            allowed = ", ".join(jb.servable_slots(job.method)) or "none (a reward model is used by PPO, not served)"
+        config = service.models.config
+        servable = jb.servable_slots(job.method, {s: config.kind(s) for s in service.models.slots if s != "base"})
+        if slot not in servable:
+            allowed = ", ".join(servable) or "none (a reward model is used by PPO, not served)"
             raise JobError(f"serve: a {job.method} run can be served in: {allowed}")
         summary = jb.serve_in_slot(service, slot, job.output)
     except JobError as err:
