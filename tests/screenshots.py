@@ -106,6 +106,21 @@ def toxicity_tab(driver) -> list[Path]:
     return shots + both(driver, "demo-toxicity")
 
 
+def dashboard_tab(driver) -> list[Path]:
+    """The Dashboard as it opens (real dialogues), then on the demo test split: PPO vs ORPO from their shared start."""
+    open_tab(driver, "Dashboard")
+    wait(driver, lambda d: len(css(d, ".js-plotly-plot .main-svg")) >= 5, message="no dashboard charts")
+    time.sleep(2)
+    shots = both(driver, "demo-dashboard")
+    css(driver, "#dash-dataset input")[0].click()
+    wait(driver, lambda d: [o for o in css(d, "[role=option]") if o.text.strip().startswith("demo")],
+         message="no demo entry in the dataset menu")
+    [o for o in css(driver, "[role=option]") if o.text.strip().startswith("demo")][0].click()
+    wait(driver, lambda d: css(d, "#dash-pref .js-plotly-plot"), timeout=60, message="no PPO vs ORPO chart")
+    time.sleep(2)
+    return shots + [screenshot(driver, "demo-dashboard-demo-split-page")]
+
+
 def main() -> int:
     rows = data.load_dialogues(data.DEMO, "test")
     row = next((r for r in rows if r["topic"] in HEATED), rows[0])  # something for the toxicity scores to see
@@ -120,10 +135,7 @@ def main() -> int:
                 shots, latency = compare_tab(driver, row)
                 shots += prompting_tab(driver, row)
                 shots += toxicity_tab(driver)
-                open_tab(driver, "Dashboard")
-                wait(driver, lambda d: len(css(d, ".js-plotly-plot .main-svg")) >= 5, message="no dashboard charts")
-                time.sleep(2)
-                shots += both(driver, "demo-dashboard")
+                shots += dashboard_tab(driver)
                 open_tab(driver, "Preferences")
                 time.sleep(3)
                 shots += both(driver, "demo-preferences")

@@ -361,7 +361,8 @@ def preference_comparison(runs: list[dict], dataset: str | None) -> PreferenceCo
     its start on toxicity, ROUGE-1/2 (points) and length (words), with 95% CIs, and their cost."""
     ppo, pref = _latest_paired(runs, ("ppo",), dataset), _latest_paired(runs, PREFERENCE_METHODS, dataset)
     if pref is None:
-        return PreferenceComparison(f"No preference-optimisation run (ORPO/CPO) on {dataset} yet: `python -m "
+        return PreferenceComparison(f"No preference-optimisation run (ORPO/CPO) on {dataset} measured against its "
+                                    "start (an evaluation alone has no paired differences): `python -m "
                                     "trainers.preference` records one in results/, then PPO and it are compared here.")
     chosen = [r for r in (ppo, pref) if r is not None]
     diffs = pd.DataFrame([{"model": run_label(run), "method": run["method"], "metric": name, "unit": unit,

@@ -556,26 +556,15 @@ class ModelSet:
         ok = slot in self.status and self.status[slot].ok
         return next((e for e in self.engines if slot in e.slots), None) if ok else None
 
-    @property
-    def base_model(self):
-        """The base slot's model (a PeftModel when its family's adapters are attached to it)."""
-        engine = self.engine_of("base")
-        return engine.model if engine else None
+    def _served(self, slot: str, part: str):
+        engine = self.engine_of(slot)
+        return getattr(engine, part) if engine else None
 
-    @property
-    def full_model(self):
-        engine = self.engine_of("full")
-        return engine.model if engine else None
-
-    @property
-    def tokenizer(self):
-        engine = self.engine_of("base")
-        return engine.tokenizer if engine else None
-
-    @property
-    def full_tokenizer(self):
-        engine = self.engine_of("full")
-        return engine.tokenizer if engine else None
+    # The base slot's model is a PeftModel when its family's adapters are attached to it.
+    base_model = property(lambda self: self._served("base", "model"))
+    full_model = property(lambda self: self._served("full", "model"))
+    tokenizer = property(lambda self: self._served("base", "tokenizer"))
+    full_tokenizer = property(lambda self: self._served("full", "tokenizer"))
 
     @property
     def max_input_tokens(self) -> int:

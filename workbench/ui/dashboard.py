@@ -40,7 +40,8 @@ def preference_outputs(comparison):
 def build(service: WorkbenchService, demo: gr.Blocks) -> None:
     with gr.Row():
         message = gr.HTML(elem_id="dash-message")
-        dataset = gr.Dropdown([], value=None, label="Dataset / split of the charts", min_width=200, scale=0)
+        dataset = gr.Dropdown([], value=None, label="Dataset / split of the charts", min_width=200, scale=0,
+                              elem_id="dash-dataset")
         reload = gr.Button("↻ Reload results", size="sm", scale=0, min_width=140, elem_id="dash-reload")
     with gr.Row():
         rouge = gr.Plot(label="ROUGE per model", show_label=False, elem_id="dash-rouge")
