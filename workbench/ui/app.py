@@ -34,6 +34,7 @@ CSS = """
 .wb-scorer-note {color: #6b4a00;}
 .wb-slot-info {color: var(--body-text-color-subdued); font-size: 0.78rem; margin: 2px 0 6px 2px;}
 .wb-notice {border-radius: 8px; padding: 8px 12px; margin: 4px 0; font-size: 0.92rem; white-space: pre-wrap;}
+#compare-notice:not(:has(.wb-notice)) {display: none;}  /* no empty band between the inputs and the cards */
 .wb-error {background: #fdecec; color: #8a1c1c; border: 1px solid #f3b7b7;}
 .wb-warn {background: #fff6e0; color: #6b4a00; border: 1px solid #f1d48a;}
 .wb-ok {background: #eef4fb; color: #1d3f66; border: 1px solid #c9dcf2;}
