@@ -102,8 +102,9 @@ def test_the_slot_chooser_shows_the_chosen_models_and_refuses_fewer_than_two(ser
     wait(browser, lambda d: not column_shown(d, "full"), message="the unticked column stayed")
     type_into(browser, "#compare-dialogue textarea", "#Person1#: Can we meet at noon?\n#Person2#: Yes, at the cafe.")
     css(browser, "#compare-run")[0].click()
-    wait(browser, lambda d: all(css(d, f"#summary-{s} textarea")[0].get_attribute("value")
-                                for s in ("base", "lora", "ppo")), timeout=120, message="three summaries")
+    # a tiny random model may write an empty summary: the scored cards say that all three answered
+    wait(browser, lambda d: all("toxicity" in css(d, f"#card-{s}")[0].text for s in ("base", "lora", "ppo")),
+         timeout=120, message="three summaries")
     assert "R-1" not in css(browser, "#card-base")[0].text  # no reference: no ROUGE
     for label in ("LoRA", "PPO (detoxified LoRA)"):
         tick(label)
