@@ -11,6 +11,8 @@ from workbench import paths
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 SHOTS = paths.REPO_ROOT / "artifacts" / "screenshots"
+AVAILABLE = Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()  # the browser tests skip without them
+MISSING = "chromium and chromedriver are not installed (apt-get install chromium chromium-driver)"
 
 
 def chrome(profile_dir: Path):

@@ -8,20 +8,17 @@ Skipped only when chromium or chromedriver is not installed (CI installs both).
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 
 from tests import ui_fixtures as uf
-from tests.browser_kit import (CHROMEDRIVER, CHROMIUM, SHOTS, chrome, css, open_app, open_tab, screenshot, type_into,
+from tests.browser_kit import (AVAILABLE, MISSING, SHOTS, chrome, css, open_app, open_tab, screenshot, type_into,
                                wait)
 
 EVIL = '<img src=x onerror="window.__pwned=1;alert(1)"><script>window.__pwned=2</script>'
 MARKER = "#Person9#"  # a dialogue containing it makes the stub model answer with EVIL
 
-pytestmark = pytest.mark.skipif(not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
-                                reason="chromium and chromedriver are not installed (apt-get install chromium "
-                                       "chromium-driver)")
+pytestmark = pytest.mark.skipif(not AVAILABLE, reason=MISSING)
 
 
 @pytest.fixture(scope="module")

@@ -4,16 +4,13 @@ from the new revision. Skipped only when chromium or chromedriver is not install
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
 
 import pytest
 
 from tests import ui_fixtures as uf
-from tests.browser_kit import CHROMEDRIVER, CHROMIUM, chrome, css, open_app, open_tab, screenshot, type_into, wait
+from tests.browser_kit import AVAILABLE, MISSING, chrome, css, open_app, open_tab, screenshot, type_into, wait
 
-pytestmark = pytest.mark.skipif(not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
-                                reason="chromium and chromedriver are not installed")
+pytestmark = pytest.mark.skipif(not AVAILABLE, reason=MISSING)
 
 
 def state(driver) -> tuple[str, int]:

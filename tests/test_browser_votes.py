@@ -5,21 +5,18 @@ shown as text in the latest-votes table, never run. Skipped only when chromium o
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 
 from tests import ui_fixtures as uf
-from tests.browser_kit import CHROMEDRIVER, CHROMIUM, chrome, css, open_app, open_tab, screenshot, type_into, wait
+from tests.browser_kit import AVAILABLE, MISSING, chrome, css, open_app, open_tab, screenshot, type_into, wait
 from workbench import preferences, votes
 from workbench.modelset import LABELS, SLOTS
 
 EVIL = '<img src=x onerror="window.__pwned=1">'
 OWN = "Tom invites Ann to play tennis on Saturday at 10 am; she agrees."
 
-pytestmark = pytest.mark.skipif(not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
-                                reason="chromium and chromedriver are not installed (apt-get install chromium "
-                                       "chromium-driver)")
+pytestmark = pytest.mark.skipif(not AVAILABLE, reason=MISSING)
 
 
 @pytest.fixture(scope="module")

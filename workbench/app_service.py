@@ -309,8 +309,7 @@ class WorkbenchService:
         ms = self.models
         if not ms.status["base"].ok:
             return refusal(f"The base model is unavailable: {ms.status['base'].error}.")
-        style = "blocks" if shot_info else "instruction"
-        text = prompts.build_prompt(dialogue, [(r["dialogue"], r["summary"]) for r in shot_info], style)
+        text = prompts.build_prompt(dialogue, [(r["dialogue"], r["summary"]) for r in shot_info])
         limit = ms.max_input_tokens
         n_tokens = count_tokens(ms.tokenizer, text)
         notices, dropped = [], ""
@@ -326,7 +325,7 @@ class WorkbenchService:
             return refusal(f"The base model failed: {summary.error}.")
         tox = self._toxicity([summary.text])
         rouge = self._rouge([summary.text], references)[0] if references else None
-        return {"ok": True, "message": " ".join(notices), "notices": notices, "prompt": text, "style": style,
+        return {"ok": True, "message": " ".join(notices), "notices": notices, "prompt": text, "style": prompts.style_for(shot_info),
                 "shots": shot_info, "prompt_tokens": n_tokens, "max_input_tokens": limit,
                 "truncated": n_tokens > limit, "dropped_text": dropped, "output": summary.text,
                 "latency_s": round(summary.seconds, 3), "toxicity": _round(tox[0]) if tox else None,

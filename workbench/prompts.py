@@ -24,11 +24,16 @@ def few_shot(dialogue: str, shots: Sequence[tuple[str, str]] = ()) -> str:
     return "".join(shot_block(d, s) for d, s in shots) + shot_block(dialogue)
 
 
+def style_for(shots: Sequence) -> str:
+    """The prompt form a request gets unless forced: in-context blocks with shots, the instruction without."""
+    return "blocks" if shots else "instruction"
+
+
 def build_prompt(dialogue: str, shots: Sequence[tuple[str, str]] = (), style: str | None = None) -> str:
     """The prompt the base model is asked with: the instruction (zero-shot, as every fine-tune was trained) without
     shots, the in-context blocks with one or more. `style` ("instruction" or "blocks") forces one form; the
     instruction form takes no shots."""
-    style = style or ("blocks" if shots else "instruction")
+    style = style or style_for(shots)
     if style == "instruction":
         if shots:
             raise ValueError("the instruction prompt takes no shots; use style='blocks' for one/few-shot")
