@@ -66,3 +66,25 @@ def test_free_word_order_dialogues_are_not_templates_and_the_rule_still_copies_t
     assert first_words.most_common(1)[0][1] < 0.1 * sum(first_words.values())  # no dominant sentence start
     for row in rows[:50]:
         assert row["summary"] == baselines.restate(row["dialogue"])
+
+
+def test_free_share_reaches_the_corpus_and_the_pretraining_dialogues():
+    plain = corpus.generate_corpus(60, seed=0, n_open=200)["train"]
+    free = corpus.generate_corpus(60, seed=0, n_open=200, free_share=1.0)["train"]
+    open_plain = [r for r in plain if r["topic"] == "open"]
+    open_free = [r for r in free if r["topic"] == "open"]
+    assert [r for r in plain if r["topic"] != "open"] == [r for r in free if r["topic"] != "open"]  # scenarios kept
+    # free-order utterances are longer and share far fewer sentence starts than the templates
+    assert sum(len(r["dialogue"]) for r in open_free) > 1.3 * sum(len(r["dialogue"]) for r in open_plain)
+    assert all(r["summary"] == baselines.restate(r["dialogue"]) for r in open_free)
+    extra_plain = corpus.extra_dialogues(100, seed=2, open_share=1.0)
+    extra_free = corpus.extra_dialogues(100, seed=2, open_share=1.0, free_share=1.0)
+    assert not set(extra_plain) & set(extra_free)
+
+
+def test_corpus_command_refuses_a_free_share_outside_zero_to_one(tmp_path, capsys):
+    import pytest
+
+    with pytest.raises(SystemExit) as exc:
+        corpus.main(["--out", str(tmp_path), "--n", "40", "--free-share", "1.5"])
+    assert exc.value.code == 2 and "--free-share" in capsys.readouterr().err

@@ -33,6 +33,8 @@ class PretrainRecipe(options.Weights, options.Checkpoints, options.TrainerOption
                                       "dialogue (None = 20000 for the demo dataset, 0 otherwise)", within="[0, inf)")
     open_share: float = arg(0.0, "share of the extra dialogues that are open-vocabulary ones (workbench.opencorpus)",
                             within="[0, 1]")
+    free_share: float = arg(0.0, "share of the open-vocabulary extra dialogues in free word order "
+                            "(workbench.opencorpus.free_sentence)", within="[0, 1]")
     # the tokenizer and the objective
     vocab_size: int = arg(4000, "tokenizer vocabulary size, including the 100 sentinels", within="[300, inf)")
     max_length: int = arg(160, "tokens of dialogue per example (a random window of longer dialogues)", positive=True)
@@ -40,6 +42,17 @@ class PretrainRecipe(options.Weights, options.Checkpoints, options.TrainerOption
     mean_span_length: float = arg(3.0, "mean length of a masked span", positive=True)
     prefix_lm_share: float = arg(0.5, "share of examples that are prefix-LM continuation instead of span corruption",
                                  within="[0, 1]")
+    reconstruct_share: float = arg(0.0, "share of examples that rebuild the whole window from a masked copy (BART's "
+                                   "text infilling): the objective that teaches copying from the input",
+                                   within="[0, 1]")
+    copy_prior: float = arg(0.0, "initial bias of one encoder head towards each token's left neighbour, so that a "
+                            "copy circuit can form (modeling.add_copy_prior; 0 = none)", within="[0, 100]")
+    reconstruct_length: int = arg(96, "tokens of a window that a reconstruction example rebuilds", positive=True)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.prefix_lm_share + self.reconstruct_share > 1:
+            raise options.ConfigError("prefix_lm_share + reconstruct_share: must be at most 1 (the rest is span corruption)")
 
 
 # ------------------------------------------------------------------------------------------------ objectives
@@ -75,6 +88,17 @@ def prefix_lm(ids: list[int], eos: int, rng: random.Random, max_target: int = 64
     return ids[:cut] + [eos], ids[cut : cut + max_target] + [eos]
 
 
+def reconstruct(ids: list[int], sentinels: list[int], eos: int, rng: random.Random,
+                noise_density: float = 0.15, mean_span_length: float = 3.0) -> tuple[list[int], list[int]]:
+    """BART's text infilling: the input is the window with spans masked, the target the whole window. Most of the
+    target is read off the input, so the model learns to copy what it reads, word by word, and to fill the gaps.
+
+    ids:    a b c d e f g h        -> input:  a b <0> e f g <1>     target: a b c d e f g h </s>
+    """
+    masked, _ = span_corruption(ids, sentinels, eos, rng, noise_density, mean_span_length)
+    return masked, ids + [eos]
+
+
 class PretrainCollator:
     """Turns tokenised dialogues into a padded batch of (corrupted input, target) pairs, fresh noise every time."""
 
@@ -91,8 +115,13 @@ class PretrainCollator:
             if len(ids) > self.config.max_length:  # a random window: every part of a dialogue gets seen
                 start = self.rng.randrange(len(ids) - self.config.max_length + 1)
                 ids = ids[start : start + self.config.max_length]
-            if self.rng.random() < self.config.prefix_lm_share:
+            roll = self.rng.random()
+            if roll < self.config.prefix_lm_share:
                 pairs.append(prefix_lm(ids, self.tokenizer.eos_token_id, self.rng))
+            elif roll < self.config.prefix_lm_share + self.config.reconstruct_share:
+                pairs.append(reconstruct(ids[: self.config.reconstruct_length], self.sentinels,
+                                         self.tokenizer.eos_token_id, self.rng, self.config.noise_density,
+                                         self.config.mean_span_length))
             else:
                 pairs.append(span_corruption(ids, self.sentinels, self.tokenizer.eos_token_id, self.rng,
                                              self.config.noise_density, self.config.mean_span_length))
@@ -123,7 +152,7 @@ def pretraining_dialogues(config: PretrainRecipe, rows: list[dict]) -> list[str]
             except data.DataError:  # a dataset without that split has nothing to hold out
                 pass
         dialogues += corpus.extra_dialogues(extra, seed=config.seed + 1, exclude=held_out | set(dialogues),
-                                            open_share=config.open_share)
+                                            open_share=config.open_share, free_share=config.free_share)
     return dialogues
 
 
@@ -155,7 +184,10 @@ def main(argv: list[str] | None = None) -> dict:
     tokenizer = pretraining_tokenizer(texts, ckpt, config.vocab_size)
     print(f"[pretrain] tokenizer: {len(tokenizer)} tokens; {len(texts)} dialogues "
           f"({len(rows)} from {config.dataset}/{config.split}, {len(texts) - len(rows)} extra)")
-    model = modeling.build_model(modeling.demo_config(len(tokenizer)), seed=config.seed).to(common.device())
+    model = modeling.build_model(modeling.demo_config(len(tokenizer)), seed=config.seed)
+    if config.copy_prior:
+        modeling.add_copy_prior(model, config.copy_prior)
+    model = model.to(common.device())
     params = modeling.count_parameters(model)
     print(f"[pretrain] model: {params['total']:,} parameters, architecture {modeling.DEMO_ARCHITECTURE}")
     trainer = Seq2SeqTrainer(model=model, args=training_arguments(config, ckpt, run_id),

@@ -533,10 +533,10 @@ def make_row(r: random.Random, topic: str, split: str, index: int) -> dict:
     return row
 
 
-def generate_corpus(n: int = 2400, seed: int = 0, n_open: int = 0) -> dict[str, list[dict]]:
+def generate_corpus(n: int = 2400, seed: int = 0, n_open: int = 0, free_share: float = 0.0) -> dict[str, list[dict]]:
     """`n` scenario rows split train/validation/test by SPLITS, then `n_open` open-vocabulary training rows
-    (workbench.opencorpus) with OPEN_EVAL_SHARE of that many more in validation and in test; deterministic for a
-    given (n, seed, n_open)."""
+    (workbench.opencorpus) with OPEN_EVAL_SHARE of that many more in validation and in test, `free_share` of the open
+    ones in free word order; deterministic for a given (n, seed, n_open, free_share)."""
     if n < 30:
         raise ValueError("n: the corpus needs at least 30 rows")
     if n_open < 0:
@@ -550,11 +550,13 @@ def generate_corpus(n: int = 2400, seed: int = 0, n_open: int = 0) -> dict[str, 
         corpus[split] = [make_row(rng, rng.choice(topics), split, i) for i in range(counts[split])]
     open_counts = {"train": n_open, "validation": round(n_open * OPEN_EVAL_SHARE), "test": round(n_open * OPEN_EVAL_SHARE)}
     for k, (split, count) in enumerate(open_counts.items()):
-        corpus[split] += opencorpus.open_rows(count, seed=seed * 1000 + k, split=split, start=len(corpus[split]))
+        corpus[split] += opencorpus.open_rows(count, seed=seed * 1000 + k, split=split, start=len(corpus[split]),
+                                              free_share=free_share)
     return corpus
 
 
-def extra_dialogues(n: int, seed: int, exclude: set[str] = frozenset(), open_share: float = 0.0) -> list[str]:
+def extra_dialogues(n: int, seed: int, exclude: set[str] = frozenset(), open_share: float = 0.0,
+                    free_share: float = 0.0) -> list[str]:
     """`n` dialogues WITHOUT their summaries, drawn like training rows from a seed of their own: more text for
     pretraining the demo base; `open_share` of them open-vocabulary ones. A dialogue equal to one in `exclude` (pass
     the evaluation splits) is skipped, so the base never reads a dialogue it is later evaluated on."""
@@ -564,7 +566,7 @@ def extra_dialogues(n: int, seed: int, exclude: set[str] = frozenset(), open_sha
     out: list[str] = []
     while len(out) < n:
         if rng.random() < open_share:
-            dialogue = opencorpus.dialogue(words)
+            dialogue = opencorpus.dialogue(words, free_share)
         else:
             dialogue = make_row(rng, rng.choice(topics), "train", len(out))["dialogue"]
         if dialogue not in exclude:
@@ -606,8 +608,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--open", type=int, default=0, dest="n_open",
                         help="open-vocabulary training dialogues added to the scenarios, with 2.5%% of that many more "
                              "in validation and in test (default 0; the demo family uses 6000)")
+    parser.add_argument("--free-share", type=float, default=0.0,
+                        help="share of the open-vocabulary dialogues whose sentences are in free word order, so that "
+                             "restating them needs a word-by-word copy (default 0; the demo family uses 0.5)")
     args = parser.parse_args(argv)
-    corpus = generate_corpus(args.n, args.seed, args.n_open)
+    if not 0 <= args.free_share <= 1:
+        parser.error("--free-share: must be within [0, 1]")
+    corpus = generate_corpus(args.n, args.seed, args.n_open, args.free_share)
     written = write_corpus(corpus, args.out)
     for split, path in written.items():
         topics = Counter(row["topic"] for row in corpus[split])

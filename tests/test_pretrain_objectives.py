@@ -1,0 +1,95 @@
+"""The base's pretraining objectives: span corruption, prefix LM and reconstruction, and how the collator mixes them."""
+
+import random
+from collections import Counter
+
+import pytest
+
+from trainers import options, pretrain
+
+SENTINELS = list(range(1000, 1100))
+EOS = 1
+
+
+def test_span_corruption_input_and_target_rebuild_the_window():
+    ids = list(range(10, 60))
+    inputs, targets = pretrain.span_corruption(ids, SENTINELS, EOS, random.Random(0))
+    assert inputs[-1] == EOS and targets[-1] == EOS
+    # splice the spans back into the input at their sentinels: the original window returns
+    spans, current = {}, None
+    for t in targets[:-1]:
+        if t in SENTINELS:
+            current = t
+            spans[current] = []
+        else:
+            spans[current].append(t)
+    rebuilt = [x for t in inputs[:-1] for x in (spans[t] if t in SENTINELS else [t])]
+    assert rebuilt == ids
+    assert 0 < sum(len(s) for s in spans.values()) < len(ids) / 3
+
+
+def test_reconstruct_masks_spans_in_the_input_and_asks_for_the_whole_window():
+    ids = list(range(10, 70))
+    inputs, targets = pretrain.reconstruct(ids, SENTINELS, EOS, random.Random(1))
+    assert targets == ids + [EOS]
+    assert any(t in SENTINELS for t in inputs)
+    kept = [t for t in inputs[:-1] if t not in SENTINELS]
+    assert len(kept) < len(ids) and kept == [t for t in ids if t in set(kept)]  # in order, gaps where masked
+
+
+def test_collator_mixes_the_three_objectives_in_the_configured_shares(tiny_tokenizer):
+    config = options.parse(pretrain.PretrainRecipe, ["--prefix-lm-share", "0.25", "--reconstruct-share", "0.5",
+                                                      "--max-length", "64", "--reconstruct-length", "48"])
+    collator = pretrain.PretrainCollator(tiny_tokenizer, config, seed=0)
+    ids = list(range(10, 90))
+    kinds = Counter()
+    sentinels = set(collator.sentinels)
+    for _ in range(200):
+        batch = collator([{"input_ids": ids + [tiny_tokenizer.eos_token_id]}])
+        labels = [t for t in batch["labels"][0].tolist() if t != -100]
+        inputs = batch["input_ids"][0].tolist()
+        if labels[0] in sentinels:
+            kinds["span"] += 1
+        elif not any(t in sentinels for t in inputs):
+            kinds["prefix"] += 1
+        else:
+            assert len(labels) == 49  # the first reconstruct_length tokens of the window, then </s>
+            kinds["reconstruct"] += 1
+    assert 30 < kinds["prefix"] < 75 and 75 < kinds["reconstruct"] < 125 and 25 < kinds["span"] < 75, kinds
+
+
+def test_shares_that_leave_no_room_are_refused_in_one_line():
+    with pytest.raises(SystemExit) as exc:
+        options.parse(pretrain.PretrainRecipe, ["--prefix-lm-share", "0.6", "--reconstruct-share", "0.6"])
+    assert exc.value.code == 2
+
+
+def test_copy_prior_points_one_encoder_head_at_the_left_neighbour():
+    import torch
+
+    from workbench import modeling
+
+    model = modeling.build_model(modeling.demo_config(300, d_model=64, d_ff=128, num_layers=2, num_decoder_layers=2,
+                                                      num_heads=2, d_kv=32), seed=0).eval()
+    model.set_attn_implementation("eager")  # sdpa does not return attention weights
+    ids = torch.randint(10, 300, (1, 12))
+
+    def left_share() -> float:
+        with torch.no_grad():
+            out = model.encoder(input_ids=ids, output_attentions=True)
+        weights = out.attentions[0][0, 0]  # layer 0, head 0: [query, key]
+        return float(torch.stack([weights[i, i - 1] for i in range(1, 12)]).mean())
+
+    before = left_share()
+    bucket = modeling.add_copy_prior(model, strength=10.0)
+    assert bucket == 1  # T5's bidirectional buckets: offset -1 is bucket 1
+    assert before < 0.3 < 0.9 < left_share()
+    other = model.encoder.block[0].layer[0].SelfAttention.relative_attention_bias.weight[:, 1]
+    assert float(other.detach().abs().max()) < 5  # the other heads keep their random start
+
+
+def test_pretrain_recipe_takes_a_copy_prior():
+    config = options.parse(pretrain.PretrainRecipe, ["--copy-prior", "8"])
+    assert config.copy_prior == 8.0
+    with pytest.raises(SystemExit):
+        options.parse(pretrain.PretrainRecipe, ["--copy-prior", "-1"])
