@@ -8,7 +8,9 @@ ours   what the app's Compare tab does: `ModelSet.summarize` with dtype auto (pe
 
 Greedy, 64 new tokens, with `min_new_tokens=64` on both sides so that random weights cannot stop one side early.
 Extra rows (full runs) split the gain: the same ModelSet in fp32 (batching alone) and in bf16 (only where bf16 is
-native), and torch.ao dynamic int8 quantisation; all are timed interleaved with the two main paths.
+native), and torch.ao dynamic int8 quantisation; and, where the optional ctranslate2 package is installed, the
+same ModelSet with `engine: ctranslate2` in int8 and fp32 (every slot a converted copy, adapters merged; issue 18's
+keep-rule reads these rows against `ours`). All are timed interleaved with the two main paths.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ from __future__ import annotations
 from statistics import median
 
 from benchmarks.common import Goal, Result, interleaved, naive_generate
+from benchmarks.family import ct2_available
 from workbench import modeling, prompts
 from workbench.generation import GenerationSettings
 from workbench.modelset import SLOTS
 
 GOAL = Goal("naive / ours (latency)", ">=", 4)
 VARIANTS = ("fp32", "bf16", "int8-dynamic")
+CT2_VARIANTS = ("ct2-int8", "ct2-fp32")
 
 
 def run(bench) -> Result:
@@ -31,6 +35,7 @@ def run(bench) -> Result:
     settings = GenerationSettings(max_new_tokens=64, min_new_tokens=64)
     naive_models = bench.naive_models()
     variants = [v for v in VARIANTS if v != "bf16" or modeling.cpu_has_bf16()]  # emulated bf16 takes minutes
+    variants += list(CT2_VARIANTS) if ct2_available() else []
     sets = {"ours": bench.modelset(), **({} if bench.quick else {f"ours, {v}": bench.modelset(v) for v in variants})}
 
     def naive(generation=settings):
@@ -56,4 +61,10 @@ def run(bench) -> Result:
 def _precision(name: str, sets: dict) -> str:
     if name not in sets:
         return "fp32, four copies"
-    return str(sets[name].precision)
+    return engine_label(sets[name])
+
+
+def engine_label(models) -> str:
+    """What a ModelSet computes with: its torch precision, or "ctranslate2 <compute type>"."""
+    compute_type = getattr(models, "compute_type", None)
+    return f"ctranslate2 {compute_type}" if compute_type else str(models.precision)

@@ -178,13 +178,14 @@ def _save(model, tokenizer, folder: Path, dtype: torch.dtype) -> None:
 
 
 def load_naive(folders: dict[str, Path]) -> dict:
-    """The naive set: separately loaded fp32 models (base, full, base+LoRA, base+PPO), each with its tokenizer, as
-    four notebooks would hold them. `folders` maps slot -> store folder; returns slot -> (model, tokenizer)."""
+    """The naive set: separately loaded fp32 models (base, full, base+LoRA, base+PPO, base+any further adapter), each
+    with its tokenizer, as separate notebooks would hold them. `folders` maps slot -> store folder; returns
+    slot -> (model, tokenizer)."""
     from peft import PeftModel
 
     out = {}
     for slot, folder in folders.items():
-        if slot in ("lora", "ppo"):
+        if (Path(folder) / "adapter_config.json").is_file():  # lora, ppo and any further adapter slot (orpo)
             base = modeling.load_model(folders["base"], dtype="fp32", device="cpu")
             model = PeftModel.from_pretrained(base, str(folder), use_safetensors=True).eval()
             folder = folders["base"]  # the adapter's tokenizer is its base's
@@ -194,11 +195,45 @@ def load_naive(folders: dict[str, Path]) -> dict:
     return out
 
 
+CT2_PREFIX = "ct2-"  # a variant "ct2-int8" / "ct2-fp32": engine ctranslate2 with that dtype
+
+
 def load_modelset(config_path: Path, dtype: str | None = None):
-    """The app's loader on a models config (optionally forcing a dtype); the store is whatever paths.STORE_DIR is."""
-    from workbench.modelset import ModelSet, ModelSetConfig
+    """The app's loader on a models config (optionally forcing a dtype, or a "ct2-<dtype>" variant: the CTranslate2
+    engine in that dtype); the store is whatever paths.STORE_DIR is. A benchmark family's converted copies go to a
+    cache inside the family's folder (deleted with it), the demo family's to the user's cache, as the app's do."""
+    from workbench.modelset import DEFAULT_CONFIG, ModelSet, ModelSetConfig
 
     config = ModelSetConfig.load(config_path)
-    if dtype:
+    if dtype and dtype.startswith(CT2_PREFIX):
+        config = dataclasses.replace(config, engine="ctranslate2", dtype=dtype.removeprefix(CT2_PREFIX))
+        if Path(config_path).resolve() != DEFAULT_CONFIG.resolve():
+            with _ct2_cache(Path(config_path).parent / "ct2-cache"):
+                return ModelSet(config, device="cpu")
+    elif dtype:
         config = dataclasses.replace(config, dtype=dtype)
     return ModelSet(config, device="cpu")
+
+
+@contextlib.contextmanager
+def _ct2_cache(folder: Path):
+    import os
+
+    from workbench import ct2engine
+
+    saved = os.environ.get(ct2engine.CACHE_ENV)
+    os.environ[ct2engine.CACHE_ENV] = str(folder)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(ct2engine.CACHE_ENV, None)
+        else:
+            os.environ[ct2engine.CACHE_ENV] = saved
+
+
+def ct2_available() -> bool:
+    """Whether the optional CTranslate2 engine can be benchmarked here."""
+    import importlib.util
+
+    return importlib.util.find_spec("ctranslate2") is not None

@@ -4,9 +4,14 @@ toxicity, written as a schema-checked metrics JSON plus per-example outputs in r
     python -m trainers.evaluate --model demo/flan-t5-demo-full
     python -m trainers.evaluate --model demo/flan-t5-demo-lora --base demo/flan-t5-demo-base   # an adapter
     python -m trainers.evaluate --model google/flan-t5-base --dataset dialogsum-local --method base
+    python -m trainers.evaluate --model demo/flan-t5-demo-lora --engine ctranslate2 --dtype auto   # int8, merged
 
 Multi-reference rows (DialogSum test: summary1..3) score each prediction against its best-matching reference per
 ROUGE type (rouge_score's score_multi convention).
+
+`--engine ctranslate2` generates with a CTranslate2 copy of the model (an adapter merged into a copy of its base;
+converted once per revision, see workbench/ct2engine.py); --dtype then picks its compute type (fp32: float32,
+auto: int8 on CPU) and the record's generation says `engine: ctranslate2`.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import time
 from typing import Literal
 
 from trainers import common, options
@@ -34,6 +40,8 @@ class EvaluateRecipe(options.Scoring, options.SplitData):
     batch_size: int = arg(32, "generation batch size", positive=True)
     max_new_tokens: int = arg(64, "summary length limit", positive=True)
     num_beams: int = arg(1, "beam search width (1 = greedy)", positive=True)
+    engine: Literal["torch", "ctranslate2"] = arg("torch", "what generates: PyTorch (+ peft), or a CTranslate2 copy "
+                                                  "(optional package; adapters merged into the copy)")
 
 
 ADAPTER = "adapter"  # the name the evaluated adapter is loaded under
@@ -80,14 +88,49 @@ def main(argv: list[str] | None = None) -> dict:
     rows = common.load_rows(config.dataset, config.split, limit=config.limit, fields="dataset / split")
     folder = common.resolve_model(config.model, config.revision)  # a wrong name fails here, before any loading
     scorer = toxicity.load_scorer(config.toxicity)
-    model, tokenizer, base = load_for_eval(config.model, config.revision, config.base, config.dtype)
+    settings = GenerationSettings(max_new_tokens=config.max_new_tokens, num_beams=config.num_beams)
     record = published_record(folder)
     method = config.method or record.get("method", "eval")
+    if config.engine == "ctranslate2":
+        return evaluate_converted(config, watch, rows, folder, scorer, settings, record, method)
+    model, tokenizer, base = load_for_eval(config.model, config.revision, config.base, config.dtype)
     run = watch.run_info(model_id=config.model, method=method, base_model=base, dataset=config.dataset,
                          split=config.split, revision=folder.name, params=trained_params(model, record))
-    metrics = evaluation.evaluate(
-        model, tokenizer, rows, run, scorer=scorer, batch_size=config.batch_size,
-        settings=GenerationSettings(max_new_tokens=config.max_new_tokens, num_beams=config.num_beams))
+    metrics = evaluation.evaluate(model, tokenizer, rows, run, scorer=scorer, batch_size=config.batch_size,
+                                  settings=settings)
+    print(evaluation.format_table([metrics]))
+    return metrics
+
+
+def evaluate_converted(config: EvaluateRecipe, watch, rows, folder, scorer, settings, record, method) -> dict:
+    """--engine ctranslate2: generate with the converted copy, then score and record as the torch path does, the
+    record's generation naming the engine, its compute type and the generation time."""
+    from workbench import ct2engine, prompts
+
+    base, base_folder, adapter = config.model, folder, None
+    if (folder / "adapter_config.json").exists():
+        base = config.base or json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
+        base_folder, adapter = common.resolve_model(base, field="base"), folder
+    try:  # not installed, or a dtype this device cannot compute: one line naming the options
+        compute_type = ct2engine.compute_type(config.dtype, str(common.device()))
+    except ct2engine.EngineError as err:
+        raise options.ConfigError(f"engine / dtype: {err}") from None
+    tokenizer = modeling.load_tokenizer(base_folder)
+    model = ct2engine.Ct2Model(ct2engine.converted(base_folder, adapter), tokenizer, compute_type=compute_type,
+                               device=str(common.device()))
+    params = record.get("params")
+    if not (isinstance(params, dict) and {"total", "trainable"} <= set(params)):
+        params = trained_params(load_for_eval(config.model, config.revision, config.base, "fp32")[0], record)
+    run = watch.run_info(model_id=config.model, method=method, base_model=base, dataset=config.dataset,
+                         split=config.split, revision=folder.name, params=params)
+    start = time.time()
+    predictions = model.generate([prompts.zero_shot(r["dialogue"]) for r in rows], settings,
+                                 batch_size=config.batch_size)
+    seconds = round(time.time() - start, 2)
+    metrics = evaluation.evaluate(None, tokenizer, rows, run, scorer=scorer, batch_size=config.batch_size,
+                                  settings=settings, predictions=predictions, write=False)
+    metrics["generation"].update(engine="ctranslate2", dtype=compute_type, seconds=seconds)
+    results.write_metrics(metrics)
     print(evaluation.format_table([metrics]))
     return metrics
 

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"[workbench] models loaded in {time.time() - started:.1f} s on {modelset.device} "
-          f"({modelset.precision}, input limit {modelset.max_input_tokens} tokens)")
+          f"({modelset.serving}, input limit {modelset.max_input_tokens} tokens)")
     for slot in modelset.slots:
         print(f"  {'ok ' if modelset.status[slot].ok else 'N/A'}  {modelset.status[slot].describe()}")
     scorer = getattr(modelset.scorer, "name", None)

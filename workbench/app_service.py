@@ -158,8 +158,9 @@ class WorkbenchService:
         ms = self.models
         return {"slots": self.status(), "load_seconds": round(ms.load_seconds, 2),
                 "scorer": getattr(ms.scorer, "name", None), "scorer_error": ms.scorer_error,
-                "scorer_note": ms.scorer_note, "max_input_tokens": ms.max_input_tokens, "dtype": str(ms.precision),
-                "precision_note": precision_note(ms.precision, self.results_dir), "device": str(ms.device),
+                "scorer_note": ms.scorer_note, "max_input_tokens": ms.max_input_tokens, "dtype": ms.serving,
+                "precision_note": (engine_note(ms.compute_type) if ms.compute_type
+                                   else precision_note(ms.precision, self.results_dir)), "device": str(ms.device),
                 "family_note": demo_family_note([st.ref for st in ms.status.values() if st.ok], self.results_dir)}
 
     def scorer_notice(self) -> str:
@@ -449,6 +450,13 @@ class WorkbenchService:
 
 
 PRECISION_FILE = Path("benchmarks") / "precision.json"  # inside the results folder; `python -m benchmarks.precision`
+
+
+def engine_note(compute_type: str) -> str:
+    """What the header says when CTranslate2 serves (`engine: ctranslate2` in the models config)."""
+    if compute_type == "float32":
+        return "CTranslate2 float32: the same summaries as PyTorch fp32 (tests/test_ct2engine.py)"
+    return f"CTranslate2 {compute_type}: outputs can differ from fp32 (README, Performance: Engine)"
 
 
 def precision_note(precision, results_dir: str | Path) -> str:

@@ -21,6 +21,12 @@ a second, small copy instead of attaching them to a base of another shape. We ke
 dropping the whole family to the fallback: it is what the user asked for and it loads; only what could not be had is
 replaced, each with what it needs. The full fine-tune stands alone. Every slot's status names its family.
 
+Engines. `engine: torch` (the default) serves as above, with PyTorch and peft: outputs match what training computed.
+`engine: ctranslate2` serves every slot from a CTranslate2 copy (workbench/ct2engine.py): a full model converted, an
+adapter merged with peft into a copy of its family's base and converted, each copy cached on disk by revision hash
+and kept in memory across reloads, so "Refresh models" converts only what a new revision changed. Its `dtype` maps to
+a CTranslate2 compute type (auto: int8 on CPU).
+
 A slot that is missing or fails to load is reported with its reason; the others keep working. Everything runs on one
 device (`device`: argument, else the config's `device:`, else cuda if available, else cpu); tokenized batches
 follow the model they are fed to (`workbench.generation.generate`).
@@ -49,6 +55,7 @@ from workbench.generation import BASE_ADAPTER, GenerationSettings, generate
 SLOTS = ("base", "full", "lora", "ppo")  # the four every config knows; Compare shows these by default
 DTYPES = ("auto", "int8", "int8-dynamic", "fp32", "bf16", "fp16")  # how the app serves; see modeling.serving_precision
 Dtype = Literal["auto", "int8", "int8-dynamic", "fp32", "bf16", "fp16"]
+EngineName = Literal["torch", "ctranslate2"]  # what runs the models (see workbench/ct2engine.py)
 Kind = Literal["base", "full", "adapter"]  # the base copy, a standalone model, a LoRA adapter on the base copy
 ADAPTER_SLOTS = ("lora", "ppo")  # the standard adapter slots; a config may name more (`kind: adapter`)
 DEFAULT_KINDS = {"base": "base", "full": "full", "lora": "adapter", "ppo": "adapter"}
@@ -58,7 +65,7 @@ LABELS = {"base": "Base (zero-shot)", "full": "Full fine-tune", "lora": "LoRA", 
 MIN_SHOWN, MAX_SHOWN = 2, 6  # how many slots Compare shows side by side
 DEFAULT_CONFIG = paths.REPO_ROOT / "configs" / "models" / "demo.yaml"
 CONFIGURED, FALLBACK = "configured", "fallback"  # the two families a models config names
-CONFIG_KEYS = ("toxicity", "toxicity_fallback", "dtype", "device")
+CONFIG_KEYS = ("toxicity", "toxicity_fallback", "dtype", "device", "engine")
 SLOT_KEYS = ("ref", "revision", "fallback", "kind", "label")
 # Served prompts are padded to a multiple of this many tokens (see ModelSet._serve): each bucket is one generate call
 # per batch, so coarse buckets batch more. A batch of 16 demo Compare requests over 12 dialogues of 71-276 tokens was
@@ -103,6 +110,7 @@ class ModelSetConfig:
     toxicity_fallback: str | None = None
     dtype: Dtype = "auto"
     device: str = "auto"
+    engine: EngineName = "torch"
 
     def __post_init__(self):
         if not _DEVICE.match(self.device):
@@ -276,9 +284,12 @@ class Engine:
 
     def generate(self, slots: Sequence[str], prompts: Sequence[str], settings: GenerationSettings, *,
                  seed: int | None = None, batch_size: int = 16, pad_to_multiple_of: int | None = None) -> list[str]:
-        """prompts[i] through slots[i], all in one batched generate call (mixed-adapter when adapters are attached)."""
+        """prompts[i] through slots[i], all in one batched generate call (mixed-adapter when adapters are attached).
+        A CTranslate2 model (one slot per engine) pads each batch itself: `pad_to_multiple_of` is torch's."""
         from peft import PeftModel
 
+        if hasattr(self.model, "translator"):
+            return self.model.generate(prompts, settings, batch_size=batch_size, seed=seed)
         names = None
         if isinstance(self.model, PeftModel):
             names = [BASE_ADAPTER if s == "base" else s for s in slots]
@@ -433,8 +444,10 @@ class ModelSet:
         self.device = resolve_device(device if device is not None else self.config.device)
         try:
             self.precision = modeling.serving_precision(self.config.dtype, self.device)
+            self.compute_type = self._ct2_compute_type()
         except ValueError as err:
             raise ModelSetError(str(err)) from None
+        self._converted: dict[Path, object] = {}  # CTranslate2 folder -> its loaded model (kept across reloads)
         max_batch = max_batch if max_batch is not None else int(_env_number(MAX_BATCH_ENV, 32, 1, 256))
         window = batch_window_ms if batch_window_ms is not None else _env_number(BATCH_WINDOW_ENV, 30, 0, 1000)
         self.batcher = _MicroBatcher(self._serve_locked, max_batch, window / 1000)
@@ -462,14 +475,53 @@ class ModelSet:
     def _unconfigured(self) -> dict[str, SlotStatus]:
         return {s: SlotStatus(s, error="not configured", label=self.label(s)) for s in self.slots}
 
+    def _ct2_compute_type(self) -> str | None:
+        """The CTranslate2 compute type with engine ctranslate2 (None with torch); refused in one line when the
+        package is missing or this device cannot compute the configured dtype."""
+        if self.config.engine != "ctranslate2":
+            return None
+        from workbench import ct2engine
+
+        return ct2engine.compute_type(self.config.dtype, str(self.device))
+
+    @property
+    def serving(self) -> str:
+        """What computes the summaries, for headers and logs: the torch precision, or CTranslate2's compute type."""
+        return f"CTranslate2 {self.compute_type}" if self.compute_type else str(self.precision)
+
+    @property
+    def batch_invariant(self) -> bool:
+        """Whether a prompt's answer is the same alone and batched (micro-batching is on only then). CTranslate2
+        masks padding and quantizes activations per row: on 96 demo test dialogues its int8 and fp32 outputs were
+        identical alone, in batches of 8 and of 32 (tests/test_ct2engine.py checks it on every run)."""
+        return self.config.engine == "ctranslate2" or self.precision.batch_invariant
+
     def reload(self) -> dict[str, SlotStatus]:
         """(Re)load every slot from the store or Hub, picking up new revisions. Safe to call while serving.
 
         Every adapter slot, however many the config names, is attached to its family's one base copy (they all run
-        in the same mixed-adapter call); every `full` slot is a model of its own."""
+        in the same mixed-adapter call); every `full` slot is a model of its own. With engine ctranslate2 every slot
+        is a converted copy of its own (`_load_converted`)."""
         start = time.time()
-        config, bases = self.config, _Bases(self.device, self.dtype)
         status = self._unconfigured()
+        load = self._load_converted if self.config.engine == "ctranslate2" else self._load_torch
+        engines = load(status)
+        for slot, st in status.items():
+            st.label = self.label(slot)
+        scorer, scorer_error, scorer_note = self._load_scorer()
+        with self._lock:  # swap everything at once; in-flight requests finish on the old models
+            self.engines, self.status = engines, status
+            self.scorer, self.scorer_error, self.scorer_note = scorer, scorer_error, scorer_note
+        self.load_seconds = time.time() - start
+        notes = [st.describe() for st in status.values() if st.note]
+        for note in notes + ([f"toxicity scorer {scorer_note}"] if scorer_note else []):
+            self._log_once(note)
+        return status
+
+    def _load_torch(self, status: dict[str, SlotStatus]) -> list[Engine]:
+        """Fill `status` and return the engines: one base copy per family with its adapters attached, then every
+        full model, prepared for the serving precision."""
+        config, bases = self.config, _Bases(self.device, self.dtype)
         status["base"] = _serve_first("base", config.slots["base"], lambda r, v, f: self._load_base(bases, r, v))
         for slot in (s for s in config.slots if config.kind(s) == "adapter"):
             status[slot] = _serve_first(slot, config.slots[slot], lambda r, v, f, s=slot: self._load_adapter(
@@ -482,17 +534,51 @@ class ModelSet:
             status[slot] = _serve_first(slot, config.slots[slot], lambda r, v, f, s=slot: self._load_full(
                 full, s, r, v, f))
             engines += full
-        for slot, st in status.items():
-            st.label = self.label(slot)
-        scorer, scorer_error, scorer_note = self._load_scorer()
-        with self._lock:  # swap everything at once; in-flight requests finish on the old models
-            self.engines, self.status = engines, status
-            self.scorer, self.scorer_error, self.scorer_note = scorer, scorer_error, scorer_note
-        self.load_seconds = time.time() - start
-        notes = [st.describe() for st in status.values() if st.note]
-        for note in notes + ([f"toxicity scorer {scorer_note}"] if scorer_note else []):
-            self._log_once(note)
-        return status
+        return engines
+
+    def _load_converted(self, status: dict[str, SlotStatus]) -> list[Engine]:
+        """Engine ctranslate2: fill `status` and return one engine per slot, each a converted copy (an adapter merged
+        into a copy of its family's base). Copies already in memory are reused: a reload converts and loads only the
+        slots whose revision (or whose base's revision) changed."""
+        config, engines, served = self.config, [], []
+        order = ["base", *(s for s in config.slots if config.kind(s) == "adapter"),
+                 *(s for s in config.slots if config.kind(s) == "full")]
+        for slot in order:
+            status[slot] = _serve_first(slot, config.slots[slot], lambda r, v, f, s=slot: self._convert_slot(
+                engines, served, s, r, v, f))
+        in_use = {e.model.folder for e in engines}
+        self._converted = {k: v for k, v in self._converted.items() if k in in_use}
+        return engines
+
+    def _convert_slot(self, out: list[Engine], served: list, slot: str, ref: str, revision: str,
+                      family: str) -> tuple[Path, str | None]:
+        """Convert (or find in the cache) one slot's model and load it; returns (its folder, its family's base)."""
+        from workbench import ct2engine
+
+        folder, kind = store.resolve(ref, revision), self.config.kind(slot)
+        base_ref, model_folder, adapter, check = ref, folder, None, None
+        if kind == "adapter":
+            wanted = self.config.family_base(family) or _named_base(folder) or (served[0] if served else None)
+            if wanted is None:
+                raise RuntimeError("needs the base model, which did not load")
+            try:
+                model_folder = store.resolve(*wanted)
+            except Exception as err:  # noqa: BLE001
+                raise RuntimeError(f"runs on {wanted[0]}, which did not load: {_one_line(err)}") from None
+            base_ref, adapter = wanted[0], folder
+            check = lambda model: check_adapter_fits(model, folder, wanted[0])  # noqa: E731
+        elif kind == "base":
+            served.append((ref, revision))
+        else:
+            family_base = self.config.family_base(family)
+            base_ref = family_base[0] if family_base else None
+        converted = ct2engine.converted(model_folder, adapter, check=check, say=self._log_once)
+        if converted not in self._converted:
+            self._converted[converted] = ct2engine.Ct2Model(converted, modeling.load_tokenizer(model_folder),
+                                                            compute_type=self.compute_type, device=str(self.device))
+        model = self._converted[converted]
+        out.append(Engine(model, model.tokenizer, folder, [slot]))
+        return folder, base_ref
 
     def _log_once(self, message: str) -> None:
         """A fallback's reason goes to the log once per process, not at every reload."""
@@ -594,7 +680,7 @@ class ModelSet:
             if not self.status[slot].ok:
                 request.out[slot] = Summary(slot, None, 0.0, self.status[slot].error)
         if len(request.out) < len(prompts_by_slot):
-            if settings.do_sample or not self.batcher.enabled or not self.precision.batch_invariant:
+            if settings.do_sample or not self.batcher.enabled or not self.batch_invariant:
                 with self._lock:
                     self._serve([request], settings, seed=seed)
             else:

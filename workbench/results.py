@@ -109,6 +109,7 @@ class Generation(_Closed):
     dtype: str | None = None
     seconds: Finite | None = None
     scorer: str | None = None
+    engine: str | None = None  # "ctranslate2" when that engine generated (None: PyTorch, as every earlier run)
 
 
 class Run(_Closed):
