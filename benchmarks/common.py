@@ -7,6 +7,7 @@ so that drift (other load, thermal state, page cache) hits both alike, and repor
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import platform
@@ -200,3 +201,20 @@ def naive_generate(model, tokenizer, prompt: str, settings: GenerationSettings) 
     inputs = tokenizer(prompt, return_tensors="pt", truncation=True, max_length=512)
     out = model.generate(input_ids=inputs.input_ids, attention_mask=inputs.attention_mask, **settings.to_kwargs())
     return tokenizer.decode(out[0], skip_special_tokens=True).strip()
+
+
+@contextlib.contextmanager
+def environment(name: str, value: str | None):
+    """`name` set to `value` inside the block (None: left as it is), restored after."""
+    if value is None:
+        yield
+        return
+    saved = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = saved

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import Skip
+from benchmarks.common import Skip, environment
 from workbench import data, modeling, paths, prompts
 
 FLAN_T5_BASE = dict(d_model=768, d_kv=64, d_ff=2048, num_heads=12, num_layers=12, num_decoder_layers=12,
@@ -215,21 +215,11 @@ def load_modelset(config_path: Path, dtype: str | None = None):
     return ModelSet(config, device="cpu")
 
 
-@contextlib.contextmanager
 def _ct2_cache(folder: Path):
-    import os
-
+    """Converted copies of a benchmark family go beside it, not into the user's cache."""
     from workbench import ct2engine
 
-    saved = os.environ.get(ct2engine.CACHE_ENV)
-    os.environ[ct2engine.CACHE_ENV] = str(folder)
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop(ct2engine.CACHE_ENV, None)
-        else:
-            os.environ[ct2engine.CACHE_ENV] = saved
+    return environment(ct2engine.CACHE_ENV, str(folder))
 
 
 def ct2_available() -> bool:

@@ -33,12 +33,11 @@ for _key, _value in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DAT
     os.environ.setdefault(_key, _value)
 
 import argparse  # noqa: E402
-import contextlib  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from benchmarks.common import OUT_DIR, agreement, machine  # noqa: E402
+from benchmarks.common import OUT_DIR, agreement, environment, machine  # noqa: E402
 from benchmarks.family import load_modelset  # noqa: E402
 from workbench import data, modeling, paths, prompts  # noqa: E402
 from workbench.io import atomic_write_json  # noqa: E402
@@ -52,21 +51,9 @@ CHUNK = 16  # the Toxicity tab's batch size: dialogues per generate_slots call
 SETTINGS = GenerationSettings(max_new_tokens=64)
 
 
-@contextlib.contextmanager
 def cpu_kind(kind: str | None):
     """Load as a CPU of `kind` would (modeling.CPU_KIND_ENV); None leaves this CPU's answer alone."""
-    if kind is None:
-        yield
-        return
-    saved = os.environ.get(modeling.CPU_KIND_ENV)
-    os.environ[modeling.CPU_KIND_ENV] = kind
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop(modeling.CPU_KIND_ENV, None)
-        else:
-            os.environ[modeling.CPU_KIND_ENV] = saved
+    return environment(modeling.CPU_KIND_ENV, kind)
 
 
 def load(key: str, config: Path):

@@ -93,3 +93,19 @@ def test_pretrain_recipe_takes_a_copy_prior():
     assert config.copy_prior == 8.0
     with pytest.raises(SystemExit):
         options.parse(pretrain.PretrainRecipe, ["--copy-prior", "-1"])
+
+
+def test_copy_warmup_forms_a_copy_circuit_with_the_prior_and_not_without():
+    """The finding behind the copy prior, at test scale: 300 steps of copying random strings reach high token
+    accuracy with the previous-token prior and stay low without it (measured: 0.88 against 0.30)."""
+    from workbench import modeling
+
+    def warmed(prior: float) -> float:
+        model = modeling.build_model(modeling.demo_config(300, d_model=64, d_ff=128, num_layers=2,
+                                                          num_decoder_layers=2, num_heads=2, d_kv=32), seed=0)
+        if prior:
+            modeling.add_copy_prior(model, prior)
+        return pretrain.copy_warmup(model, 200, 300, seed=0, span=40, max_length=8, lr=3e-3)
+
+    with_prior, without = warmed(10.0), warmed(0.0)
+    assert with_prior > 0.7 and without < 0.5 and with_prior - without > 0.3, (with_prior, without)
