@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
 def evaluate_converted(config: EvaluateRecipe, watch, rows, folder, scorer, settings, record, method) -> dict:
     """--engine ctranslate2: generate with the converted copy, then score and record as the torch path does, the
     record's generation naming the engine, its compute type and the generation time."""
-    from workbench import ct2engine, prompts
+    from workbench import ct2engine
 
     base, base_folder, adapter = config.model, folder, None
     if (folder / "adapter_config.json").exists():
@@ -124,8 +124,7 @@ def evaluate_converted(config: EvaluateRecipe, watch, rows, folder, scorer, sett
     run = watch.run_info(model_id=config.model, method=method, base_model=base, dataset=config.dataset,
                          split=config.split, revision=folder.name, params=params)
     start = time.time()
-    predictions = model.generate([prompts.zero_shot(r["dialogue"]) for r in rows], settings,
-                                 batch_size=config.batch_size)
+    predictions = model.generate(evaluation.eval_prompts(rows), settings, batch_size=config.batch_size)
     seconds = round(time.time() - start, 2)
     metrics = evaluation.evaluate(None, tokenizer, rows, run, scorer=scorer, batch_size=config.batch_size,
                                   settings=settings, predictions=predictions, write=False)

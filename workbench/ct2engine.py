@@ -84,7 +84,7 @@ def revision_key(folder: Path) -> str:
         return folder.name
     from workbench import store
 
-    return store._content_hash(folder)
+    return store.content_hash(folder)
 
 
 def cache_key(model: Path, adapter: Path | None = None) -> str:

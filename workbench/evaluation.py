@@ -65,6 +65,11 @@ class RunInfo:
     started_clock: float | None = None
 
 
+def eval_prompts(rows: Sequence[dict]) -> list[str]:
+    """The prompts every evaluation generates from (the zero-shot instruction), whatever engine generates."""
+    return [prompts.zero_shot(r["dialogue"]) for r in rows]
+
+
 def evaluate(model, tokenizer, rows: Sequence[dict], run: RunInfo, *,
              settings: GenerationSettings = GenerationSettings(), scorer=None, batch_size: int = 32,
              predictions: Sequence[str] | None = None, extra_metrics: dict | None = None,
@@ -81,7 +86,7 @@ def evaluate(model, tokenizer, rows: Sequence[dict], run: RunInfo, *,
                               started_clock=run.started_clock or time.time())
     eval_start = time.time()
     if predictions is None:
-        predictions = generate(model, tokenizer, [prompts.zero_shot(r["dialogue"]) for r in rows], settings,
+        predictions = generate(model, tokenizer, eval_prompts(rows), settings,
                                batch_size=batch_size, progress=progress)
     generation = {**settings.as_dict(), "prompt": "zero_shot", "batch_size": batch_size,
                   "dtype": str(next(model.parameters()).dtype).replace("torch.", "") if model is not None else None,

@@ -34,7 +34,7 @@ REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-
 REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".h5", ".msgpack")
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "README.md"]
-HASH_NAME = re.compile(r"^[0-9a-f]{12}$")  # revisions published by LocalStore are named by _content_hash
+HASH_NAME = re.compile(r"^[0-9a-f]{12}$")  # revisions published by LocalStore are named by content_hash
 METRICS_FILE = "metrics.json"
 WEIGHT_FILES = ("model.safetensors", "adapter_model.safetensors", "model.safetensors.index.json")
 PROBE_SECONDS = 2.0  # how long the one reachability probe waits for the Hub before falling back to the cache
@@ -88,7 +88,7 @@ def _published_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
 
 
-def _content_hash(folder: Path) -> str:
+def content_hash(folder: Path) -> str:
     digest = hashlib.sha256()
     for path in _published_files(folder):
         digest.update(path.name.encode())
@@ -206,7 +206,7 @@ class LocalStore:
     def verify(self, repo_id: str, folder: Path) -> Path:
         """A published revision is named by the hash of its files: refuse one whose files changed since (a corrupted
         or hand-edited weight file would otherwise load silently)."""
-        if HASH_NAME.match(folder.name) and _content_hash(folder) != folder.name:
+        if HASH_NAME.match(folder.name) and content_hash(folder) != folder.name:
             raise StoreError(f"{repo_id}: revision {folder.name} is corrupted (its files no longer match the hash they "
                              "were published under); publish it again (re-run its trainer) or restore the store folder")
         return folder
@@ -217,7 +217,7 @@ class LocalStore:
         repo = self.repo_dir(repo_id)
         revisions = repo / "revisions"
         revisions.mkdir(parents=True, exist_ok=True)
-        rev = _content_hash(folder)
+        rev = content_hash(folder)
         target = revisions / rev
         _remove_abandoned_staging(revisions)
         if not target.exists():
