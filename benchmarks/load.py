@@ -3,6 +3,7 @@
     python -m benchmarks.load                                  # 20 users for 120 s on configs/models/demo.yaml,
                                                                # unbatched server, then the batched one
     python -m benchmarks.load --variants batched               # the app as it serves by default, only
+    python -m benchmarks.load --variants unbatched,batched,ctranslate2   # and the CTranslate2 engine, batched
     python -m benchmarks.load --users 5 --seconds 30 --models configs/models/hub.yaml
     python -m benchmarks.load --url https://you-dialogue-workbench.hf.space/   # a running app (no RSS sampling)
 
@@ -11,7 +12,9 @@
 2. Single user first: greedy Compare on each of a seeded sample of demo test dialogues, one request at a time. These
    outputs are the reference.
 3. `--users` threads, each with its own gradio_client, send Compare requests back to back for `--seconds`, picking
-   dialogues from the same sample. Every answer is checked against the single-user outputs of its dialogue: any
+   dialogues from the same sample. The users are spread over `--client-processes` processes (default 4): a
+   gradio_client request costs about 60 ms of Python, so 20 users in one process were held back by that process's
+   GIL (they measured the load generator, not the app). Every answer is checked against the single-user outputs of its dialogue: any
    difference would mean one request's adapter leaked into another's (cross-talk) or state was shared.
 4. Meanwhile the server's resident memory (RSS, /proc/<pid>/status) is sampled every second.
 
@@ -20,6 +23,7 @@
    micro-batcher runs concurrent Compare requests with the same settings in shared calls). Reported side by side:
    the throughput ratio (goal ≥ 3×), the batched p95 (goal ≤ 2 s), and whether both servers gave the same
    single-user answers (batching may not change an answer); with the CPU kind and the machine's load average.
+   `ctranslate2` is a third variant on request: the same models config with `engine: ctranslate2`, batched.
 
 Counted separately: answered and identical, answered but different (cross-talk), rejected by the queue (full), and
 errors. Reported: p50/p95/p99 latency and throughput of answered requests, RSS over time and its trend after
@@ -69,13 +73,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="where to write the JSON report")
     parser.add_argument("--variants", default="unbatched,batched",
                         help="servers to measure one after the other: unbatched (WORKBENCH_MAX_BATCH=1), batched "
-                             "(the app's default micro-batching); default both, side by side")
+                             "(the app's default micro-batching), ctranslate2 (batched, the models config with "
+                             "engine: ctranslate2); default unbatched,batched, side by side")
+    parser.add_argument("--client-processes", type=int, default=4,
+                        help="processes the users are spread over (default 4; 1: all users as threads of this one)")
     args = parser.parse_args(argv)
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     if not args.variants or set(args.variants) - set(VARIANTS):
         parser.error(f"--variants: choose from {', '.join(VARIANTS)}")
     if not 1 <= args.users <= 500:
         parser.error("--users must be between 1 and 500")
+    if not 1 <= args.client_processes <= 64:
+        parser.error("--client-processes must be between 1 and 64")
+    if "ctranslate2" in args.variants and args.url:
+        parser.error("--variants ctranslate2 launches its own server; it cannot be used with --url")
     if not args.seconds > 0 or not 1 <= args.dialogues <= 500:
         parser.error("--seconds must be positive and --dialogues between 1 and 500")
     return args
@@ -208,6 +219,47 @@ def user_loop(user: int, url: str, dialogues: list[str], reference: list[dict], 
             records.append(record)
 
 
+def user_process(users: list[int], url: str, dialogues: list[str], reference: list[dict], start_at: float,
+                 stop_at: float, seed: int, timeout: float, t0: float, out) -> None:
+    """A client process: `users` as threads from `start_at` (CLOCK_MONOTONIC is the same in every process) until
+    `stop_at`; their records go back through `out`."""
+    records, lock = [], threading.Lock()
+    time.sleep(max(0.0, start_at - time.monotonic()))
+    threads = [threading.Thread(target=user_loop, args=(user, url, dialogues, reference, stop_at, seed, timeout, t0,
+                                                        records, lock), daemon=True) for user in users]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=stop_at - time.monotonic() + timeout + 60)
+    with lock:
+        out.put(list(records))
+
+
+def run_users(args: argparse.Namespace, url: str, dialogues: list[str], reference: list[dict], t0: float
+              ) -> tuple[list[dict], float, float]:
+    """`args.users` users spread over `args.client_processes` processes (spawned, so that none inherits this one's
+    threads); returns their records and when the load started and stopped (monotonic)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    out = context.Queue()
+    n = min(args.client_processes, args.users)
+    start_at = time.monotonic() + 3.0 + 0.5 * n  # time for the processes to start and import gradio_client
+    stop_at = start_at + args.seconds
+    procs = [context.Process(target=user_process, daemon=True,
+                             args=(list(range(args.users))[k::n], url, dialogues, reference, start_at, stop_at,
+                                   args.seed, args.timeout, t0, out)) for k in range(n)]
+    for proc in procs:
+        proc.start()
+    records = []
+    for _ in procs:
+        records += out.get(timeout=stop_at - time.monotonic() + args.timeout + 120)
+    for proc in procs:
+        proc.join(timeout=30)
+    last_answer = max([stop_at] + [t0 + r["t"] + (r.get("latency_s") or 0.0) for r in records])
+    return records, start_at, last_answer
+
+
 # ------------------------------------------------------------------------------------------------ report
 
 
@@ -274,7 +326,23 @@ def server_status(url: str) -> str | None:
         return None
 
 
-VARIANTS = {"unbatched": {"WORKBENCH_MAX_BATCH": "1"}, "batched": {}}  # the app's environment per variant
+VARIANTS = {"unbatched": {"WORKBENCH_MAX_BATCH": "1"}, "batched": {}, "ctranslate2": {}}  # the app's environment
+ENGINE_VARIANTS = {"ctranslate2": "ctranslate2"}  # variants served from the models config with another engine
+
+
+def variant_models(models: str, name: str) -> str:
+    """The models config a variant serves: `models` itself, or a copy of it (in the temp folder) with the variant's
+    engine."""
+    if name not in ENGINE_VARIANTS:
+        return models
+    import yaml
+
+    config = yaml.safe_load(Path(models).read_text()) or {}
+    config["engine"] = ENGINE_VARIANTS[name]
+    path = Path(tempfile.gettempdir()) / f"workbench-load-{os.getpid()}-{name}.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return str(path)
+
 GOALS = {"throughput_ratio": 3.0, "p95_s": 2.0}  # batched vs unbatched requests/s, and batched p95
 
 
@@ -287,7 +355,8 @@ def measure(args: argparse.Namespace, name: str, dialogues: list[str], extra: li
         if args.url:
             url, pid = args.url, None
         else:
-            url, pid = stack.enter_context(launched_app(args.models, extra, log_path, env_extra=VARIANTS[name]))
+            url, pid = stack.enter_context(launched_app(variant_models(args.models, name), extra, log_path,
+                                                        env_extra=VARIANTS[name]))
         ready_s = time.monotonic() - launch_started
         sampler = RssSampler(pid)
         sampler.start()
@@ -297,22 +366,13 @@ def measure(args: argparse.Namespace, name: str, dialogues: list[str], extra: li
         status = server_status(url)
         print(f"[load] {name}: single-user latency p50 {statistics.median(single):.3f} s; {args.users} users for "
               f"{args.seconds:.0f} s ...", flush=True)
-        records, lock, threads = [], threading.Lock(), []
         load_before = os.getloadavg()
-        load_start = time.monotonic() - sampler.t0
-        stop_at = time.monotonic() + args.seconds
-        for user in range(args.users):
-            thread = threading.Thread(target=user_loop, args=(user, url, dialogues, reference, stop_at, args.seed,
-                                                              args.timeout, sampler.t0, records, lock), daemon=True)
-            thread.start()
-            threads.append(thread)
-        for thread in threads:
-            thread.join(timeout=args.seconds + args.timeout + 60)
-        load_end = time.monotonic() - sampler.t0
+        records, started, stopped = run_users(args, url, dialogues, reference, sampler.t0)
+        load_start, load_end = started - sampler.t0, stopped - sampler.t0
         load_after = os.getloadavg()
         time.sleep(1.5)  # one more memory sample after the load
         sampler.stop()
-    return {"environment": VARIANTS[name], "server": {"ready_s": round(ready_s, 1), "pid_sampled": pid is not None,
+    return {"environment": VARIANTS[name], "engine": ENGINE_VARIANTS.get(name, "config"), "server": {"ready_s": round(ready_s, 1), "pid_sampled": pid is not None,
                                                       "status_html": status},
             "single_user": {"latency_s": {"p50": _r(statistics.median(single)), "max": _r(max(single))}},
             "reference": reference, "load": summarize(records, sampler.samples, load_start, load_end, warmup),
@@ -323,16 +383,29 @@ def measure(args: argparse.Namespace, name: str, dialogues: list[str], extra: li
 
 def comparison(variants: dict) -> dict | None:
     """Batched vs unbatched: throughput ratio and the batched p95 against their goals; and whether both servers gave
-    the same single-user answers (they must: batching may not change an answer)."""
-    if not {"batched", "unbatched"} <= set(variants):
+    the same single-user answers (they must: batching may not change an answer). With the `ctranslate2` variant, its
+    ratio to the unbatched (PyTorch) server and its p95 against the same goals under `ctranslate2` (its answers are
+    the engine's own, int8 on CPU: they are checked against its own single-user answers, not the PyTorch ones)."""
+    if "unbatched" not in variants or not {"batched", "ctranslate2"} & set(variants):
         return None
-    b, u = variants["batched"]["load"], variants["unbatched"]["load"]
-    ratio = b["throughput_rps"] / u["throughput_rps"] if u["throughput_rps"] else None
-    p95 = b["latency_s"]["p95"]
-    same = variants["batched"]["reference"] == variants["unbatched"]["reference"]
-    met = ratio is not None and ratio >= GOALS["throughput_ratio"] and p95 is not None and p95 <= GOALS["p95_s"]
-    return {"throughput_ratio": _r(ratio), "batched_p95_s": p95, "goals": GOALS,
-            "same_answers_both_servers": same, "met": bool(met and same and b["passed"] and u["passed"])}
+    u = variants["unbatched"]["load"]
+
+    def against_goals(name: str) -> dict:
+        load = variants[name]["load"]
+        ratio = load["throughput_rps"] / u["throughput_rps"] if u["throughput_rps"] else None
+        p95 = load["latency_s"]["p95"]
+        met = ratio is not None and ratio >= GOALS["throughput_ratio"] and p95 is not None and p95 <= GOALS["p95_s"]
+        return {"throughput_ratio": _r(ratio), "p95_s": p95, "met": bool(met and load["passed"] and u["passed"])}
+
+    out: dict = {"goals": GOALS}
+    if "batched" in variants:
+        batched = against_goals("batched")
+        same = variants["batched"]["reference"] == variants["unbatched"]["reference"]
+        out.update(throughput_ratio=batched["throughput_ratio"], batched_p95_s=batched["p95_s"],
+                   same_answers_both_servers=same, met=batched["met"] and same)
+    if "ctranslate2" in variants:
+        out["ctranslate2"] = against_goals("ctranslate2")
+    return out
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -356,7 +429,8 @@ def run(args: argparse.Namespace) -> dict:
         "settings": {"models": None if args.url else shown_path(args.models), "url": args.url, "users": args.users,
                      "seconds": args.seconds, "warmup_s": warmup, "dialogues": len(dialogues), "seed": args.seed,
                      "request": {"decoding": "greedy", "max_new_tokens": COMPARE_ARGS[2]},
-                     "server_args": extra or "defaults (python -m workbench)", "variants": list(variants)},
+                     "server_args": extra or "defaults (python -m workbench)", "variants": list(variants),
+                     "client_processes": min(args.client_processes, args.users)},
         "machine": {**machine(), "platform": platform.platform()},
         "comparison": comparison(variants),
         "variants": {name: {k: v for k, v in variant.items() if k not in ("reference", "rss_mb_over_time")}
@@ -394,15 +468,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[load] {name}: server RSS {mem['before_load_mb']} MB before, {mem['after_warmup_mb']} MB after "
                   f"warm-up, {mem['end_mb']} MB at the end (max {mem['max_mb']}; trend "
                   f"{mem['trend_after_warmup_mb_per_min']} MB/min; flat: {mem['flat_after_warmup']})")
-    cmp = report["comparison"]
-    if cmp:
+    cmp = report["comparison"] or {}
+    if "met" in cmp:
         print(f"[load] batched / unbatched throughput {cmp['throughput_ratio']}× "
               f"(goal ≥ {GOALS['throughput_ratio']:g}×), "
               f"batched p95 {cmp['batched_p95_s']} s (goal ≤ {GOALS['p95_s']:g} s), same answers on both servers: "
               f"{cmp['same_answers_both_servers']} -> {'PASS' if cmp['met'] else 'MISS'}")
+    if "ctranslate2" in cmp:
+        c = cmp["ctranslate2"]
+        print(f"[load] ctranslate2 (batched) / unbatched throughput {c['throughput_ratio']}× "
+              f"(goal ≥ {GOALS['throughput_ratio']:g}×), p95 {c['p95_s']} s (goal ≤ {GOALS['p95_s']:g} s) -> "
+              f"{'PASS' if c['met'] else 'MISS'}")
     print(f"[load] report: {args.out}")
     passed = all(v["load"]["passed"] for v in report["variants"].values())
-    return 0 if passed and (cmp is None or cmp["same_answers_both_servers"]) else 1
+    return 0 if passed and cmp.get("same_answers_both_servers", True) else 1
 
 
 if __name__ == "__main__":

@@ -135,3 +135,38 @@ def test_int8_layers_pick_their_kernel_by_step_not_by_batch_size():
     assert not layer.uses_kernel(torch.zeros(1, 5, 64))  # a prompt of 5 positions
     assert layer.uses_kernel(torch.zeros(4, 64)) and not layer.uses_kernel(torch.zeros(400, 64))
     assert [length_bucket(n, 32) for n in (1, 32, 33, 500)] == [32, 32, 64, 512]
+
+
+def test_users_of_a_batch_who_come_back_staggered_are_served_together_again():
+    """Under sustained load each user sends the next request a little after reading the last answer. The first one
+    back used to find nothing in flight and went alone, the others queued behind it: batches alternated 1, 7, 1, 7
+    and every user waited for two serving calls. Now the next batch waits (a bounded share of the last serving time)
+    for the last batch's users to come back."""
+    import random
+    import time
+
+    from workbench.modelset import _MicroBatcher, _Request
+
+    def serve(requests, settings):
+        time.sleep(0.2)  # a generate call: about as long for 1 request as for 8
+        for r in requests:
+            r.out.update({s: p for s, p in r.prompts.items()})
+
+    batcher = _MicroBatcher(serve, max_batch=8, window_s=0.03, follow_s=1.0, follow_share=0.5)
+    stop = time.monotonic() + 3.0
+
+    def user(k: int) -> None:
+        rng = random.Random(k)
+        while time.monotonic() < stop:
+            request = _Request({"base": f"prompt {k}"})
+            batcher.submit(request, GenerationSettings())
+            assert request.out == {"base": f"prompt {k}"}
+            time.sleep(rng.uniform(0.0, 0.04))  # reading the answer, sending the next one
+
+    threads = [threading.Thread(target=user, args=(k,)) for k in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    steady = batcher.batches[2:-1]  # after the start, before users stop
+    assert steady and sum(n == 8 for n in steady) >= 0.8 * len(steady), batcher.batches

@@ -21,7 +21,7 @@ def test_load_benchmark_runs_and_finds_no_crosstalk(tmp_path, tiny_tokenizer, ti
     env = {**os.environ, "WORKBENCH_STORE": str(store_dir), "WORKBENCH_DEMO_DATA": str(data_dir),
            "WORKBENCH_RESULTS": str(tmp_path / "results"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"}
     done = subprocess.run([sys.executable, "-m", "benchmarks.load", "--models", str(config), "--users", "4",
-                           "--seconds", "5", "--dialogues", "5", "--out", str(out)], cwd=paths.REPO_ROOT, env=env,
+                           "--seconds", "5", "--dialogues", "5", "--client-processes", "2", "--out", str(out)], cwd=paths.REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     report = json.loads(out.read_text())
@@ -41,6 +41,31 @@ def test_load_benchmark_runs_and_finds_no_crosstalk(tmp_path, tiny_tokenizer, ti
     comparison = report["comparison"]
     assert comparison["same_answers_both_servers"] is True and comparison["throughput_ratio"] > 0
     assert comparison["goals"] == {"throughput_ratio": 3.0, "p95_s": 2.0}
+    assert report["settings"]["client_processes"] == 2  # 4 users as threads of 2 spawned client processes
+    assert {r["user"] for r in report["failures"]} <= set(range(4))
     machine = report["machine"]
     assert machine["cpu_kind"] in ("avx512_bf16", "avx2", "basic") and "avx2" in machine["cpu_flags"]
     assert "batched / unbatched throughput" in done.stdout and str(tmp_path) not in json.dumps(report["machine"])
+
+
+def test_the_engine_variant_is_judged_against_the_unbatched_server(tmp_path):
+    """`--variants ...,ctranslate2` serves the same models config with engine: ctranslate2, and the comparison judges
+    it against the unbatched PyTorch server with the same goals (its answers are its own: not compared to torch's)."""
+    import yaml
+
+    from benchmarks import load
+
+    config = tmp_path / "models.yaml"
+    config.write_text("base: {ref: demo/flan-t5-demo-base}\ndtype: auto\n")
+    derived = yaml.safe_load(open(load.variant_models(str(config), "ctranslate2")))
+    assert derived == {"base": {"ref": "demo/flan-t5-demo-base"}, "dtype": "auto", "engine": "ctranslate2"}
+    assert load.variant_models(str(config), "batched") == str(config)
+
+    def variant(rps, p95, reference):
+        return {"load": {"throughput_rps": rps, "latency_s": {"p95": p95}, "passed": True}, "reference": reference}
+
+    cmp = load.comparison({"unbatched": variant(1.0, 20.0, ["a"]), "batched": variant(4.0, 6.0, ["a"]),
+                           "ctranslate2": variant(9.0, 1.8, ["b"])})
+    assert cmp["throughput_ratio"] == 4.0 and cmp["met"] is False and cmp["same_answers_both_servers"] is True
+    assert cmp["ctranslate2"] == {"throughput_ratio": 9.0, "p95_s": 1.8, "met": True}
+    assert load.comparison({"batched": variant(4.0, 6.0, ["a"])}) is None

@@ -14,6 +14,21 @@ def test_profanity_scorer_separates_rude_from_neutral():
     assert toxicity.load_scorer("profanity-check") is scorer  # cached: one instance for app and trainers
 
 
+def test_profanity_scorer_matches_the_package_probabilities():
+    """The scorer's one-product shortcut gives what alt-profanity-check's own predict_prob gives, on calm, rude,
+    empty, long and non-English texts, and on the demo test split's summaries."""
+    from profanity_check import predict_prob
+
+    from workbench import data
+
+    scorer = toxicity.load_scorer("profanity-check")
+    assert scorer._linear is not None  # the shortcut is what runs with the pinned package
+    texts = ["#Person1# calls #Person2# a stupid idiot.", "They agree to meet at noon.", "", "what the fuck",
+             "Ça coûte 12 € — très cher!", "word " * 400, "#Person2# tells #Person1# about a trip to Rome."]
+    texts += [r["summary"] for r in data.load_dialogues(data.DEMO, "test", limit=200)]
+    assert scorer.score(texts) == pytest.approx([float(p) for p in predict_prob(texts)], abs=1e-12)
+
+
 def test_reward_kinds_are_monotone_in_toxicity():
     scorer = toxicity.load_scorer("profanity-check")
     texts = ["You are a stupid idiot.", "They agree to meet at noon."]

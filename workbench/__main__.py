@@ -58,6 +58,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    # Gradio's queue rebuilt a pandas table of its last 10,000 events after every event (for its monitoring page):
+    # under load that grew to the server's third-largest cost. Every 50 events over the last 1,000 is plenty.
+    os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "50")
+    os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "1000")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from workbench.modelset import ModelSet, ModelSetConfig, ModelSetError
 

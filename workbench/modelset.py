@@ -317,12 +317,24 @@ class _MicroBatcher:
     while others were in flight (concurrent users): a lone user's request is served at once, with no added latency,
     and under load the models are busy anyway, so waiting requests go into the next batch. The worker thread starts
     with the first request and ends after `idle_s` without one, so that it never keeps a dropped model set alive.
+
+    Under sustained load the users of one batch come back together, but not at once: each reads its answer and sends
+    the next request some milliseconds after the others. Served as they came, the first of them went alone (nothing
+    was in flight) and the rest queued behind it: batches alternated 1, 19, 1, 19 and every user waited for two
+    generate calls instead of one. So within `follow_s` of the end of a batch of n > 1, the next batch waits until
+    those n users (and any request that was already waiting) are back, for at most `follow_share` of that batch's
+    serving time: the throughput given up is bounded by that share, and a user who left costs the others one such
+    wait before the expectation shrinks to the users who came.
     """
 
-    def __init__(self, serve: Callable, max_batch: int, window_s: float, idle_s: float = 2.0):
+    def __init__(self, serve: Callable, max_batch: int, window_s: float, idle_s: float = 2.0, *,
+                 follow_s: float = 1.0, follow_share: float = 0.25):
         self.serve, self.max_batch, self.window_s, self.idle_s = serve, max_batch, window_s, idle_s
+        self.follow_s, self.follow_share = follow_s, follow_share
         self.queue: list[tuple[_Request, GenerationSettings, float]] = []  # (request, settings, window deadline)
         self.in_flight = 0  # requests submitted and not yet answered
+        self.expect = 1  # requests the next batch waits for (the last batch's size, while its users may come back)
+        self.ended, self.follow_wait = -1e9, 0.0  # when the last batch ended; how long its users are waited for
         self.cond = threading.Condition()
         self.worker: threading.Thread | None = None
         self.batches: list[int] = []  # requests per batch served (the last 1,000), for benchmarks and tests
@@ -351,8 +363,10 @@ class _MicroBatcher:
             if not self.queue and not self.cond.wait_for(lambda: self.queue, timeout=self.idle_s):
                 self.worker = None
                 return None
-            deadline = self.queue[0][2]
-            while len(self.queue) < self.max_batch and (left := deadline - time.monotonic()) > 0:
+            deadline, enough = self.queue[0][2], self.max_batch
+            if self.expect > 1 and time.monotonic() < self.ended + self.follow_s:  # the last batch's users return
+                deadline, enough = max(deadline, self.ended + self.follow_wait), min(self.max_batch, self.expect)
+            while len(self.queue) < enough and (left := deadline - time.monotonic()) > 0:
                 self.cond.wait(left)
             taken, self.queue[:] = self.queue[: self.max_batch], self.queue[self.max_batch:]
             return taken
@@ -363,6 +377,7 @@ class _MicroBatcher:
             groups: dict[GenerationSettings, list[_Request]] = {}
             for request, settings, _ in taken:
                 groups.setdefault(settings, []).append(request)
+            started = time.monotonic()
             for settings, requests in groups.items():
                 try:
                     self.serve(requests, settings)
@@ -374,6 +389,9 @@ class _MicroBatcher:
                         self.in_flight -= len(requests)
                     for request in requests:
                         request.done.set()
+            with self.cond:  # those users may come back together: the next batch waits a little for them
+                self.ended, self.expect = time.monotonic(), len(taken) + len(self.queue)  # those, and the waiting
+                self.follow_wait = min(self.follow_s, self.follow_share * (self.ended - started))
 
 
 def _env_number(name: str, default: float, low: float, high: float) -> float:

@@ -38,20 +38,46 @@ class ToxicityScorer:
 
 
 class ProfanityScorer(ToxicityScorer):
-    """alt-profanity-check: a linear SVM over character/word n-grams with calibrated probabilities."""
+    """alt-profanity-check: a linear SVM over character/word n-grams with calibrated probabilities.
+
+    Its model is sklearn's CalibratedClassifierCV over 5 folds, each a LinearSVC with a sigmoid calibration:
+    p = mean over folds of 1 / (1 + exp(a * (w . x + c) + b)). Scored here as that one sparse product over the five
+    folds' weights, with the package's own vectorizer: the same probabilities (tests/test_toxicity.py checks them
+    against predict_prob) at a seventh of the time. sklearn's predict_proba re-validated labels and inputs on every
+    call, 3 ms for the 4 summaries of a Compare request, the server's largest cost after generation under load. A
+    model of another shape (another package version) is scored by predict_prob itself."""
 
     name = "profanity-check"
 
     def __init__(self):
-        from profanity_check import predict_prob
+        from profanity_check import profanity_check as package
 
-        self._predict = predict_prob
+        self._predict, self._linear = package.predict_prob, None
+        try:
+            folds = package.model.calibrated_classifiers_
+            if package.model.method == "sigmoid" and all(len(f.calibrators) == 1 for f in folds):
+                import numpy as np
+
+                self._linear = (package.vectorizer,
+                                np.stack([f.estimator.coef_.ravel() for f in folds]).T,  # features x folds
+                                np.array([f.estimator.intercept_[0] for f in folds]),
+                                np.array([f.calibrators[0].a_ for f in folds]),
+                                np.array([f.calibrators[0].b_ for f in folds]))
+        except AttributeError:  # another model layout: predict_prob scores it
+            self._linear = None
 
     def score(self, texts: Sequence[str]) -> list[float]:
         texts = [t if isinstance(t, str) else "" for t in texts]
         if not texts:
             return []
-        return [float(p) for p in self._predict(texts)]
+        if self._linear is None:
+            return [float(p) for p in self._predict(texts)]
+        import numpy as np
+        from scipy.special import expit
+
+        vectorizer, weights, intercepts, a, b = self._linear
+        decision = np.asarray(vectorizer.transform(texts) @ weights) + intercepts
+        return [float(p) for p in expit(-(a * decision + b)).mean(axis=1)]
 
 
 class HFClassifierScorer(ToxicityScorer):
