@@ -293,6 +293,16 @@ class Engine:
         names = None
         if isinstance(self.model, PeftModel):
             names = [BASE_ADAPTER if s == "base" else s for s in slots]
+        if len(prompts) == 1 and settings.num_beams == 1 and not settings.do_sample:
+            # Decoded alone, a greedy prompt is one row per step, and a one-row product takes another kernel than two
+            # rows or more: FLAN-T5-base's bf16 `wo` (2048 -> 768) rounded that row differently from the same row
+            # among others, so a Compare answered alone and one batched with other users' differed (19 of 32 full-
+            # model summaries under load, benchmarks.load at FLAN-T5-base scale). Two identical rows, one answer.
+            # (Beam search has a row per beam already; sampling keeps one row so that its seed means what it did.)
+            texts = generate(self.model, self.tokenizer, [*prompts, *prompts], settings,
+                             adapter_names=None if names is None else [*names, *names], seed=seed,
+                             batch_size=2, pad_to_multiple_of=pad_to_multiple_of)
+            return texts[:1]
         return generate(self.model, self.tokenizer, prompts, settings, adapter_names=names, seed=seed,
                         batch_size=batch_size, pad_to_multiple_of=pad_to_multiple_of)
 
