@@ -14,8 +14,9 @@
 3. `--users` threads, each with its own gradio_client, send Compare requests back to back for `--seconds`, picking
    dialogues from the same sample. The users are spread over `--client-processes` processes (default 4): a
    gradio_client request costs about 60 ms of Python, so 20 users in one process were held back by that process's
-   GIL (they measured the load generator, not the app). Every answer is checked against the single-user outputs of its dialogue: any
-   difference would mean one request's adapter leaked into another's (cross-talk) or state was shared.
+   GIL (they measured the load generator, not the app). Every answer is checked against the single-user outputs of
+   its dialogue: any difference would mean one request's adapter leaked into another's (cross-talk) or state was
+   shared.
 4. Meanwhile the server's resident memory (RSS, /proc/<pid>/status) is sampled every second.
 
 5. By default all of this runs twice, one server after the other in the same run: `unbatched` (the app with
@@ -372,8 +373,8 @@ def measure(args: argparse.Namespace, name: str, dialogues: list[str], extra: li
         load_after = os.getloadavg()
         time.sleep(1.5)  # one more memory sample after the load
         sampler.stop()
-    return {"environment": VARIANTS[name], "engine": ENGINE_VARIANTS.get(name, "config"), "server": {"ready_s": round(ready_s, 1), "pid_sampled": pid is not None,
-                                                      "status_html": status},
+    return {"environment": VARIANTS[name], "engine": ENGINE_VARIANTS.get(name, "config"),
+            "server": {"ready_s": round(ready_s, 1), "pid_sampled": pid is not None, "status_html": status},
             "single_user": {"latency_s": {"p50": _r(statistics.median(single)), "max": _r(max(single))}},
             "reference": reference, "load": summarize(records, sampler.samples, load_start, load_end, warmup),
             "machine_load_avg": {"before": [round(x, 2) for x in load_before],

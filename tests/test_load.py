@@ -21,7 +21,8 @@ def test_load_benchmark_runs_and_finds_no_crosstalk(tmp_path, tiny_tokenizer, ti
     env = {**os.environ, "WORKBENCH_STORE": str(store_dir), "WORKBENCH_DEMO_DATA": str(data_dir),
            "WORKBENCH_RESULTS": str(tmp_path / "results"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"}
     done = subprocess.run([sys.executable, "-m", "benchmarks.load", "--models", str(config), "--users", "4",
-                           "--seconds", "5", "--dialogues", "5", "--client-processes", "2", "--out", str(out)], cwd=paths.REPO_ROOT, env=env,
+                           "--seconds", "5", "--dialogues", "5", "--client-processes", "2",
+                           "--out", str(out)], cwd=paths.REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     report = json.loads(out.read_text())

@@ -14,7 +14,8 @@ from tests import ui_fixtures as uf
 from trainers import restate_probe
 from workbench import baselines, paths
 
-DIALOGUE = "#Person1#: Hello, Tom.\n#Person2#: Hi.\n#Person1#: I lost my blue umbrella at the station.\n#Person2#: Oh no."
+DIALOGUE = ("#Person1#: Hello, Tom.\n#Person2#: Hi.\n#Person1#: I lost my blue umbrella at the station.\n"
+            "#Person2#: Oh no.")
 
 
 class Oracle(nn.Module):

@@ -29,8 +29,8 @@ import torch
 from trainers import common, options
 from trainers.evaluate import load_for_eval
 from trainers.options import arg
-from workbench import baselines, prompts, scoring
-from workbench.generation import GenerationSettings, generate
+from workbench import baselines, evaluation, scoring
+from workbench.generation import GenerationSettings, generate, model_input_limit
 
 
 @dataclasses.dataclass
@@ -54,10 +54,11 @@ def restate_rows(rows: list[dict]) -> tuple[list[dict], bool]:
 def teacher_forced(model, tokenizer, prompt_texts: list[str], targets: list[str]) -> dict:
     """Next-token argmax accuracy on `targets` after the opening phrase, and on their first content token."""
     skip = len(tokenizer(baselines.OPENING.strip()).input_ids) - 1  # the phrase's tokens, without </s>
+    limit = model_input_limit(tokenizer)  # the input as generation reads it
     right = total = first = 0
     device = next(model.parameters()).device
     for prompt, target in zip(prompt_texts, targets):
-        enc = tokenizer(prompt, truncation=True, max_length=512, return_tensors="pt").to(device)
+        enc = tokenizer(prompt, truncation=True, max_length=limit, return_tensors="pt").to(device)
         labels = tokenizer(target, return_tensors="pt").input_ids.to(device)
         hits = (model(**enc, labels=labels).logits[0].argmax(-1) == labels[0])[skip:-1]  # not </s>
         if len(hits):
@@ -70,7 +71,7 @@ def probe(model, tokenizer, rows: list[dict], *, references: bool = True, batch_
           max_new_tokens: int = 64) -> dict:
     """The probe's figures for `rows` (see the module docstring); ROUGE against their references if `references`."""
     model.eval()
-    prompt_texts = [prompts.build_prompt(r["dialogue"]) for r in rows]
+    prompt_texts = evaluation.eval_prompts(rows)  # what trainers.evaluate generates from
     rule = [baselines.restate(r["dialogue"]) for r in rows]
     forced = teacher_forced(model, tokenizer, prompt_texts, rule)
     greedy = generate(model, tokenizer, prompt_texts, GenerationSettings(max_new_tokens=max_new_tokens),
