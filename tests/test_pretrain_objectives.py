@@ -81,11 +81,43 @@ def test_copy_prior_points_one_encoder_head_at_the_left_neighbour():
         return float(torch.stack([weights[i, i - 1] for i in range(1, 12)]).mean())
 
     before = left_share()
-    bucket = modeling.add_copy_prior(model, strength=10.0)
-    assert bucket == 1  # T5's bidirectional buckets: offset -1 is bucket 1
+    buckets = modeling.add_copy_prior(model, strength=10.0)
+    assert buckets == [1]  # T5's bidirectional buckets: offset -1 is bucket 1
     assert before < 0.3 < 0.9 < left_share()
     other = model.encoder.block[0].layer[0].SelfAttention.relative_attention_bias.weight[:, 1]
     assert float(other.detach().abs().max()) < 5  # the other heads keep their random start
+
+
+def test_a_copy_prior_of_context_two_points_heads_at_two_left_tokens_and_the_decoder_at_its_last_output():
+    import torch
+
+    from workbench import modeling
+
+    model = modeling.build_model(modeling.demo_config(300, d_model=64, d_ff=128, num_layers=2, num_decoder_layers=2,
+                                                      num_heads=2, d_kv=32), seed=0).eval()
+    model.set_attn_implementation("eager")
+    assert modeling.add_copy_prior(model, strength=10.0, context=2) == [1, 2]
+    ids = torch.randint(10, 300, (1, 12))
+    with torch.no_grad():
+        encoder = model.encoder(input_ids=ids, output_attentions=True).attentions[0][0]  # layer 0: [head, q, k]
+        decoder = model.decoder(input_ids=ids, encoder_hidden_states=torch.zeros(1, 12, 64),
+                                output_attentions=True).attentions[0][0]
+    for head, offset in ((0, 1), (1, 2)):
+        assert float(torch.stack([encoder[head, i, i - offset] for i in range(2, 12)]).mean()) > 0.9
+    assert float(torch.stack([decoder[0, i, i - 1] for i in range(2, 12)]).mean()) > 0.9
+    assert float(torch.stack([decoder[1, i, i - 1] for i in range(2, 12)]).mean()) < 0.5  # left as it was
+    with pytest.raises(ValueError, match="context 3"):
+        modeling.add_copy_prior(model, context=3)  # two heads: at most two tokens
+
+
+def test_copy_warmup_copies_dialogue_windows_when_given_them():
+    from workbench import modeling
+
+    model = modeling.build_model(modeling.demo_config(300, d_model=64, d_ff=128, num_layers=2, num_decoder_layers=2,
+                                                      num_heads=2, d_kv=32), seed=0)
+    modeling.add_copy_prior(model, 10.0, context=2)
+    texts = [[10 + (i * 7 + j * 3) % 50 for j in range(60)] for i in range(20)]  # repeated ids, as in real text
+    assert pretrain.copy_warmup(model, 300, 150, seed=0, windows=texts, max_length=16, lr=3e-3) > 0.5
 
 
 def test_pretrain_recipe_takes_a_copy_prior():
@@ -109,3 +141,39 @@ def test_copy_warmup_forms_a_copy_circuit_with_the_prior_and_not_without():
 
     with_prior, without = warmed(10.0), warmed(0.0)
     assert with_prior > 0.7 and without < 0.5 and with_prior - without > 0.3, (with_prior, without)
+
+
+def test_copy_substitution_puts_tokens_the_windows_never_hold_into_the_copied_strings(monkeypatch):
+    """copy_warmup(substitute=...) copies windows in which that share of tokens is drawn from the whole vocabulary:
+    the strings the model copies hold ids the dialogues never do, about as often as asked."""
+    import torch
+
+    from workbench import modeling
+
+    model = modeling.build_model(modeling.demo_config(300, d_model=32, d_ff=64, num_layers=1, num_decoder_layers=1,
+                                                      num_heads=2, d_kv=16), seed=0)
+    seen = []
+    forward = type(model).forward
+
+    def spy(self, input_ids=None, **kwargs):
+        seen.append(input_ids.clone())
+        return forward(self, input_ids=input_ids, **kwargs)
+
+    monkeypatch.setattr(type(model), "forward", spy)
+    texts = [[10 + (i + j) % 20 for j in range(60)] for i in range(10)]  # ids 10..29 only
+    pretrain.copy_warmup(model, 300, 20, seed=0, windows=texts, max_length=16, substitute=0.3, low=100)
+    ids = torch.cat([s.flatten() for s in seen])
+    tokens = ids[(ids != 0) & (ids != 1)]
+    foreign = ((tokens >= 100) & (tokens < 300)).float().mean()
+    assert 0.2 < float(foreign) < 0.4 and not ((tokens >= 30) & (tokens < 100)).any()
+    seen.clear()
+    pretrain.copy_warmup(model, 300, 5, seed=0, windows=texts, max_length=16)  # no substitution: only the windows
+    ids = torch.cat([s.flatten() for s in seen])
+    assert not (ids >= 30).any()
+
+
+def test_pretrain_recipe_takes_a_copy_finish():
+    config = options.parse(pretrain.PretrainRecipe, ["--copy-finish-steps", "400", "--copy-substitute", "0.3"])
+    assert config.copy_finish_steps == 400 and config.copy_substitute == 0.3
+    with pytest.raises(SystemExit):
+        options.parse(pretrain.PretrainRecipe, ["--copy-substitute", "1.0"])

@@ -69,3 +69,27 @@ def test_the_probe_runs_on_a_model_from_the_store(tmp_path, tiny_tokenizer, tiny
     assert 0 <= report["first_content_token"] <= 1 and 0 <= report["greedy_fidelity_rouge1"] <= 1
     assert 0 <= report["rouge1"] <= 1 and report["distinct"] >= 1  # human references: scored against them too
     assert "teacher-forced restate accuracy" in capsys.readouterr().out
+
+
+class FirstMatchCopier(nn.Module):
+    """Copies its input by a lookup keyed on the previous token only: after a token that occurs more than once it
+    continues from the token's first occurrence, as a one-token induction circuit does."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+
+    def forward(self, input_ids, attention_mask=None, labels=None):
+        ids = input_ids[0].tolist()
+        guess = [ids[0]] + [ids[ids.index(ids[i - 1]) + 1] for i in range(1, len(ids))]
+        return SimpleNamespace(logits=nn.functional.one_hot(torch.tensor([guess]), 1000).float())
+
+
+def test_readback_splits_copy_accuracy_by_how_often_the_previous_token_occurs(tiny_tokenizer):
+    dialogue = "#Person1#: the cat saw the dog and the bird saw the cat. #Person2#: Did it?"
+    report = restate_probe.readback(FirstMatchCopier(), tiny_tokenizer, [dialogue])
+    by = report["by_previous_token"]
+    assert by["once"]["accuracy"] == 1.0  # a unique key points at the one right place
+    assert by["4+"]["accuracy"] < 1.0 or by["2-3"]["accuracy"] < 1.0  # a repeated one at the first occurrence
+    assert report["tokens"] == sum(v["tokens"] for v in by.values())
+    assert 0 < report["accuracy"] < 1

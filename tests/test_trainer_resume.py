@@ -134,3 +134,20 @@ def test_pretraining_refuses_a_checkpoint_folder_made_with_another_vocabulary(se
     assert common.cli(pretrain.main, [*options, "--vocab-size", "320"]) == 2
     message = capsys.readouterr().err
     assert "vocab_size: 300 -> 320" in message and "--fresh" in message
+
+
+def test_pretraining_with_the_copy_phases_records_the_copy_finish(setup):
+    """The copy prior (two tokens of context), the warm-up on dialogue windows and the copy finish after the dialogue
+    objectives run in one pretraining command, and its record says how well the finished base copied."""
+    from trainers import pretrain
+
+    folder, tmp_path = setup
+    run = pretrain.main(["--dataset", str(folder), "--output", "test/copy-base", "--max-steps", "2", "--batch-size",
+                         "2", "--vocab-size", "300", "--extra-dialogues", "0", "--eval-limit", "1",
+                         "--max-new-tokens", "3", "--copy-prior", "10", "--copy-context", "2",
+                         "--copy-warmup-steps", "2", "--copy-warmup-source", "dialogues", "--copy-finish-steps", "2",
+                         "--checkpoint-dir", str(tmp_path / "runs" / "copy-base")])
+    copy = run["training"]["copy"]
+    assert copy["prior"] == 10 and copy["context"] == 2 and copy["warmup_source"] == "dialogues"
+    assert copy["finish_steps"] == 2 and copy["substitute"] == 0.3 and 0 <= copy["finish_accuracy"] <= 1
+    assert LocalStore().exists("test/copy-base")

@@ -15,11 +15,17 @@ split's rows (demo: only those whose reference is the restate rule's), with the 
   (`scoring.is_degenerate`) or identical to another one;
 - with references (DialogSum), ROUGE-1/2 of the greedy summaries against them (best of the references).
 
+With `--readback` (for a pretrained base, whose reconstruction objective is copying): how often the model, reading a
+64-token window of each dialogue and given the window so far, predicts its next token, split by how often the token
+before it occurs in the window. A lookup keyed on that one token can only pick the right place when it occurs once;
+this is what `modeling.add_copy_prior`'s `context` is for.
+
 Nothing is written: this is a probe, the run records are `trainers.evaluate`'s.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import statistics
 import sys
@@ -40,6 +46,7 @@ class ProbeRecipe(options.SplitData):
     base: str | None = arg(None, "base model when --model is an adapter (None = the one it names)")
     batch_size: int = arg(16, "generation batch size", positive=True)
     max_new_tokens: int = arg(64, "summary length limit", positive=True)
+    readback: bool = arg(False, "also measure how well the model reads windows of the dialogues back (for a base)")
 
 
 def restate_rows(rows: list[dict]) -> tuple[list[dict], bool]:
@@ -65,6 +72,31 @@ def teacher_forced(model, tokenizer, prompt_texts: list[str], targets: list[str]
             right, total, first = right + int(hits.sum()), total + len(hits), first + int(hits[0])
     return {"accuracy": right / total if total else None, "first_token": first / len(targets) if targets else None,
             "tokens": total}
+
+
+@torch.inference_mode()
+def readback(model, tokenizer, dialogues: list[str], window: int = 64) -> dict:
+    """Teacher-forced accuracy of copying the first two `window`-token windows of each dialogue (input = target), in
+    all and by how often the previous token occurs in the window: "once", "2-3", "4+"."""
+    device = next(model.parameters()).device
+    counts = collections.defaultdict(lambda: [0, 0])
+    for dialogue in dialogues:
+        ids = tokenizer(dialogue).input_ids[:-1]
+        for start in (0, window):
+            piece = ids[start: start + window]
+            if len(piece) < window // 2:
+                continue
+            x = torch.tensor([piece + [tokenizer.eos_token_id]], device=device)
+            hits = (model(input_ids=x, labels=x).logits[0].argmax(-1) == x[0]).tolist()
+            seen = collections.Counter(piece)
+            for i in range(1, len(piece)):
+                n = seen[piece[i - 1]]
+                key = "once" if n == 1 else "2-3" if n <= 3 else "4+"
+                counts[key][0] += hits[i]
+                counts[key][1] += 1
+    right, total = sum(c[0] for c in counts.values()), sum(c[1] for c in counts.values())
+    return {"accuracy": right / total if total else None, "tokens": total,
+            "by_previous_token": {k: {"accuracy": c[0] / c[1], "tokens": c[1]} for k, c in sorted(counts.items())}}
 
 
 def probe(model, tokenizer, rows: list[dict], *, references: bool = True, batch_size: int = 16,
@@ -105,6 +137,10 @@ def main(argv: list[str] | None = None) -> dict:
              if "rouge1" in report else ""))
     for example in report["examples"]:
         print(f"  rule:  {example['rule'][:160]}\n  model: {example['model'][:160]}")
+    if config.readback:
+        report["readback"] = back = readback(model, tokenizer, [r["dialogue"] for r in rows])
+        print(f"  read-back of 64-token windows {back['accuracy']:.3f}; by how often the previous token occurs: "
+              + ", ".join(f"{k} {v['accuracy']:.3f} ({v['tokens']} tokens)" for k, v in back["by_previous_token"].items()))
     return report
 
 

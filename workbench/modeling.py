@@ -195,25 +195,40 @@ def build_model(config, seed: int = 0):
     return model
 
 
-def add_copy_prior(model, strength: float = 10.0, head: int = 0) -> int:
-    """Bias one encoder self-attention head towards the token on its left; returns the bucket it set.
+def add_copy_prior(model, strength: float = 10.0, context: int = 1) -> list[int]:
+    """Bias encoder self-attention heads towards the tokens on their left; returns the encoder buckets it set.
 
     T5 has no absolute positions, and its cross-attention none at all, so a decoder can only copy its input through
     an induction circuit: the encoder writes each token's left neighbour into it, the decoder looks up the position
     whose neighbour is the token it just wrote. Built from scratch at demo scale, that circuit did not form: pure copy
     of 4-12 random tokens stayed at 19% token accuracy after 1,900 steps, where the same model with this prior reached
-    79% after 400 (and an nn.Transformer with absolute positions 73% after 300). The prior is only an initial value of
-    a trained parameter: the architecture stays FLAN-T5's.
+    79% after 400 (and an nn.Transformer with absolute positions 73% after 300).
+
+    One neighbour is ambiguous in real text, where the token just written occurs several times: a full model
+    fine-tuned from a context-1 copy base continued a real dialogue's restatement right 78% of the time after a token
+    that occurs once in the dialogue, 39% after one that occurs 2-3 times, 17% after one that occurs 4+ times. `context=k` points encoder head h (h < k) at the token h+1 to the
+    left, and decoder self-attention head h (h < k-1) at its own output h+1 steps back, so that the lookup can match
+    the last k tokens written against the k tokens left of each position. The priors are initial values of trained
+    parameters: the architecture stays FLAN-T5's.
     """
     from transformers.models.t5.modeling_t5 import T5Attention
 
-    attention = model.encoder.block[0].layer[0].SelfAttention
-    bucket = int(T5Attention._relative_position_bucket(torch.tensor([-1]), bidirectional=True,
-                                                       num_buckets=attention.relative_attention_num_buckets,
-                                                       max_distance=attention.relative_attention_max_distance))
+    def bucket(attention, offset: int, bidirectional: bool) -> int:
+        return int(T5Attention._relative_position_bucket(
+            torch.tensor([offset]), bidirectional=bidirectional, num_buckets=attention.relative_attention_num_buckets,
+            max_distance=attention.relative_attention_max_distance))
+
+    encoder = model.encoder.block[0].layer[0].SelfAttention
+    decoder = model.decoder.block[0].layer[0].SelfAttention
+    if not 1 <= context <= encoder.n_heads:
+        raise ValueError(f"copy prior context {context}: must be 1..{encoder.n_heads} (one encoder head per token)")
+    buckets = [bucket(encoder, -(h + 1), True) for h in range(context)]
     with torch.no_grad():
-        attention.relative_attention_bias.weight[bucket, head] = strength
-    return bucket
+        for head, b in enumerate(buckets):
+            encoder.relative_attention_bias.weight[b, head] = strength
+        for head in range(context - 1):
+            decoder.relative_attention_bias.weight[bucket(decoder, -(head + 1), False), head] = strength
+    return buckets
 
 
 def load_model(path: str | Path, *, dtype: str | torch.dtype | None = "fp32", device: str | None = None):
