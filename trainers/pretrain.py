@@ -52,8 +52,9 @@ class PretrainRecipe(options.Weights, options.Checkpoints, options.TrainerOption
                             "two tokens written, which real text's repeated words need)", within="[1, 4]")
     copy_warmup_steps: int = arg(0, "steps of pure copy before the dialogue objectives: they form the copy circuit "
                                  "that reconstruction on dialogues alone did not", within="[0, inf)")
-    copy_warmup_source: Literal["random", "dialogues"] = arg("random", "what the warm-up copies: short random token strings, or windows of the "
-                                  "pretraining dialogues (whose repeated words teach the lookup to use context)")
+    copy_warmup_source: Literal["random", "dialogues"] = arg(
+        "random", "what the warm-up copies: short random token strings, or windows of the pretraining dialogues "
+        "(whose repeated words teach the lookup to use context)")
     copy_finish_steps: int = arg(0, "steps of copying dialogue windows after the dialogue objectives, with "
                                  "copy_substitute of their tokens replaced by random ones: every token of the "
                                  "vocabulary learns to be copied, not only the generator's frequent ones",
@@ -145,6 +146,9 @@ class PretrainCollator:
 def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
     width = max(len(r) for r in rows)
     return torch.tensor([r + [value] * (width - len(r)) for r in rows])
+
+
+COPY_WINDOW = 48  # longest dialogue window a copy phase copies (the shortest is half of it)
 
 
 def copy_warmup(model, vocab: int, steps: int, *, seed: int, batch_size: int = 32, max_length: int = 12,
@@ -247,7 +251,7 @@ def main(argv: list[str] | None = None) -> dict:
     if config.copy_warmup_steps and not common.last_checkpoint(ckpt):  # a resumed run's checkpoint has it already
         dialogue_windows = dataset["input_ids"] if config.copy_warmup_source == "dialogues" else None
         accuracy = copy_warmup(model, len(tokenizer) - modeling.SENTINELS, config.copy_warmup_steps, seed=config.seed,
-                               windows=dialogue_windows, max_length=48 if dialogue_windows else 12)
+                               windows=dialogue_windows, max_length=COPY_WINDOW if dialogue_windows else 12)
         print(f"[pretrain] copy warm-up: {config.copy_warmup_steps} steps, token accuracy {accuracy:.2f}")
     params = modeling.count_parameters(model)
     print(f"[pretrain] model: {params['total']:,} parameters, architecture {modeling.DEMO_ARCHITECTURE}")
@@ -257,11 +261,11 @@ def main(argv: list[str] | None = None) -> dict:
     last, _ = common.fit(trainer, ckpt, "pretrain", run_id)
     finish_accuracy = None
     if config.copy_finish_steps:  # after the checkpoints: a resumed run repeats it from the same start and seed
-        accuracy = finish_accuracy = copy_warmup(trainer.model, len(tokenizer) - modeling.SENTINELS, config.copy_finish_steps,
-                               seed=config.seed + 1, windows=dataset["input_ids"], max_length=48,
-                               substitute=config.copy_substitute, lr=config.learning_rate)
+        finish_accuracy = copy_warmup(trainer.model, len(tokenizer) - modeling.SENTINELS, config.copy_finish_steps,
+                                      seed=config.seed + 1, windows=dataset["input_ids"], max_length=COPY_WINDOW,
+                                      substitute=config.copy_substitute, lr=config.learning_rate)
         print(f"[pretrain] copy finish: {config.copy_finish_steps} steps, {config.copy_substitute:.0%} of tokens "
-              f"substituted, token accuracy {accuracy:.2f}")
+              f"substituted, token accuracy {finish_accuracy:.2f}")
     final = common.save_final(trainer.model, tokenizer, ckpt, config.save_dtype)
     training = common.training_record(
         config, trainer, "pretrain", watch=watch, run_id=run_id, resumed_from=last,

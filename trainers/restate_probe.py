@@ -139,8 +139,9 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"  rule:  {example['rule'][:160]}\n  model: {example['model'][:160]}")
     if config.readback:
         report["readback"] = back = readback(model, tokenizer, [r["dialogue"] for r in rows])
+        split = back["by_previous_token"].items()
         print(f"  read-back of 64-token windows {back['accuracy']:.3f}; by how often the previous token occurs: "
-              + ", ".join(f"{k} {v['accuracy']:.3f} ({v['tokens']} tokens)" for k, v in back["by_previous_token"].items()))
+              + ", ".join(f"{k} {v['accuracy']:.3f} ({v['tokens']} tokens)" for k, v in split))
     return report
 
 

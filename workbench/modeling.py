@@ -206,9 +206,10 @@ def add_copy_prior(model, strength: float = 10.0, context: int = 1) -> list[int]
 
     One neighbour is ambiguous in real text, where the token just written occurs several times: a full model
     fine-tuned from a context-1 copy base continued a real dialogue's restatement right 78% of the time after a token
-    that occurs once in the dialogue, 39% after one that occurs 2-3 times, 17% after one that occurs 4+ times. `context=k` points encoder head h (h < k) at the token h+1 to the
-    left, and decoder self-attention head h (h < k-1) at its own output h+1 steps back, so that the lookup can match
-    the last k tokens written against the k tokens left of each position. The priors are initial values of trained
+    that occurs once in the dialogue, 39% after one that occurs 2-3 times, 17% after one that occurs 4+ times.
+    `context=k` points encoder head h (h < k) at the token h+1 to the left, and decoder self-attention head h
+    (h < k-1) at its own output h+1 steps back, so that the lookup can match the last k tokens written against the k
+    tokens left of each position. The priors are initial values of trained
     parameters: the architecture stays FLAN-T5's.
     """
     from transformers.models.t5.modeling_t5 import T5Attention
