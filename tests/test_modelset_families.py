@@ -216,3 +216,9 @@ def test_header_states_how_far_the_served_precision_is_from_fp32(tmp_path):
         {"key": "int8+bf16", "outputs": 960, "identical_share": 0.875, "max_abs_rouge1_delta": 0.0042}]}))
     assert precision_note(int8, tmp_path) == ("int8 weights, bfloat16: 88% of 960 demo test outputs identical to "
                                               "fp32, ROUGE-1 within 0.004")
+    (tmp_path / "benchmarks" / "precision.json").write_text(json.dumps({
+        "models": {"lora": {"ref": "demo/lora", "revision": "aaa"}}, "precisions": [
+            {"key": "int8+bf16", "outputs": 960, "identical_share": 0.875, "max_abs_rouge1_delta": 0.0042}]}))
+    assert precision_note(int8, tmp_path, {"demo/lora": "aaa", "demo/base": "bbb"}).endswith("within 0.004")
+    assert precision_note(int8, tmp_path, {"demo/lora": "ccc"}).endswith(  # the served adapter was rebuilt since
+        "within 0.004 (measured on earlier revisions of these models)")

@@ -153,7 +153,7 @@ COPY_WINDOW = 48  # longest dialogue window a copy phase copies (the shortest is
 
 def copy_warmup(model, vocab: int, steps: int, *, seed: int, batch_size: int = 32, max_length: int = 12,
                 lr: float = 1e-3, low: int = 100, span: int = 300, windows: list[list[int]] | None = None,
-                substitute: float = 0.0) -> float:
+                substitute: float = 0.0, phase: str = "copy warm-up") -> float:
     """Train `model` to copy random strings of 4..`max_length` token ids drawn from `span` ids from `low` on (within
     `vocab`), or with `windows` (tokenized texts) random windows of `max_length`/2..`max_length` of their tokens;
     returns the token accuracy of the last 20 steps. Random tokens leave nothing to guess but the input, so
@@ -182,7 +182,7 @@ def copy_warmup(model, vocab: int, steps: int, *, seed: int, batch_size: int = 3
         return [rng.randrange(low, vocab) if substitute and rng.random() < substitute else t
                 for t in text[start: start + n]]
 
-    for _ in tqdm(range(steps), desc="copy warm-up", unit="step"):
+    for _ in tqdm(range(steps), desc=phase, unit="step"):
         ids = _pad([string() + [1] for _ in range(batch_size)], 0).to(device)
         out = model(input_ids=ids, attention_mask=(ids != 0).long(), labels=ids.masked_fill(ids == 0, -100))
         out.loss.backward()
@@ -263,7 +263,8 @@ def main(argv: list[str] | None = None) -> dict:
     if config.copy_finish_steps:  # after the checkpoints: a resumed run repeats it from the same start and seed
         finish_accuracy = copy_warmup(trainer.model, len(tokenizer) - modeling.SENTINELS, config.copy_finish_steps,
                                       seed=config.seed + 1, windows=dataset["input_ids"], max_length=COPY_WINDOW,
-                                      substitute=config.copy_substitute, lr=config.learning_rate)
+                                      substitute=config.copy_substitute, lr=config.learning_rate,
+                                      phase="copy finish")
         print(f"[pretrain] copy finish: {config.copy_finish_steps} steps, {config.copy_substitute:.0%} of tokens "
               f"substituted, token accuracy {finish_accuracy:.2f}")
     final = common.save_final(trainer.model, tokenizer, ckpt, config.save_dtype)

@@ -160,7 +160,9 @@ class WorkbenchService:
                 "scorer": getattr(ms.scorer, "name", None), "scorer_error": ms.scorer_error,
                 "scorer_note": ms.scorer_note, "max_input_tokens": ms.max_input_tokens, "dtype": ms.serving,
                 "precision_note": (engine_note(ms.compute_type) if ms.compute_type
-                                   else precision_note(ms.precision, self.results_dir)), "device": str(ms.device),
+                                   else precision_note(ms.precision, self.results_dir,
+                                                       {st.ref: st.revision for st in ms.status.values() if st.ok})),
+                "device": str(ms.device),
                 "family_note": demo_family_note([st.ref for st in ms.status.values() if st.ok], self.results_dir)}
 
     def scorer_notice(self) -> str:
@@ -459,13 +461,14 @@ def engine_note(compute_type: str) -> str:
     return f"CTranslate2 {compute_type}: outputs can differ from fp32 (README, Performance: Engine)"
 
 
-def precision_note(precision, results_dir: str | Path) -> str:
-    """`_precision_note`, followed by why this precision serves (the CPU kind `auto` saw), when the model set says."""
-    note = _precision_note(precision, results_dir)
+def precision_note(precision, results_dir: str | Path, served: dict[str, str] | None = None) -> str:
+    """`_precision_note`, followed by why this precision serves (the CPU kind `auto` saw), when the model set says.
+    `served` maps the served models' refs to their revisions: a measurement of other revisions of them says so."""
+    note = _precision_note(precision, results_dir, served or {})
     return f"{note} ({precision.reason})" if getattr(precision, "reason", "") else note
 
 
-def _precision_note(precision, results_dir: str | Path) -> str:
+def _precision_note(precision, results_dir: str | Path, served: dict[str, str]) -> str:
     """How close the served precision's outputs are to fp32, as measured on the demo family's test split; where it
     was not measured, the plain caveat. Reduced precision is not "exact": the head's leading logits are recomputed in
     fp32, but the hidden state they come from was computed in reduced precision, so greedy choices can still flip."""
@@ -476,9 +479,13 @@ def _precision_note(precision, results_dir: str | Path) -> str:
         entry = next(e for e in measured["precisions"] if e.get("key") == precision.key)
         share, delta = float(entry["identical_share"]), float(entry["max_abs_rouge1_delta"])
         n = int(entry["outputs"])
+        models = measured.get("models", {}).values()
     except (OSError, ValueError, KeyError, TypeError, AttributeError, StopIteration):
         return f"{precision}: outputs can differ from fp32 (not measured for this precision)"
-    return f"{precision}: {share:.0%} of {n} demo test outputs identical to fp32, ROUGE-1 within {delta:.3f}"
+    stale = any(m.get("ref") in served and m.get("revision") != served[m["ref"]] for m in models
+                if isinstance(m, dict))
+    when = " (measured on earlier revisions of these models)" if stale else ""
+    return f"{precision}: {share:.0%} of {n} demo test outputs identical to fp32, ROUGE-1 within {delta:.3f}{when}"
 
 
 DEMO_PREFIX = "demo/"
