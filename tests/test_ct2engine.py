@@ -72,7 +72,7 @@ def test_the_converted_copy_keeps_the_untied_head_and_computes_torch_logprobs(ti
                                       GenerationSettings(max_new_tokens=12, min_new_tokens=10),
                                       GenerationSettings(max_new_tokens=12, no_repeat_ngram_size=2),
                                       GenerationSettings(max_new_tokens=12, repetition_penalty=1.5),
-                                      GenerationSettings(max_new_tokens=12, num_beams=3)],
+                                      GenerationSettings(max_new_tokens=12, num_beams=3, no_repeat_ngram_size=0)],
                          ids=["greedy", "short", "min-length", "no-repeat", "repetition", "beams"])
 def test_float32_outputs_equal_torch_fp32(tiny_model_dir, tiny_tokenizer, settings):
     """Same token limits, penalties and beam search: every summary equals transformers' fp32 one, and it is the same

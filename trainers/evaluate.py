@@ -40,6 +40,8 @@ class EvaluateRecipe(options.Scoring, options.SplitData):
     batch_size: int = arg(32, "generation batch size", positive=True)
     max_new_tokens: int = arg(64, "summary length limit", positive=True)
     num_beams: int = arg(1, "beam search width (1 = greedy)", positive=True)
+    no_repeat_ngram_size: int = arg(GenerationSettings.no_repeat_ngram_size,
+                                    "no n-gram of this size twice in a summary (0 = off: plain greedy)")
     engine: Literal["torch", "ctranslate2"] = arg("torch", "what generates: PyTorch (+ peft), or a CTranslate2 copy "
                                                   "(optional package; adapters merged into the copy)")
 
@@ -88,7 +90,8 @@ def main(argv: list[str] | None = None) -> dict:
     rows = common.load_rows(config.dataset, config.split, limit=config.limit, fields="dataset / split")
     folder = common.resolve_model(config.model, config.revision)  # a wrong name fails here, before any loading
     scorer = toxicity.load_scorer(config.toxicity)
-    settings = GenerationSettings(max_new_tokens=config.max_new_tokens, num_beams=config.num_beams)
+    settings = GenerationSettings(max_new_tokens=config.max_new_tokens, num_beams=config.num_beams,
+                                  no_repeat_ngram_size=config.no_repeat_ngram_size)
     record = published_record(folder)
     method = config.method or record.get("method", "eval")
     if config.engine == "ctranslate2":

@@ -211,8 +211,9 @@ def decoding_options(settings: GenerationSettings) -> dict:
     """translate_batch options with GenerationSettings' meaning (transformers' generate): max/min_new_tokens count
     generated tokens like max/min_decoding_length; greedy is beam_size 1; beam search gets BEAM_PATIENCE. Sampling
     draws from CTranslate2's own random stream (the same distribution as torch, other draws). What still differs:
-    with beam search, transformers applies repetition_penalty to log-probabilities, CTranslate2 to logits, so beam
-    search with a repetition penalty can end differently. Beam sampling is refused: CTranslate2 samples only with
+    with beam search, transformers applies repetition_penalty and no_repeat_ngram_size to log-probabilities (a banned
+    token's share is not handed to the others), CTranslate2 to logits, so beam search with either can end differently
+    (greedy cannot: the best token is the same). Beam sampling is refused: CTranslate2 samples only with
     beam_size 1."""
     if settings.do_sample and settings.num_beams > 1:
         raise EngineError("engine ctranslate2: sampling with beam search (do_sample with num_beams > 1) is not "

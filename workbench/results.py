@@ -1,9 +1,11 @@
 """The metrics record that trainers and the evaluator write and the dashboards read: one pydantic model per part.
 
 One file per run, `results/<run_id>.json`, schema_version 1 (see docs/ARCHITECTURE.md). Files are written atomically
-and never overwritten: a run id names one run forever. Readers validate and skip what does not match the schema.
+and never overwritten: a run id names one run forever. The one exception is a re-evaluation of the same run with new
+decoding settings (`trainers.reevaluate`): its metrics, outputs and generation are replaced, and
+`generation.reevaluated_at` says so. Readers validate and skip what does not match the schema.
 This is the single source of a run's metrics: the copy published with a model (its metrics.json in the store) is
-written from the same record by `store.publish_run`.
+written from the same record by `store.publish_run`, and, like a Hub commit, keeps the scores it was published with.
 
 The parts whose keys are fixed (a metric's CI, params, dataset, generation, the record itself) refuse unknown keys,
 so a typo or a field a newer writer added is caught where it is written, not where a chart reads it. `training` is
@@ -110,6 +112,7 @@ class Generation(_Closed):
     seconds: Finite | None = None
     scorer: str | None = None
     engine: str | None = None  # "ctranslate2" when that engine generated (None: PyTorch, as every earlier run)
+    reevaluated_at: str | None = None  # set when the outputs were regenerated after the run (trainers.reevaluate)
 
 
 class Run(_Closed):
@@ -193,11 +196,12 @@ def validate(run: dict) -> dict:
     return run
 
 
-def write_metrics(run: dict, path: str | Path | None = None) -> Path:
-    """Validate and write atomically; refuses to overwrite a finished run."""
+def write_metrics(run: dict, path: str | Path | None = None, *, replace: bool = False) -> Path:
+    """Validate and write atomically; refuses to overwrite a finished run unless `replace` (a re-evaluation of that
+    same run, trainers.reevaluate)."""
     validate(run)
     path = Path(path) if path else paths.RESULTS_DIR / f"{run['run_id']}.json"
-    if path.exists():
+    if path.exists() and not replace:
         raise FileExistsError(f"{path}: a run with id {run['run_id']} already exists; runs are never overwritten")
     return atomic_write_json(path, run)
 

@@ -1,0 +1,115 @@
+"""Re-evaluate recorded runs with today's decoding settings, keeping what each run was.
+
+When the workbench's default decoding changes, the scores in `results/` describe outputs the app no longer serves.
+This regenerates each selected run's outputs from its published model (the store revision the record names), scores
+them, and rewrites the record under the same run id: its training, parameters, dataset and wall time stay; its metrics,
+per-example outputs and generation settings are new, and `generation.reevaluated_at` says when. A PPO or preference
+run's paired differences against its start adapter are measured again on the same dialogues.
+
+    python -m trainers.reevaluate                      # every run in results/ whose model is in the store
+    python -m trainers.reevaluate --runs ppo-20261130-191858-518a92 --no-repeat-ngram-size 0
+
+Runs that generate nothing (the reward model, a rule baseline) and runs whose revision is gone are skipped and named.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from trainers import common, options
+from trainers.options import ConfigError, arg
+from workbench import evaluation, modeling, paths, prompts, results, scoring, store, toxicity
+from workbench.generation import GenerationSettings, generate
+from workbench.io import atomic_write_jsonl
+
+TRAINED, START = "trained", "start"  # adapter names when a policy run is compared with its start
+
+
+@dataclasses.dataclass
+class ReevaluateRecipe(options.Options):
+    runs: list[str] = arg([], "run ids to re-evaluate (empty = every run in the results folder)")
+    results_dir: str | None = arg(None, "the results folder (None = the workbench's results/)")
+    batch_size: int = arg(32, "generation batch size", positive=True)
+    no_repeat_ngram_size: int = arg(GenerationSettings.no_repeat_ngram_size,
+                                    "no n-gram of this size twice in a summary (0 = plain greedy)", within="[0, 10]")
+
+
+def policy_start(run: dict) -> str | None:
+    """The adapter a PPO or preference run started from, if the record names one."""
+    return (run.get("training") or {}).get("policy_start")
+
+
+def generate_outputs(run: dict, rows: list[dict], settings: GenerationSettings, batch_size: int):
+    """(outputs, start outputs or None) of the run's published model on `rows`."""
+    folder = common.resolve_model(run["model_id"], run["revision"])
+    texts = [prompts.zero_shot(r["dialogue"]) for r in rows]
+    if not (folder / "adapter_config.json").exists():
+        model = modeling.load_model(folder, dtype="fp32", device=common.device())
+        return generate(model, modeling.load_tokenizer(folder), texts, settings, batch_size=batch_size,
+                        progress=True), None
+    base_folder = common.resolve_model(run["base_model"], field="base")
+    adapters = {TRAINED: folder}
+    if policy_start(run):
+        adapters[START] = common.resolve_model(policy_start(run), field="policy_start")
+    model = modeling.load_adapters(modeling.load_model(base_folder, dtype="fp32", device=common.device()), adapters)
+    names = [name for name in adapters for _ in rows]
+    outputs = generate(model, modeling.load_tokenizer(base_folder), texts * len(adapters), settings,
+                       adapter_names=names, batch_size=batch_size, progress=True)
+    return outputs[: len(rows)], (outputs[len(rows):] if policy_start(run) else None)
+
+
+def reevaluate(run: dict, settings: GenerationSettings, batch_size: int, results_dir: Path) -> dict:
+    rows = common.load_rows(run["dataset"]["id"], run["dataset"]["split"])
+    if len(rows) != run["dataset"]["n"]:
+        raise ConfigError(f"{run['run_id']}: {run['dataset']['id']} [{run['dataset']['split']}] has "
+                                 f"{len(rows)} rows, the run scored {run['dataset']['n']}")
+    scorer = toxicity.load_scorer(run["generation"].get("scorer") or "profanity-check")
+    outputs, start = generate_outputs(run, rows, settings, batch_size)
+    records = evaluation.score_outputs(outputs, rows, scorer,
+                                       keep_references=evaluation.keeps_references(run["dataset"]["id"]))
+    metrics = evaluation.summarize_scores(records)
+    if start is not None:
+        references = [r["references"] for r in rows]
+        metrics.update(evaluation.paired_vs_start(start, outputs, scorer.score(start), [r["toxicity"] for r in records],
+                                                  scoring.rouge_per_example(start, references),
+                                                  [{k: r[k] for k in scoring.ROUGE_TYPES} for r in records]))
+    kept = {k: v for k, v in run["metrics"].items() if k not in metrics and not k.endswith(("_start", "_vs_start"))}
+    generation = {**run["generation"], **settings.as_dict(), "batch_size": batch_size, "dtype": "float32",
+                  "engine": None, "reevaluated_at": results.utc_now()}
+    new = results.validate({**run, "metrics": {**metrics, **kept}, "generation": generation})
+    atomic_write_jsonl(results_dir / run["outputs_file"], records)
+    results.write_metrics(new, results_dir / f"{run['run_id']}.json", replace=True)
+    return new
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    config = options.parse(ReevaluateRecipe, argv, description=__doc__)
+    results_dir = Path(config.results_dir or paths.RESULTS_DIR)
+    runs = [r for r in results.list_runs(results_dir) if not config.runs or r["run_id"] in config.runs]
+    missing = set(config.runs) - {r["run_id"] for r in runs}
+    if missing:
+        raise ConfigError(f"runs: not in {results_dir}: {', '.join(sorted(missing))}")
+    settings = GenerationSettings(no_repeat_ngram_size=config.no_repeat_ngram_size)
+    done = []
+    for run in runs:
+        why = ("it generates nothing" if not run.get("generation") or run.get("method") == "baseline" else
+               "it was not published" if not run.get("revision") else None)
+        try:
+            why = why or common.resolve_model(run["model_id"], run["revision"]) and None
+        except store.StoreError:
+            why = f"revision {run['revision']} of {run['model_id']} is not in the store"
+        if why:
+            print(f"skipped {run['run_id']}: {why}")
+            continue
+        new = reevaluate(run, dataclasses.replace(settings, max_new_tokens=run["generation"].get("max_new_tokens")
+                                                  or settings.max_new_tokens), config.batch_size, results_dir)
+        before, after = run["metrics"]["rouge1"]["mean"], new["metrics"]["rouge1"]["mean"]
+        print(f"{run['run_id']}: ROUGE-1 {before:.4f} -> {after:.4f} ({run['dataset']['id']} [{run['dataset']['split']}])")
+        done.append(new)
+    return done
+
+
+if __name__ == "__main__":
+    raise SystemExit(common.cli(main))
