@@ -13,6 +13,7 @@ import gradio as gr
 
 from workbench import inputs
 from workbench.app_service import CompareResult, SlotOutput, WorkbenchService
+from workbench.generation import GenerationSettings
 from workbench.modelset import MAX_SHOWN, MIN_SHOWN
 from workbench.ui.common import (esc, example_picker, guard, highlight_value, notice_html, oauth_available,
                                  rouge_badges, tox_badge, wire_example_picker)
@@ -142,7 +143,9 @@ def build_inputs(service: WorkbenchService):
                                    info=f"Enables ROUGE and the word highlight; separate several references with a "
                                         f"line '{inputs.REFERENCE_SEPARATOR}'.")
         with gr.Column(scale=2, min_width=420, elem_id="compare-settings"):
-            decoding = gr.Radio(list(inputs.DECODING), value="greedy", label="Decoding", elem_id="compare-decoding")
+            decoding = gr.Radio(list(inputs.DECODING), value="greedy", label="Decoding", elem_id="compare-decoding",
+                                info=f"No {GenerationSettings.no_repeat_ngram_size}-gram appears twice in a summary "
+                                     f"(small models otherwise loop).")
             with gr.Row():
                 max_new = gr.Slider(*inputs.GEN_RANGES["max_new_tokens"], value=64, step=1, label="Max new tokens",
                                     min_width=200)
