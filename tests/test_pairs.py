@@ -98,3 +98,13 @@ def test_bad_input_fails_fast_with_one_line(tmp_store, capsys):
     with pytest.raises(SystemExit) as done:
         run(["--help"])
     assert done.value.code == 0 and "--rouge-margin" in capsys.readouterr().out
+
+
+def test_candidates_are_the_policys_own_samples():
+    """Pairs sample as PPO's rollouts do, without the served decoding's n-gram ban (which would move the samples away
+    from the policy's distribution that preference optimisation reasons about)."""
+    from workbench.generation import GenerationSettings
+
+    sampling = pairs_trainer.PairsRecipe().sampling()
+    assert sampling.do_sample and sampling.no_repeat_ngram_size == 0 != GenerationSettings().no_repeat_ngram_size
+    assert sampling.to_kwargs()["no_repeat_ngram_size"] == 0

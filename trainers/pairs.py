@@ -64,8 +64,9 @@ class PairsRecipe(options.Publishing, options.SplitData, options.Policy):
         options.check_scorer("scorer", self.scorer)
 
     def sampling(self) -> GenerationSettings:
+        """The candidates are the policy's own samples, as PPO's rollouts are: no n-gram ban (the served default)."""
         return GenerationSettings(max_new_tokens=self.max_new_tokens, do_sample=True, temperature=self.temperature,
-                                  top_k=self.top_k, top_p=self.top_p)
+                                  top_k=self.top_k, top_p=self.top_p, no_repeat_ngram_size=0)
 
 
 def words(text: str) -> int:

@@ -106,8 +106,8 @@ def probe(model, tokenizer, rows: list[dict], *, references: bool = True, batch_
     prompt_texts = evaluation.eval_prompts(rows)  # what trainers.evaluate generates from
     rule = [baselines.restate(r["dialogue"]) for r in rows]
     forced = teacher_forced(model, tokenizer, prompt_texts, rule)
-    greedy = generate(model, tokenizer, prompt_texts, GenerationSettings(max_new_tokens=max_new_tokens),
-                      batch_size=batch_size)
+    plain = GenerationSettings(max_new_tokens=max_new_tokens, no_repeat_ngram_size=0)  # how far greedy drifts alone
+    greedy = generate(model, tokenizer, prompt_texts, plain, batch_size=batch_size)
     fidelity = scoring.rouge_per_example(greedy, [[t] for t in rule])
     out = {"n": len(rows), "teacher_forced_accuracy": forced["accuracy"], "first_content_token": forced["first_token"],
            "greedy_fidelity_rouge1": statistics.fmean(f["rouge1"] for f in fidelity),
