@@ -45,11 +45,14 @@ def test_a_policy_run_is_regenerated_under_its_id_with_paired_differences(tiny_m
                               settings=GenerationSettings(max_new_tokens=12, no_repeat_ngram_size=0))
     gone = evaluation.evaluate(None, None, data, evaluation.RunInfo(**{**vars(info), "revision": "0" * 12}),
                                predictions=["y"] * 4, results_dir=results_dir)
+    part = evaluation.evaluate(None, None, data[:3], info, predictions=["z"] * 3, results_dir=results_dir)
 
     done = reevaluate.main(["--results-dir", str(results_dir), "--no-repeat-ngram-size", "2", "--batch-size", "3"])
 
     assert [run["run_id"] for run in done] == [old["run_id"]]
-    assert f"skipped {gone['run_id']}: revision {'0' * 12} of test/tiny-ppo is not in the store" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert f"skipped {gone['run_id']}: revision {'0' * 12} of test/tiny-ppo is not in the store" in said
+    assert f"skipped {part['run_id']}: {data_dir} [test] has 4 rows, the run scored 3" in said
     new = results.read(results_dir / f"{old['run_id']}.json")  # schema-valid, same file
     assert {k: new[k] for k in ("run_id", "training", "params", "dataset", "wall_time_s", "revision")} == \
         {k: old[k] for k in ("run_id", "training", "params", "dataset", "wall_time_s", "revision")}

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from trainers import common, options
 from trainers.options import ConfigError, arg
-from workbench import evaluation, modeling, paths, prompts, results, scoring, store, toxicity
+from workbench import data, evaluation, modeling, paths, prompts, results, scoring, store, toxicity
 from workbench.generation import GenerationSettings, generate
 from workbench.io import atomic_write_jsonl
 
@@ -60,11 +60,21 @@ def generate_outputs(run: dict, rows: list[dict], settings: GenerationSettings, 
     return outputs[: len(rows)], (outputs[len(rows):] if policy_start(run) else None)
 
 
-def reevaluate(run: dict, settings: GenerationSettings, batch_size: int, results_dir: Path) -> dict:
-    rows = common.load_rows(run["dataset"]["id"], run["dataset"]["split"])
-    if len(rows) != run["dataset"]["n"]:
-        raise ConfigError(f"{run['run_id']}: {run['dataset']['id']} [{run['dataset']['split']}] has "
-                                 f"{len(rows)} rows, the run scored {run['dataset']['n']}")
+def skip_reason(run: dict) -> str | None:
+    """Why a run cannot be re-evaluated here, or None."""
+    if not run.get("generation") or run.get("method") == "baseline":
+        return "it generates nothing"
+    if not run.get("revision"):
+        return "it was not published"
+    try:
+        common.resolve_model(run["model_id"], run["revision"])
+    except store.StoreError:
+        return f"revision {run['revision']} of {run['model_id']} is not in the store"
+    return None
+
+
+def reevaluate(run: dict, rows: list[dict], settings: GenerationSettings, batch_size: int, results_dir: Path) -> dict:
+    """Regenerate, rescore and rewrite one run (see the module docstring); returns the new record."""
     scorer = toxicity.load_scorer(run["generation"].get("scorer") or "profanity-check")
     outputs, start = generate_outputs(run, rows, settings, batch_size)
     records = evaluation.score_outputs(outputs, rows, scorer,
@@ -94,19 +104,22 @@ def main(argv: list[str] | None = None) -> list[dict]:
     settings = GenerationSettings(no_repeat_ngram_size=config.no_repeat_ngram_size)
     done = []
     for run in runs:
-        why = ("it generates nothing" if not run.get("generation") or run.get("method") == "baseline" else
-               "it was not published" if not run.get("revision") else None)
-        try:
-            why = why or common.resolve_model(run["model_id"], run["revision"]) and None
-        except store.StoreError:
-            why = f"revision {run['revision']} of {run['model_id']} is not in the store"
+        why, rows, dataset = skip_reason(run), [], run["dataset"]
+        if why is None:
+            try:
+                rows = common.load_rows(dataset["id"], dataset["split"])
+            except data.DataError as err:
+                why = str(err)
+        if why is None and len(rows) != dataset["n"]:  # e.g. rows held out of a training file: not rebuilt here
+            why = f"{dataset['id']} [{dataset['split']}] has {len(rows)} rows, the run scored {dataset['n']}"
         if why:
             print(f"skipped {run['run_id']}: {why}")
             continue
-        new = reevaluate(run, dataclasses.replace(settings, max_new_tokens=run["generation"].get("max_new_tokens")
-                                                  or settings.max_new_tokens), config.batch_size, results_dir)
+        limit = run["generation"].get("max_new_tokens") or settings.max_new_tokens
+        new = reevaluate(run, rows, dataclasses.replace(settings, max_new_tokens=limit), config.batch_size,
+                         results_dir)
         before, after = run["metrics"]["rouge1"]["mean"], new["metrics"]["rouge1"]["mean"]
-        print(f"{run['run_id']}: ROUGE-1 {before:.4f} -> {after:.4f} ({run['dataset']['id']} [{run['dataset']['split']}])")
+        print(f"{run['run_id']}: ROUGE-1 {before:.4f} -> {after:.4f} ({dataset['id']} [{dataset['split']}])")
         done.append(new)
     return done
 
