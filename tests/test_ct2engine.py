@@ -26,6 +26,10 @@ from workbench import ct2engine  # noqa: E402
 
 PROMPTS = [prompts.zero_shot(d) for d, _ in DIALOGUES] + [prompts.zero_shot(d) for d in uf.DIALOGUES_EXTRA]
 GREEDY = GenerationSettings(max_new_tokens=12)
+# Merged adapters (CTranslate2) and unmerged ones (peft) round differently in the last bits. The tiny random models'
+# logits are nearly flat, and the n-gram ban moves the choice to the runner-up, often a near-tie, so a comparison
+# across the merge is made under plain greedy (1 of 24 PPO summaries differed in CI with the ban).
+PLAIN_GREEDY = GenerationSettings(max_new_tokens=12, no_repeat_ngram_size=0)
 
 
 @pytest.fixture(autouse=True)
@@ -115,8 +119,8 @@ def test_every_slot_served_by_its_converted_copy_answers_as_torch_and_peft(famil
     ct2_set = ModelSet(dataclasses.replace(config, engine="ctranslate2"), device="cpu", max_batch=1)
     assert ct2_set.available == list(SLOTS) and ct2_set.compute_type == "float32"
     assert ct2_set.call_groups(SLOTS) == [["base"], ["lora"], ["ppo"], ["full"]]
-    want = torch_set.generate_slots(SLOTS, PROMPTS, GREEDY)
-    got = ct2_set.generate_slots(SLOTS, PROMPTS, GREEDY)
+    want = torch_set.generate_slots(SLOTS, PROMPTS, PLAIN_GREEDY)
+    got = ct2_set.generate_slots(SLOTS, PROMPTS, PLAIN_GREEDY)
     assert got == want
     assert want["lora"] != want["base"] and want["ppo"] != want["lora"]  # the adapters change the outputs
     # the header names the engine that serves, not the torch precision it would have used
