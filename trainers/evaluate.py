@@ -41,7 +41,8 @@ class EvaluateRecipe(options.Scoring, options.SplitData):
     max_new_tokens: int = arg(64, "summary length limit", positive=True)
     num_beams: int = arg(1, "beam search width (1 = greedy)", positive=True)
     no_repeat_ngram_size: int = arg(GenerationSettings.no_repeat_ngram_size,
-                                    "no n-gram of this size twice in a summary (0 = off: plain greedy)")
+                                    "no n-gram of this size twice in a summary (0 = off: plain greedy)",
+                                    within="[0, 10]")
     engine: Literal["torch", "ctranslate2"] = arg("torch", "what generates: PyTorch (+ peft), or a CTranslate2 copy "
                                                   "(optional package; adapters merged into the copy)")
 

@@ -15,16 +15,16 @@ Runs that generate nothing (the reward model, a rule baseline) and runs whose re
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 from trainers import common, options
+from trainers.evaluate import ADAPTER, load_for_eval
 from trainers.options import ConfigError, arg
-from workbench import data, evaluation, modeling, paths, prompts, results, scoring, store, toxicity
+from workbench import data, evaluation, paths, results, scoring, store, toxicity
 from workbench.generation import GenerationSettings, generate
 from workbench.io import atomic_write_jsonl
 
-TRAINED, START = "trained", "start"  # adapter names when a policy run is compared with its start
+START = "start"  # the start adapter's name beside the evaluated one (trainers.evaluate.ADAPTER)
 
 
 @dataclasses.dataclass
@@ -42,22 +42,17 @@ def policy_start(run: dict) -> str | None:
 
 
 def generate_outputs(run: dict, rows: list[dict], settings: GenerationSettings, batch_size: int):
-    """(outputs, start outputs or None) of the run's published model on `rows`."""
-    folder = common.resolve_model(run["model_id"], run["revision"])
-    texts = [prompts.zero_shot(r["dialogue"]) for r in rows]
-    if not (folder / "adapter_config.json").exists():
-        model = modeling.load_model(folder, dtype="fp32", device=common.device())
-        return generate(model, modeling.load_tokenizer(folder), texts, settings, batch_size=batch_size,
-                        progress=True), None
-    base_folder = common.resolve_model(run["base_model"], field="base")
-    adapters = {TRAINED: folder}
-    if policy_start(run):
-        adapters[START] = common.resolve_model(policy_start(run), field="policy_start")
-    model = modeling.load_adapters(modeling.load_model(base_folder, dtype="fp32", device=common.device()), adapters)
-    names = [name for name in adapters for _ in rows]
-    outputs = generate(model, modeling.load_tokenizer(base_folder), texts * len(adapters), settings,
-                       adapter_names=names, batch_size=batch_size, progress=True)
-    return outputs[: len(rows)], (outputs[len(rows):] if policy_start(run) else None)
+    """(outputs, start outputs or None) of the run's published model on `rows`, loaded as trainers.evaluate loads
+    it; a policy run's start adapter joins it on the same base, in the same mixed-adapter batches."""
+    model, tokenizer, _ = load_for_eval(run["model_id"], run["revision"], run["base_model"], "fp32")
+    texts, n = evaluation.eval_prompts(rows), len(rows)
+    if not policy_start(run):
+        return generate(model, tokenizer, texts, settings, batch_size=batch_size, progress=True), None
+    model.load_adapter(str(common.resolve_model(policy_start(run), field="policy_start")), adapter_name=START,
+                       is_trainable=False, use_safetensors=True)
+    outputs = generate(model, tokenizer, texts + texts, settings, adapter_names=[ADAPTER] * n + [START] * n,
+                       batch_size=batch_size, progress=True)
+    return outputs[:n], outputs[n:]
 
 
 def skip_reason(run: dict) -> str | None:
