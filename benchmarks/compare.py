@@ -7,7 +7,8 @@ ours   what the app's Compare tab does: `ModelSet.summarize` with dtype auto (pe
        for base/LoRA/PPO over one copy of the base weights, then the full model.
 
 Greedy, 64 new tokens, with `min_new_tokens=64` on both sides so that random weights cannot stop one side early.
-Extra rows (full runs) split the gain: the same ModelSet in fp32 (batching alone) and in bf16 (only where bf16 is
+Extra rows (full runs) split the gain: the same ModelSet in fp32 (batching alone; and with plain nn.Linear decoding
+steps instead of `modeling.BlockedLinear`, to show what the blocks gain) and in bf16 (only where bf16 is
 native), and torch.ao dynamic int8 quantisation; and, where the optional ctranslate2 package is installed, the
 same ModelSet with `engine: ctranslate2` in int8 and fp32 (every slot a converted copy, adapters merged; issue 18's
 keep-rule reads these rows against `ours`). All are timed interleaved with the two main paths.
@@ -18,7 +19,7 @@ from __future__ import annotations
 from statistics import median
 
 from benchmarks.common import Goal, Result, interleaved, naive_generate
-from benchmarks.family import ct2_available
+from benchmarks.family import PLAIN_FP32, ct2_available
 from workbench import modeling, prompts
 from workbench.generation import GenerationSettings
 from workbench.modelset import SLOTS
@@ -37,6 +38,8 @@ def run(bench) -> Result:
     variants = [v for v in VARIANTS if v != "bf16" or modeling.cpu_has_bf16()]  # emulated bf16 takes minutes
     variants += list(CT2_VARIANTS) if ct2_available() else []
     sets = {"ours": bench.modelset(), **({} if bench.quick else {f"ours, {v}": bench.modelset(v) for v in variants})}
+    if "ours, fp32" in sets:
+        sets["ours, fp32 plain linear"] = bench.modelset(PLAIN_FP32)
 
     def naive(generation=settings):
         return [naive_generate(model, tok, prompt, generation) for model, tok in naive_models.values()]
@@ -67,4 +70,6 @@ def _precision(name: str, sets: dict) -> str:
 def engine_label(models) -> str:
     """What a ModelSet computes with: its torch precision, or "ctranslate2 <compute type>"."""
     compute_type = getattr(models, "compute_type", None)
-    return f"ctranslate2 {compute_type}" if compute_type else str(models.precision)
+    if compute_type:
+        return f"ctranslate2 {compute_type}"
+    return f"{models.precision}, plain linear" if getattr(models, "plain_linear", False) else str(models.precision)

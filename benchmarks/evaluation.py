@@ -13,6 +13,9 @@ Random weights write noise, so on them "ROUGE holds" says little. The check that
 family (store/, its whole test split of 240 dialogues, natural lengths): fp32 vs what the app serves (auto), and for
 comparison plain bf16 and torch.ao dynamic int8.
 
+Where ours is fp32 (AVX2-only CPUs), the same ModelSet with its decoding steps on the ordinary BLAS product
+(`fp32-plain`, as before `modeling.BlockedLinear`) is timed beside it.
+
 Where the optional ctranslate2 package is installed, the same ModelSet with `engine: ctranslate2` in int8 and fp32
 (`ct2-int8`, `ct2-fp32`) is timed interleaved with naive and ours, checked on the trained demo family like the torch
 variants, and its peak memory read in a fresh process per variant; the result's details.engine applies issue 18's
@@ -27,7 +30,7 @@ from statistics import median
 
 from benchmarks.common import Goal, Result, agreement, interleaved, naive_generate, rss_mb
 from benchmarks.compare import CT2_VARIANTS, engine_label
-from benchmarks.family import ct2_available, load_modelset, load_naive
+from benchmarks.family import PLAIN_FP32, ct2_available, load_modelset, load_naive
 from workbench import data, prompts
 from workbench.generation import GenerationSettings
 from workbench.modelset import DEFAULT_CONFIG, SLOTS
@@ -43,6 +46,8 @@ def run(bench) -> Result:
     settings = GenerationSettings(max_new_tokens=64, min_new_tokens=64)
     naive_models, ours = bench.naive_models(), bench.modelset()
     sets = {"ours": ours, **({v: bench.modelset(v) for v in CT2_VARIANTS} if ct2_available() else {})}
+    if ours.precision.key == "fp32" and not bench.quick:  # where ours is fp32: what its blocked decoding gains
+        sets[PLAIN_FP32] = bench.modelset(PLAIN_FP32)
     outputs: dict[str, dict] = {}
 
     def naive():

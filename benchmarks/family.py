@@ -198,6 +198,20 @@ def load_naive(folders: dict[str, Path]) -> dict:
 CT2_PREFIX = "ct2-"  # a variant "ct2-int8" / "ct2-fp32": engine ctranslate2 with that dtype
 
 
+PLAIN_FP32 = "fp32-plain"  # the fp32 ModelSet with its decoding steps on the ordinary BLAS product
+
+
+def plain_linear(models):
+    """An fp32 ModelSet as it was before `modeling.BlockedLinear`: every linear layer's decoding steps back on the
+    ordinary product (benchmarks' "fp32 plain linear" rows measure what the blocks gain)."""
+    for engine in models.engines:
+        for module in engine.model.modules():
+            if isinstance(module, modeling.BlockedLinear):
+                module.__class__ = torch.nn.Linear
+    models.plain_linear = True
+    return models
+
+
 def load_modelset(config_path: Path, dtype: str | None = None):
     """The app's loader on a models config (optionally forcing a dtype, or a "ct2-<dtype>" variant: the CTranslate2
     engine in that dtype); the store is whatever paths.STORE_DIR is. A benchmark family's converted copies go to a
@@ -210,6 +224,8 @@ def load_modelset(config_path: Path, dtype: str | None = None):
         if Path(config_path).resolve() != DEFAULT_CONFIG.resolve():
             with _ct2_cache(Path(config_path).parent / "ct2-cache"):
                 return ModelSet(config, device="cpu")
+    elif dtype == PLAIN_FP32:
+        return plain_linear(ModelSet(dataclasses.replace(config, dtype="fp32"), device="cpu"))
     elif dtype:
         config = dataclasses.replace(config, dtype=dtype)
     return ModelSet(config, device="cpu")
