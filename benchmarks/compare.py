@@ -8,7 +8,7 @@ ours   what the app's Compare tab does: `ModelSet.summarize` with dtype auto (pe
 
 Greedy, 64 new tokens, with `min_new_tokens=64` on both sides so that random weights cannot stop one side early.
 Extra rows (full runs) split the gain: the same ModelSet in fp32 (batching alone; and with plain nn.Linear decoding
-steps instead of `modeling.BlockedLinear`, to show what the blocks gain) and in bf16 (only where bf16 is
+steps instead of `modeling.DecodingLinear`, to show what it gains) and in bf16 (only where bf16 is
 native), and torch.ao dynamic int8 quantisation; and, where the optional ctranslate2 package is installed, the
 same ModelSet with `engine: ctranslate2` in int8 and fp32 (every slot a converted copy, adapters merged; issue 18's
 keep-rule reads these rows against `ours`). All are timed interleaved with the two main paths.

@@ -14,7 +14,7 @@ family (store/, its whole test split of 240 dialogues, natural lengths): fp32 vs
 comparison plain bf16 and torch.ao dynamic int8.
 
 Where ours is fp32 (AVX2-only CPUs), the same ModelSet with its decoding steps on the ordinary BLAS product
-(`fp32-plain`, as before `modeling.BlockedLinear`) is timed beside it.
+(`fp32-plain`, as before `modeling.DecodingLinear`) is timed beside it.
 
 Where the optional ctranslate2 package is installed, the same ModelSet with `engine: ctranslate2` in int8 and fp32
 (`ct2-int8`, `ct2-fp32`) is timed interleaved with naive and ours, checked on the trained demo family like the torch
@@ -46,7 +46,7 @@ def run(bench) -> Result:
     settings = GenerationSettings(max_new_tokens=64, min_new_tokens=64)
     naive_models, ours = bench.naive_models(), bench.modelset()
     sets = {"ours": ours, **({v: bench.modelset(v) for v in CT2_VARIANTS} if ct2_available() else {})}
-    if ours.precision.key == "fp32" and not bench.quick:  # where ours is fp32: what its blocked decoding gains
+    if ours.precision.key == "fp32" and not bench.quick:  # where ours is fp32: what its decoding layers gain
         sets[PLAIN_FP32] = bench.modelset(PLAIN_FP32)
     outputs: dict[str, dict] = {}
 

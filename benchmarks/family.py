@@ -202,11 +202,11 @@ PLAIN_FP32 = "fp32-plain"  # the fp32 ModelSet with its decoding steps on the or
 
 
 def plain_linear(models):
-    """An fp32 ModelSet as it was before `modeling.BlockedLinear`: every linear layer's decoding steps back on the
+    """An fp32 ModelSet as it was before `modeling.DecodingLinear`: every linear layer's decoding steps back on the
     ordinary product (benchmarks' "fp32 plain linear" rows measure what the blocks gain)."""
     for engine in models.engines:
         for module in engine.model.modules():
-            if isinstance(module, modeling.BlockedLinear):
+            if isinstance(module, modeling.DecodingLinear):
                 module.__class__ = torch.nn.Linear
     models.plain_linear = True
     return models

@@ -129,31 +129,35 @@ def test_lora_rows_round_the_same_whatever_else_is_in_the_product():
     assert torch.equal(rowwise(prompt)[1], rowwise(prompt[1:2])[0])
 
 
+@pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "blocks"])
 @pytest.mark.parametrize("shape", [(256, 640), (6000, 256)])  # the demo family's feed-forward output and lm_head
-def test_fp32_decoding_rows_round_the_same_whatever_else_is_in_the_product(shape):
+def test_fp32_decoding_rows_round_the_same_whatever_else_is_in_the_product(shape, onednn, monkeypatch):
+    if onednn and not modeling.onednn_linear_available():
+        pytest.skip("this PyTorch build has no oneDNN linear op; the blocks case covers the fallback")
+    monkeypatch.setattr(modeling, "onednn_linear_available", lambda: onednn)
     out_features, in_features = shape
     torch.manual_seed(0)
     linear = nn.Linear(in_features, out_features)
-    blocked = nn.Linear(in_features, out_features)
-    blocked.load_state_dict(linear.state_dict())
-    assert modeling.blocked_decoding(nn.ModuleDict({"wo": blocked, "lora_A": nn.Linear(4, 4)})) == 1
-    assert isinstance(blocked, modeling.BlockedLinear)
+    served = nn.Linear(in_features, out_features)
+    served.load_state_dict(linear.state_dict())
+    assert modeling.fp32_decoding(nn.ModuleDict({"wo": served, "lora_A": nn.Linear(4, 4)})) == 1
+    assert isinstance(served, modeling.DecodingLinear)
     step = torch.randn(23, 1, in_features)  # a decoding step: one position for each of 23 sequences
-    alone = torch.cat([blocked(step[i: i + 1]) for i in range(len(step))])
+    alone = torch.cat([served(step[i: i + 1]) for i in range(len(step))])
     for rows in (2, 3, 4, 5, 9, 23):
-        assert torch.equal(blocked(step[:rows]), alone[:rows]), rows
-    torch.testing.assert_close(blocked(step), linear(step))
+        assert torch.equal(served(step[:rows]), alone[:rows]), rows
+    torch.testing.assert_close(served(step), linear(step))
     prompt = torch.randn(2, 9, in_features)  # many positions per sequence: the ordinary product
-    assert torch.equal(blocked(prompt), linear(prompt))
+    assert torch.equal(served(prompt), linear(prompt))
 
 
-def test_fp32_serving_blocks_every_linear_layer_but_lora(config):
+def test_fp32_serving_gives_every_linear_layer_but_lora_its_decoding_layer(config):
     ms = ModelSet(dataclasses.replace(config, dtype="fp32"), device="cpu")
     layers = [(name, type(module)) for engine in ms.engines for name, module in engine.model.named_modules()
               if isinstance(module, nn.Linear)]
-    assert any(kind is modeling.BlockedLinear and name.endswith("lm_head") for name, kind in layers)
+    assert any(kind is modeling.DecodingLinear and name.endswith("lm_head") for name, kind in layers)
     assert all(kind is modeling.RowwiseLinear for name, kind in layers if "lora_" in name)
-    assert all(kind is modeling.BlockedLinear for name, kind in layers if "lora_" not in name)
+    assert all(kind is modeling.DecodingLinear for name, kind in layers if "lora_" not in name)
 
 
 def test_int8_layers_pick_their_kernel_by_step_not_by_batch_size():

@@ -371,8 +371,9 @@ def prepare_for_inference(model, precision: Precision):
     - Wherever the head is not plain fp32, its leading logits recomputed in fp32 from its unquantised weights
       (`ExactTopLogits`): this removes the head's own rounding, not the layers' below it, so outputs still differ
       from fp32 sometimes.
-    - In fp32 on CPU, decoding steps through every linear layer in fixed blocks of four rows (`BlockedLinear`): 2-6x
-      faster per layer than the BLAS call at 2-8 rows, and a row's rounding no longer depends on its batch.
+    - In fp32 on CPU, decoding steps through every linear layer on oneDNN's matmul (`DecodingLinear`): 2-5x faster
+      per layer than MKL's at 2-4 rows, faster at every batch size, and a row's rounding no longer depends on its
+      batch.
     - LoRA matrices stay fp32 (peft's default; at decoding sizes fp32 matmuls are the faster ones on CPU) and compute
       row by row (`RowwiseLinear`), so that a request's answer does not depend on what else shares its batch.
     """
@@ -386,7 +387,7 @@ def prepare_for_inference(model, precision: Precision):
     elif precision.dynamic_int8:
         quantize_dynamic_int8(model)
     elif precision.dtype == torch.float32 and core.device.type == "cpu":
-        blocked_decoding(model)
+        fp32_decoding(model)
     rowwise_lora(model)
     return model.eval()
 
@@ -529,21 +530,21 @@ class RowwiseLinear(nn.Linear):
         return y.reshape(*x.shape[:-1], self.out_features)
 
 
-class BlockedLinear(nn.Linear):
-    """An fp32 linear layer whose decoding steps (one position per sequence) are computed as `W @ x.T` in fixed
-    blocks of `BLOCK` rows, zero-padded: faster at the few rows a decoding step has, and each row rounded the same
-    however many rows come with it. Prompts (many positions) take the ordinary product.
+class DecodingLinear(nn.Linear):
+    """An fp32 linear layer served on a CPU: its decoding steps (one position per sequence) are fast at a few rows and
+    round each row the same however many rows come with it. Prompts (many positions) take the ordinary product.
 
-    Measured with MKL on a 2-core AVX512 CPU, fp32, FLAN-T5-base's shapes (also with MKL capped to AVX2):
-    - speed: `x @ W.T` (what nn.Linear runs) costs 2-3x more at 2-4 rows than at one (768 x 2048: 330 us at 1 row,
-      770 us at 3), and the 32128-row lm_head 7.4 ms at 1 row, 24 ms at 3. The other orientation, `W @ x.T`, takes
-      another kernel that reads the weights once for all rows: 570 us and 4.1 ms at 3 rows padded to 4. Beyond ~16
-      rows the ordinary product is faster again (29 ms against 64 ms for the lm_head at 60 rows), a cost paid only
-      under heavy concurrent load.
-    - rounding: the ordinary product rounds a row one way alone, another among 2-3 rows and a third among 4 or
-      more, so a Compare answered alone and one micro-batched with other users' requests could differ in the last
-      bit, and greedy decoding turns a last-bit difference in a near tie into another summary. Blocks of one shape
-      (`bmm`) give every row the same arithmetic (checked for 1-64 rows; tests/test_batching.py).
+    Why, measured with PyTorch 2.13 on a 2-core AVX512 CPU in fp32 at FLAN-T5-base's shapes, and again with every
+    kernel library capped to AVX2 (what `auto` serves fp32 on):
+    - MKL's `x @ W.T`, which nn.Linear runs, costs 2-3x more at 2-4 rows than at one (the 32128-row lm_head: 7.4 ms
+      at 1 row, 24 ms at 3), and rounds a row one way alone, another among 2-3 rows and a third among 4 or more: a
+      Compare answered alone and the same one micro-batched with other users' requests could differ in the last
+      bit, and greedy decoding turns a last-bit difference at a near tie into another summary.
+    - oneDNN's fp32 matmul (`torch.ops.mkldnn._linear_pointwise`, the op PyTorch's own CPU compiler emits) rounds a
+      row the same among any 2-64 rows and is the fastest at every row count from 8 up (the lm_head: 5.4 ms at 3
+      rows, 18 ms at 60 against 30 ms), so a lone row is decoded beside a zero row.
+    - Where that op is missing, `W @ x.T` in zero-padded blocks of four rows (`bmm`, one shape whatever the batch):
+      as fast at 2-4 rows (4.0 ms for the lm_head), up to 3x slower than the others from 16 rows on.
     """
 
     BLOCK = 4
@@ -553,23 +554,45 @@ class BlockedLinear(nn.Linear):
             return super().forward(x)
         rows = x.reshape(-1, self.in_features)
         n = rows.shape[0]
-        if n % self.BLOCK:
-            rows = torch.cat([rows, rows.new_zeros(self.BLOCK - n % self.BLOCK, self.in_features)])
-        blocks = rows.view(-1, self.BLOCK, self.in_features).transpose(1, 2)  # (blocks, in, BLOCK)
-        y = torch.bmm(self.weight.expand(blocks.shape[0], -1, -1), blocks)  # (blocks, out, BLOCK)
-        y = y.transpose(1, 2).reshape(-1, self.out_features)[:n]
-        if self.bias is not None:
-            y = y + self.bias
+        if onednn_linear_available():
+            if n == 1:
+                rows = torch.cat([rows, rows.new_zeros(1, self.in_features)])
+            y = torch.ops.mkldnn._linear_pointwise(rows, self.weight, self.bias, "none", [], "")[:n]
+        else:
+            y = _blocked_product(rows, self.weight, self.BLOCK)[:n]
+            if self.bias is not None:
+                y = y + self.bias
         return y.reshape(*x.shape[:-1], self.out_features)
 
 
-def blocked_decoding(model) -> int:
+def _blocked_product(rows: torch.Tensor, weight: torch.Tensor, block: int) -> torch.Tensor:
+    """rows @ weight.T computed as weight @ block.T for zero-padded blocks of `block` rows, all of one shape."""
+    if rows.shape[0] % block:
+        rows = torch.cat([rows, rows.new_zeros(block - rows.shape[0] % block, rows.shape[1])])
+    blocks = rows.view(-1, block, rows.shape[1]).transpose(1, 2)  # (blocks, in, block)
+    return torch.bmm(weight.expand(blocks.shape[0], -1, -1), blocks).transpose(1, 2).reshape(-1, weight.shape[0])
+
+
+@functools.cache
+def onednn_linear_available() -> bool:
+    """Whether this PyTorch build runs oneDNN's fp32 linear op, and it agrees with the ordinary product."""
+    if not torch.backends.mkldnn.is_available() or not hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+        return False
+    try:
+        weight, rows = torch.randn(8, 16), torch.randn(2, 16)
+        out = torch.ops.mkldnn._linear_pointwise(rows, weight, None, "none", [], "")
+    except (RuntimeError, TypeError):
+        return False
+    return bool(torch.allclose(out, rows @ weight.T, atol=1e-4))
+
+
+def fp32_decoding(model) -> int:
     """Make every plain fp32 nn.Linear of a served model but the LoRA matrices (those are `RowwiseLinear`) a
-    `BlockedLinear`, in place; returns how many."""
+    `DecodingLinear`, in place; returns how many."""
     count = 0
     for name, module in model.named_modules():
         if type(module) is nn.Linear and "lora_" not in name and module.weight.dtype == torch.float32:
-            module.__class__ = BlockedLinear
+            module.__class__ = DecodingLinear
             count += 1
     return count
 
