@@ -203,7 +203,7 @@ PLAIN_FP32 = "fp32-plain"  # the fp32 ModelSet with its decoding steps on the or
 
 def plain_linear(models):
     """An fp32 ModelSet as it was before `modeling.DecodingLinear`: every linear layer's decoding steps back on the
-    ordinary product (benchmarks' "fp32 plain linear" rows measure what the blocks gain)."""
+    ordinary product (benchmarks' "fp32 plain linear" rows measure what `DecodingLinear` gains)."""
     for engine in models.engines:
         for module in engine.model.modules():
             if isinstance(module, modeling.DecodingLinear):
