@@ -92,6 +92,8 @@ def test_float32_outputs_equal_torch_fp32(tiny_model_dir, tiny_tokenizer, settin
 def test_what_the_engine_cannot_do_is_refused_in_one_line(monkeypatch):
     with pytest.raises(ct2engine.EngineError, match="sampling with beam search") as err:
         ct2engine.decoding_options(GenerationSettings(do_sample=True, num_beams=2))
+    with pytest.raises(ct2engine.EngineError, match="copy_bias"):
+        ct2engine.decoding_options(GenerationSettings(copy_bias=3.0))
     assert "\n" not in str(err.value)
     with pytest.raises(ct2engine.EngineError, match="dtype fp16 on cpu is not supported"):
         ct2engine.compute_type("fp16", "cpu")

@@ -43,6 +43,9 @@ class EvaluateRecipe(options.Scoring, options.SplitData):
     no_repeat_ngram_size: int = arg(GenerationSettings.no_repeat_ngram_size,
                                     "no n-gram of this size twice in a summary (0 = off: plain greedy)",
                                     within="[0, 10]")
+    copy_bias: float = arg(0.0, "lean towards the dialogue's own words (workbench.generation.CopyBias; 0 = none, as "
+                           "the app serves; README \"Copy bias\" has what 3 does to the demo family)",
+                           within="[0, 20]")
     engine: Literal["torch", "ctranslate2"] = arg("torch", "what generates: PyTorch (+ peft), or a CTranslate2 copy "
                                                   "(optional package; adapters merged into the copy)")
 
@@ -92,7 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
     folder = common.resolve_model(config.model, config.revision)  # a wrong name fails here, before any loading
     scorer = toxicity.load_scorer(config.toxicity)
     settings = GenerationSettings(max_new_tokens=config.max_new_tokens, num_beams=config.num_beams,
-                                  no_repeat_ngram_size=config.no_repeat_ngram_size)
+                                  no_repeat_ngram_size=config.no_repeat_ngram_size, copy_bias=config.copy_bias)
     record = published_record(folder)
     method = config.method or record.get("method", "eval")
     if config.engine == "ctranslate2":

@@ -8,6 +8,7 @@ run's paired differences against its start adapter are measured again on the sam
 
     python -m trainers.reevaluate                      # every run in results/ whose model is in the store
     python -m trainers.reevaluate --runs ppo-20261130-191858-518a92 --no-repeat-ngram-size 0
+    python -m trainers.reevaluate --results-dir /tmp/copy-of-results --copy-bias 3   # what-if, results/ untouched
 
 Runs that generate nothing (the reward model, a rule baseline) and runs whose revision is gone are skipped and named.
 """
@@ -34,6 +35,8 @@ class ReevaluateRecipe(options.Options):
     batch_size: int = arg(32, "generation batch size", positive=True)
     no_repeat_ngram_size: int = arg(GenerationSettings.no_repeat_ngram_size,
                                     "no n-gram of this size twice in a summary (0 = plain greedy)", within="[0, 10]")
+    copy_bias: float = arg(0.0, "lean towards the dialogue's own words (workbench.generation.CopyBias; 0 = none, as "
+                           "the app serves)", within="[0, 20]")
 
 
 def policy_start(run: dict) -> str | None:
@@ -96,7 +99,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     missing = set(config.runs) - {r["run_id"] for r in runs}
     if missing:
         raise ConfigError(f"runs: not in {results_dir}: {', '.join(sorted(missing))}")
-    settings = GenerationSettings(no_repeat_ngram_size=config.no_repeat_ngram_size)
+    settings = GenerationSettings(no_repeat_ngram_size=config.no_repeat_ngram_size, copy_bias=config.copy_bias)
     done = []
     for run in runs:
         why, rows, dataset = skip_reason(run), [], run["dataset"]

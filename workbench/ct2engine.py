@@ -218,6 +218,9 @@ def decoding_options(settings: GenerationSettings) -> dict:
     if settings.do_sample and settings.num_beams > 1:
         raise EngineError("engine ctranslate2: sampling with beam search (do_sample with num_beams > 1) is not "
                           "supported; use num_beams 1 or engine torch")
+    if settings.copy_bias:
+        raise EngineError("engine ctranslate2: copy_bias is applied by the torch engine only; set it to 0 or use "
+                          "engine torch")
     options = dict(beam_size=settings.num_beams, max_decoding_length=settings.max_new_tokens,
                    min_decoding_length=settings.min_new_tokens, repetition_penalty=settings.repetition_penalty,
                    no_repeat_ngram_size=settings.no_repeat_ngram_size)

@@ -105,6 +105,7 @@ class Generation(_Closed):
     top_p: Finite | None = None
     repetition_penalty: Finite | None = None
     no_repeat_ngram_size: int | None = None
+    copy_bias: Finite | None = None  # absent in runs made before it existed: no bias
     min_new_tokens: int | None = None
     prompt: str | None = None
     batch_size: int | None = None
