@@ -47,7 +47,8 @@ def test_a_policy_run_is_regenerated_under_its_id_with_paired_differences(tiny_m
                                predictions=["y"] * 4, results_dir=results_dir)
     part = evaluation.evaluate(None, None, data[:3], info, predictions=["z"] * 3, results_dir=results_dir)
 
-    done = reevaluate.main(["--results-dir", str(results_dir), "--no-repeat-ngram-size", "2", "--batch-size", "3"])
+    done = reevaluate.main(["--results-dir", str(results_dir), "--no-repeat-ngram-size", "2", "--batch-size", "3",
+                             "--copy-bias", "2"])
 
     assert [run["run_id"] for run in done] == [old["run_id"]]
     said = capsys.readouterr().out
@@ -57,13 +58,14 @@ def test_a_policy_run_is_regenerated_under_its_id_with_paired_differences(tiny_m
     assert {k: new[k] for k in ("run_id", "training", "params", "dataset", "wall_time_s", "revision")} == \
         {k: old[k] for k in ("run_id", "training", "params", "dataset", "wall_time_s", "revision")}
     assert new["generation"]["no_repeat_ngram_size"] == 2 and new["generation"]["max_new_tokens"] == 12
+    assert new["generation"]["copy_bias"] == 2.0
     assert new["generation"]["reevaluated_at"] >= old["started_at"]
 
     # the outputs are the published adapter's, with the new settings, and the start is measured beside them
     base = store.resolve("test/tiny-base")
     model = modeling.load_adapters(modeling.load_model(base, dtype="fp32"),
                                    {"ppo": store.resolve("test/tiny-ppo"), "start": store.resolve("test/tiny-lora")})
-    settings = GenerationSettings(max_new_tokens=12, no_repeat_ngram_size=2)
+    settings = GenerationSettings(max_new_tokens=12, no_repeat_ngram_size=2, copy_bias=2.0)
     texts = [prompts.zero_shot(r["dialogue"]) for r in data]
     expected = generate(model, modeling.load_tokenizer(base), texts, settings, adapter_names=["ppo"] * 4)
     start = generate(model, modeling.load_tokenizer(base), texts, settings, adapter_names=["start"] * 4)
