@@ -5,7 +5,9 @@
     python -m benchmarks --only compare,memory    # some measures
 
 Each measure runs the naive path and ours side by side in one run (interleaved repetitions), prints medians and
-the ratio against its goal (PASS/MISS), and writes results/benchmarks/<measure>.json plus summary.json:
+the ratio against its goal (PASS/MISS), and writes results/benchmarks/<measure>.json plus summary.json. A MISS is
+followed by why (benchmarks/why.py, also under `why` in the JSON): the weight bytes each path reads per decoding
+step, how a step's cost grows with its rows, a torch.profiler run of ours by kind of work, and what was tried.
 
   compare   one dialogue, four models: four separate fp32 models one after another vs ModelSet.summarize
             (one mixed-adapter batch for base/LoRA/PPO + the full model, bf16 where the CPU has it)   goal ≥ 4×
@@ -47,6 +49,7 @@ import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from benchmarks.common import OUT_DIR, Result, Skip, fmt, machine  # noqa: E402
+from benchmarks.why import lines as why_lines  # noqa: E402
 from workbench.io import atomic_write_json  # noqa: E402
 
 MEASURES = ("compare", "evaluate", "training", "memory", "startup")  # run order: the first two share loaded models
@@ -180,6 +183,8 @@ def report(result: Result) -> None:
         print(f"    check {name}: {'ok' if ok else 'FAILED'}")
     for note in result.notes:
         print(f"    {note}")
+    for line in why_lines(result.why) if result.why else []:
+        print(f"    {line}")
 
 
 def summary_table(results: list[Result], errors: dict[str, str], total: float) -> str:

@@ -60,6 +60,7 @@ class Result:
     checks: dict[str, bool] = dataclasses.field(default_factory=dict)  # must hold besides the ratio (quality)
     details: dict = dataclasses.field(default_factory=dict)  # settings, raw samples, checks
     notes: list[str] = dataclasses.field(default_factory=list)
+    why: dict = dataclasses.field(default_factory=dict)  # on a miss: profile of ours, bounds, what was tried (why.py)
     seconds: float = 0.0
 
     @property

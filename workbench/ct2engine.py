@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from workbench.generation import GenerationSettings, model_input_limit
+from workbench.tokenizing import encode
 
 CACHE_ENV = "WORKBENCH_CT2_CACHE"
 CONVERSION_VERSION = "1"  # bump when the conversion itself changes, so stale copies are not reused
@@ -200,7 +201,7 @@ class Ct2Model:
         if seed is not None:
             require().set_random_seed(seed)
         limit = max_input_tokens or model_input_limit(self.tokenizer)
-        ids = self.tokenizer(list(prompts), truncation=True, max_length=limit).input_ids
+        ids = encode(self.tokenizer, list(prompts), truncation=True, max_length=limit).input_ids
         tokens = [self.tokenizer.convert_ids_to_tokens(row) for row in ids]
         results = self.translator.translate_batch(tokens, max_batch_size=batch_size, **options)
         out = [self.tokenizer.convert_tokens_to_ids(r.hypotheses[0]) for r in results]

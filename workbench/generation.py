@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
+from workbench.tokenizing import encode
+
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in mixed-adapter batches
 
 
@@ -110,7 +112,7 @@ def length_bucket(tokens: int, multiple: int) -> int:
 
 
 def count_tokens(tokenizer, text: str) -> int:
-    return len(tokenizer(text, truncation=False).input_ids)
+    return len(encode(tokenizer, text, truncation=False).input_ids)
 
 
 def generate(
@@ -139,7 +141,7 @@ def generate(
         return []
     limit = max_input_tokens or model_input_limit(tokenizer)
     device = next(model.parameters()).device
-    lengths = [len(ids) for ids in tokenizer(list(prompts), truncation=True, max_length=limit).input_ids]
+    lengths = [len(ids) for ids in encode(tokenizer, list(prompts), truncation=True, max_length=limit).input_ids]
     order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
     outputs: list[str | None] = [None] * len(prompts)
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
@@ -151,8 +153,8 @@ def generate(
         torch.manual_seed(seed)
     extra = {}
     for batch in batches:
-        enc = tokenizer([prompts[i] for i in batch], return_tensors="pt", padding=True, truncation=True,
-                        max_length=limit, pad_to_multiple_of=pad_to_multiple_of).to(device)
+        enc = encode(tokenizer, [prompts[i] for i in batch], return_tensors="pt", padding=True, truncation=True,
+                     max_length=limit, pad_to_multiple_of=pad_to_multiple_of).to(device)
         if adapter_names is not None:
             extra["adapter_names"] = [adapter_names[i] for i in batch]
         if settings.copy_bias:

@@ -51,6 +51,7 @@ from pydantic.dataclasses import dataclass
 
 from workbench import modeling, paths, store, toxicity
 from workbench.generation import BASE_ADAPTER, GenerationSettings, generate
+from workbench.tokenizing import encode
 
 SLOTS = ("base", "full", "lora", "ppo")  # the four every config knows; Compare shows these by default
 DTYPES = ("auto", "int8", "int8-dynamic", "fp32", "bf16", "fp16")  # how the app serves; see modeling.serving_precision
@@ -736,8 +737,8 @@ class ModelSet:
             if not rows:
                 continue
             limit = model_input_limit(engine.tokenizer)
-            lengths = [len(ids) for ids in engine.tokenizer([r.prompts[s] for r, s in rows], truncation=True,
-                                                            max_length=limit).input_ids]
+            lengths = [len(ids) for ids in encode(engine.tokenizer, [r.prompts[s] for r, s in rows], truncation=True,
+                                                  max_length=limit).input_ids]
             buckets: dict[int, list] = defaultdict(list)
             for row, n in zip(rows, lengths):
                 buckets[length_bucket(n, SERVE_PAD)].append(row)

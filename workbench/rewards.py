@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from workbench import toxicity
+from workbench.tokenizing import encode
 
 RewardFn = Callable[[Sequence[str]], list[float]]
 KINDS = {"profanity-check": ("one_minus_p", "logodds"), "hf": ("logit", "logodds", "one_minus_p")}
@@ -58,8 +59,8 @@ class LearnedReward:
     def __call__(self, texts: Sequence[str]) -> list[float]:
         scores: list[float] = []
         for i in range(0, len(texts), self.batch_size):
-            enc = self.tokenizer(list(texts[i : i + self.batch_size]), return_tensors="pt", padding=True,
-                                 truncation=True, max_length=self.max_length)
+            enc = encode(self.tokenizer, list(texts[i : i + self.batch_size]), return_tensors="pt", padding=True,
+                         truncation=True, max_length=self.max_length)
             scores += self.model(**enc).logits[:, 0].float().tolist()
         return scores
 

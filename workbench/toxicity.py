@@ -17,6 +17,8 @@ import functools
 import math
 from collections.abc import Sequence
 
+from workbench.tokenizing import encode
+
 LOGODDS_CLIP = 6.0
 TOXIC_LABEL_WORDS = ("hate", "toxic", "offensive", "abusive", "profan")
 
@@ -109,8 +111,8 @@ class HFClassifierScorer(ToxicityScorer):
         chunks = []
         with torch.inference_mode():
             for i in range(0, len(texts), self.batch_size):
-                enc = self.tokenizer(list(texts[i : i + self.batch_size]), return_tensors="pt", padding=True,
-                                     truncation=True, max_length=self.max_length).to(self.device)
+                enc = encode(self.tokenizer, list(texts[i : i + self.batch_size]), return_tensors="pt",
+                             padding=True, truncation=True, max_length=self.max_length).to(self.device)
                 chunks.append(self.model(**enc).logits.float().cpu())
         return torch.cat(chunks) if chunks else torch.empty(0, 2)
 
