@@ -80,18 +80,9 @@ def run(bench) -> Result:
                     rows=rows, details={"dialogue": row["fname"], "input_tokens": len(family.tokenizer(prompt).input_ids),
                                         "new_tokens": 64, "settings": settings.as_dict(), "reps": len(times["ours"])})
     if result.passed is False:
-        result.why = explain(result, naive_models, sets["ours"], lambda: ours("ours"))
+        result.why = why.explain(result, engine_label(sets["ours"]), sets["ours"], lambda: ours("ours"), TRIED,
+                                 naive_models)
     return result
-
-
-def explain(result: Result, naive_models: dict, models, run_ours) -> dict:
-    """A miss: the weight bytes each path reads per step, how a step's cost grows with its rows, a profile of ours."""
-    bound, rows, prof = why.weight_reads(naive_models, models), why.row_scaling(models), why.profile(run_ours)
-    precision = engine_label(models)
-    return {"summary": why.summary(result.ratio, GOAL, precision, bound=bound, rows=rows, prof=prof,
-                                   naive_s=result.naive),
-            "bound": bound, "rows": rows, "profile": prof,
-            "tried": TRIED["fp32" if models.precision.key == "fp32" else "reduced"]}
 
 
 def _precision(name: str, sets: dict) -> str:

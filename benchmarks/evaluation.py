@@ -108,11 +108,7 @@ def run(bench) -> Result:
     result = Result("evaluate", f"Batch evaluation: 4 models × {len(texts)} dialogues", "s", t_naive, t_ours,
                     t_naive / t_ours, GOAL, rows=rows_out, checks=checks, notes=notes, details=details)
     if result.passed is False:
-        rows_cost, prof = why.row_scaling(ours), why.profile(lambda: served("ours"))
-        result.why = {"summary": why.summary(result.ratio, GOAL, engine_label(ours), rows=rows_cost, prof=prof,
-                                             naive_s=t_naive),
-                      "rows": rows_cost, "profile": prof,
-                      "tried": TRIED["fp32" if ours.precision.key == "fp32" else "reduced"]}
+        result.why = why.explain(result, engine_label(ours), ours, lambda: served("ours"), TRIED)
     return result
 
 

@@ -199,3 +199,16 @@ def summary(ratio: float, goal, precision: str, *, bound: dict | None = None, ro
             parts.append(f"its matmuls alone took {matmuls['matmul_s']} s, so with everything else free it would "
                          f"be {matmuls['ceiling']}× the naive path")
     return "; ".join(parts)
+
+
+def explain(result, precision: str, models, run_ours: Callable[[], object], tried: dict[str, list[str]],
+            naive_models: dict | None = None) -> dict:
+    """What a missed measure is followed by: the weight bytes each path reads per step (when the naive models are
+    given), how a decoding step's cost grows with its rows, a profile of one more run of ours, the sentence that reads
+    them, and what was tried for the precision ours serves (`tried["fp32"]` or `tried["reduced"]`)."""
+    bound = weight_reads(naive_models, models) if naive_models else None
+    rows, prof = row_scaling(models), profile(run_ours)
+    return {"summary": summary(result.ratio, result.goal, precision, bound=bound, rows=rows, prof=prof,
+                               naive_s=result.naive),
+            **({"bound": bound} if bound else {}), "rows": rows, "profile": prof,
+            "tried": tried["fp32" if models.precision.key == "fp32" else "reduced"]}

@@ -124,3 +124,23 @@ def test_the_summary_reads_the_row_costs_both_ways():
                                       "int8 kernels": {"ms": 500.0, "share": 0.03}, "elementwise": {"ms": 5500.0}}}
     assert why.matmul_bound(57.0, prof) == {"matmul_s": 9.5, "ceiling": 6.0}
     assert "its matmuls alone took 9.5 s" in why.summary(3.4, goal, "fp32", prof=prof, naive_s=57.0)
+
+
+def test_explain_gathers_the_measurements_for_a_miss(tiny_model_dir):
+    """What compare and evaluate attach to a missed Result: the bound (only with the naive models), the row costs on
+    the served layer, a profile of the given run, the summary built from them and the precision's tried list."""
+    from workbench import modeling
+
+    model = modeling.load_model(tiny_model_dir)
+    models = types.SimpleNamespace(engines=[types.SimpleNamespace(model=model)], dtype=torch.float32,
+                                   precision=types.SimpleNamespace(key="fp32"))
+    result = Result("compare", "Compare", "s", 4.0, 2.0, 2.0, Goal("naive / ours (latency)", ">=", 4))
+    ids = torch.tensor([[5, 6, 7, 1]])
+    run = lambda: model.generate(input_ids=ids, max_new_tokens=3)  # noqa: E731
+    tried = {"fp32": ["fp32 thing"], "reduced": ["bf16 thing"]}
+    naive = {s: (modeling.load_model(tiny_model_dir), None) for s in ("base", "full", "lora", "ppo")}
+    got = why.explain(result, "float32", models, run, tried, naive)
+    assert got["bound"]["ceiling"] == pytest.approx(4.0, rel=0.02) and got["tried"] == ["fp32 thing"]
+    assert set(got["rows"]["ms"]) == {"1", "3", "8", "24"} and got["profile"]["top"]
+    assert got["summary"].startswith("ours (float32) is 2.00× the naive path, goal ≥ 4×")
+    assert "bound" not in why.explain(result, "float32", models, run, tried)  # evaluate: no naive models given
