@@ -198,9 +198,13 @@ def agreement(reference: dict[str, list[str]], candidate: dict[str, list[str]], 
 
 
 def naive_generate(model, tokenizer, prompt: str, settings: GenerationSettings) -> str:
-    """One prompt, one model, fp32, no batching: how the reference notebooks generated (per example)."""
+    """One prompt, one model, fp32, no batching: how the reference notebooks generated (per example), with the
+    model's own copy bias if it was trained with one (part of its logits)."""
+    from workbench.generation import copy_bias_processors
+
     inputs = tokenizer(prompt, return_tensors="pt", truncation=True, max_length=512)
-    out = model.generate(input_ids=inputs.input_ids, attention_mask=inputs.attention_mask, **settings.to_kwargs())
+    out = model.generate(input_ids=inputs.input_ids, attention_mask=inputs.attention_mask, **settings.to_kwargs(),
+                         **copy_bias_processors(model, inputs.input_ids, tokenizer.pad_token_id, settings))
     return tokenizer.decode(out[0], skip_special_tokens=True).strip()
 
 

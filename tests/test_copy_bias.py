@@ -3,12 +3,14 @@ it steers generation to the prompt's own tokens, and that an answer stays the sa
 
 from __future__ import annotations
 
+import pytest
 import torch
 from transformers import LogitsProcessorList
 
 from tests.conftest import DIALOGUES
 from workbench import modeling
-from workbench.generation import CopyBias, GenerationSettings, generate
+from workbench.generation import (CopyBias, GenerationSettings, copy_biased_logits, copy_boost, generate,
+                                 model_copy_bias)
 
 PROMPTS = [f"Summarize: {d}" for d, _ in DIALOGUES]
 
@@ -63,3 +65,102 @@ def test_evaluate_records_the_copy_bias_it_decoded_with(tiny_model_dir, tmp_stor
     run = evaluate.main([*flags, "--copy-bias", "3"])
     assert results.read(paths.RESULTS_DIR / f"{run['run_id']}.json")["generation"]["copy_bias"] == 3.0
     assert evaluate.main(flags)["generation"]["copy_bias"] == 0.0
+
+
+# ------------------------------------------------------------------------------------------------ trained with a bias
+
+
+def test_the_training_boost_at_each_position_is_what_decoding_adds_at_that_step():
+    torch.manual_seed(0)
+    source = torch.randint(1, 9, (3, 10))
+    source[1, 6:] = 0  # padding
+    written = torch.randint(1, 9, (3, 5))
+    bias = torch.tensor([2.0, 3.0, 0.5])  # one per row
+    at_once = copy_boost(source, written, 12, bias, pad_id=0)
+    for t in range(written.shape[1]):
+        for row in range(3):
+            step = CopyBias(source[row:row + 1], 0, float(bias[row]))(written[row:row + 1, :t + 1], torch.zeros(1, 12))
+            assert torch.equal(at_once[row, t], step[0])
+
+
+def test_a_full_fine_tune_with_a_copy_bias_trains_on_the_logits_it_decodes_with(tiny_model_dir, tiny_tokenizer,
+                                                                               tmp_store, tmp_path, monkeypatch):
+    from tests.conftest import publish_tiny_lora, rows, write_rows
+    from trainers import common, full, sft
+    from workbench import store
+
+    publish_tiny_lora(tiny_model_dir, tmp_path)
+    monkeypatch.setattr(common, "RUNS_DIR", tmp_path / "runs")
+    seen = []
+    original = sft.copy_biased_trainer().compute_loss
+
+    def checked(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        batch, rng = {k: v.clone() for k, v in inputs.items()}, torch.random.get_rng_state()
+        loss = original(self, model, inputs, return_outputs, num_items_in_batch)
+        torch.random.set_rng_state(rng)  # the same dropout masks
+        with torch.no_grad():  # the loss is the cross-entropy of the biased logits, not of the plain ones
+            logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+            biased = copy_biased_logits(logits, batch["input_ids"], batch["decoder_input_ids"], 2.0,
+                                        tiny_tokenizer.pad_token_id)
+            labels = batch["labels"].flatten()
+            want = torch.nn.functional.cross_entropy(biased.flatten(0, 1), labels, ignore_index=-100)
+            plain = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels, ignore_index=-100)
+        seen.append((loss.item(), want.item(), plain.item()))
+        return loss
+
+    monkeypatch.setattr(sft.copy_biased_trainer(), "compute_loss", checked)
+    run = full.main(["--model", "test/tiny-base", "--dataset", str(write_rows(tmp_path / "data", rows(8))),
+                     "--max-steps", "2", "--batch-size", "4", "--precision", "fp32", "--max-new-tokens", "6",
+                     "--eval-limit", "3", "--copy-bias", "2", "--output", "test/biased-full"])
+    assert seen and all(abs(loss - want) < 1e-4 and abs(loss - plain) > 1e-3 for loss, want, plain in seen)
+    folder = store.resolve("test/biased-full")
+    model = modeling.load_model(folder).eval()
+    assert model_copy_bias(model) == 2.0 and run["training"]["copy_bias"] == 2.0
+    assert run["generation"]["model_copy_bias"] == 2.0 and run["generation"]["copy_bias"] == 0.0
+    # decoding adds the model's bias by itself: the same as the same weights without it, decoded with bias 2
+    settings = GenerationSettings(max_new_tokens=12)
+    own = generate(model, tiny_tokenizer, PROMPTS, settings)
+    model.config.copy_bias = 0.0
+    assert own == generate(model, tiny_tokenizer, PROMPTS, GenerationSettings(max_new_tokens=12, copy_bias=2.0))
+    assert own != generate(model, tiny_tokenizer, PROMPTS, settings)
+
+
+def test_ppo_scores_the_tokens_of_a_biased_model_with_its_bias(tiny_model_dir, tiny_tokenizer):
+    from workbench import ppo
+
+    model = modeling.load_model(tiny_model_dir).eval()
+    enc = tiny_tokenizer(PROMPTS[:2], return_tensors="pt", padding=True)
+    response = torch.randint(3, 40, (2, 5))
+    mask = torch.ones_like(response)
+    plain, _ = ppo.seq2seq_logprobs(model, enc.input_ids, enc.attention_mask, response, mask)
+    model.config.copy_bias = 2.5
+    biased, _ = ppo.seq2seq_logprobs(model, enc.input_ids, enc.attention_mask, response, mask)
+    decoder_input_ids = torch.cat([torch.zeros_like(response[:, :1]), response[:, :-1]], dim=1)
+    with torch.no_grad():
+        logits = model(**enc, decoder_input_ids=decoder_input_ids).logits
+    want = torch.log_softmax(copy_biased_logits(logits, enc.input_ids, decoder_input_ids, 2.5, 0), -1)
+    assert torch.allclose(biased, want.gather(-1, response[..., None])[..., 0], atol=1e-5)
+    assert not torch.allclose(biased, plain)
+
+
+def test_the_engines_and_trainers_that_cannot_apply_a_models_bias_refuse_it(tiny_model_dir, tmp_path):
+    from workbench import ct2engine
+
+    model = modeling.load_model(tiny_model_dir)
+    model.config.copy_bias = 3.0
+    model.save_pretrained(tmp_path / "biased")
+    with pytest.raises(ct2engine.EngineError, match="copy bias"):
+        ct2engine._merged(tmp_path / "biased", None, None)
+    # trl's preference losses read plain logits: a policy on a biased base is refused before any training
+    from tests.conftest import publish_tiny_lora
+    from trainers import preference
+    from trainers.options import ConfigError
+    from workbench import paths
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(paths, "STORE_DIR", tmp_path / "store")
+        modeling.load_tokenizer(tiny_model_dir).save_pretrained(tmp_path / "biased")
+        publish_tiny_lora(tmp_path / "biased", tmp_path)
+        config = preference.PreferenceRecipe(policy="test/tiny-lora", preferences="test/prefs")
+        with pytest.raises(ConfigError, match="copy bias"):
+            preference.load_policy(config, "cpu")

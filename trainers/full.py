@@ -12,21 +12,30 @@ import dataclasses
 import sys
 
 from trainers import common, options, sft
+from trainers.options import arg
 
 
 @dataclasses.dataclass
 class FullRecipe(sft.SftRecipe):
     """The supervised fine-tuning options, every weight trainable."""
 
+    copy_bias: float | None = arg(None, "train and decode with this copy bias (workbench.generation.copy_boost: the "
+                                  "dialogue's tokens get it added to their logits, the next token of a copied span "
+                                  "three times it); the model keeps it as config.copy_bias and every path that "
+                                  "generates from it adds it. None = the starting model's (0 for any Hub model)",
+                                  within="[0, 20]")
+
 
 def prepare(model, config: FullRecipe):
     for p in model.parameters():
         p.requires_grad_(True)
+    if config.copy_bias is not None:
+        model.config.copy_bias = float(config.copy_bias)
     return model
 
 
 def describe(config: FullRecipe) -> dict:
-    return {}
+    return {"copy_bias": config.copy_bias} if config.copy_bias is not None else {}
 
 
 def main(argv: list[str] | None = None) -> dict:

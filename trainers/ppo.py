@@ -30,7 +30,7 @@ import torch
 from trainers import common, options, tracking
 from trainers.callbacks import ProgressWriter, StopFlag, progress_path, stop_exit
 from trainers.options import ConfigError, arg
-from workbench import evaluation, modeling, paths, ppo, prompts, rewards, scoring, store, toxicity
+from workbench import evaluation, generation, modeling, paths, ppo, prompts, rewards, scoring, store, toxicity
 from workbench.generation import GenerationSettings, generate
 from workbench.io import atomic_write_json
 
@@ -242,11 +242,13 @@ def sampling_config(config: PpoRecipe, model_config):
 
 def sample(model, enc, gen_config, adapter_names: list[str], **kwargs):
     """model.generate with `gen_config` alone: the model's own generation_config is set aside while sampling, since
-    transformers fills every unset option from it."""
+    transformers fills every unset option from it. A model trained with a copy bias samples with it, as
+    ppo.seq2seq_logprobs scores."""
     from transformers import GenerationConfig
 
     inner = model.get_base_model()
     saved, inner.generation_config = inner.generation_config, GenerationConfig()
+    kwargs.update(generation.copy_bias_processors(model, enc["input_ids"], gen_config.pad_token_id))
     try:
         return model.generate(**enc, generation_config=gen_config, adapter_names=adapter_names, **kwargs)
     finally:

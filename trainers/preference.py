@@ -29,7 +29,7 @@ from typing import Literal
 
 from trainers import common, options
 from trainers.options import ConfigError, arg
-from workbench import evaluation, modeling, preferences, prompts, results, scoring, store, toxicity
+from workbench import evaluation, generation, modeling, preferences, prompts, results, scoring, store, toxicity
 from workbench.generation import GenerationSettings, generate
 from workbench.io import read_jsonl
 
@@ -154,6 +154,9 @@ def load_policy(config: PreferenceRecipe, device):
 
     folder, base_ref, base_folder = policy_adapter(config)
     base = modeling.load_model(base_folder, dtype="fp32", device=str(device))
+    if generation.model_copy_bias(base):
+        raise ConfigError(f"base: {base_ref} decodes with a copy bias (config.copy_bias), which trl's preference "
+                          "losses do not add to the logits they train on; start from an adapter on a base without one")
     model = PeftModel.from_pretrained(base, str(folder), adapter_name=TRAINED, is_trainable=True,
                                       use_safetensors=True)
     return model.to(device), modeling.load_tokenizer(base_folder), base_ref, folder

@@ -5,12 +5,15 @@ checkpoint folder, model) -> train -> save and record -> evaluate and publish.""
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
 from trainers import common, options
 from trainers.options import arg
-from workbench import evaluation, modeling, store, toxicity
+from workbench import evaluation, generation, modeling, store, toxicity
 from workbench.generation import GenerationSettings
 
 
@@ -86,17 +89,49 @@ def setup(config: SftRecipe, method: str) -> Setup:
 
 
 def build_trainer(config: SftRecipe, model, s: Setup):
-    """transformers' Seq2SeqTrainer over the tokenised training pairs."""
-    from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer
+    """transformers' Seq2SeqTrainer (with the model's copy bias, if it has one) over the tokenised training pairs."""
+    from transformers import DataCollatorForSeq2Seq
 
     model.train()
-    return Seq2SeqTrainer(
+    return copy_biased_trainer()(
         model=model, args=training_arguments(config, s.ckpt, s.run_id),
         train_dataset=common.tokenize_pairs(s.tokenizer, s.train_rows, config.max_source_length,
                                             config.max_target_length),
         data_collator=DataCollatorForSeq2Seq(s.tokenizer, model=model, label_pad_token_id=-100, pad_to_multiple_of=8),
         processing_class=s.tokenizer,
     )
+
+
+@functools.cache
+def copy_biased_trainer():
+    """The Seq2SeqTrainer class the recipes train with (made on first use: transformers' Trainer loads after the
+    command line is parsed)."""
+    from transformers import Seq2SeqTrainer
+
+    class CopyBiasedTrainer(Seq2SeqTrainer):
+        """Seq2SeqTrainer whose loss reads the logits the model decodes with: a model that carries a copy bias
+        (`config.copy_bias`, workbench.generation.copy_boost) is trained with it added, so that it learns to lean
+        on the bias where a summary restates the dialogue and to outweigh it where it must not copy. Without one
+        it is Seq2SeqTrainer's own loss."""
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            bias = generation.model_copy_bias(model)
+            if not bias:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            labels = inputs.pop("labels")
+            if "decoder_input_ids" not in inputs:
+                inputs["decoder_input_ids"] = model.prepare_decoder_input_ids_from_labels(labels=labels)
+            outputs = model(**inputs)
+            pad_id = self.processing_class.pad_token_id
+            logits = generation.copy_biased_logits(outputs.logits.float(), inputs["input_ids"],
+                                                   inputs["decoder_input_ids"], bias, pad_id)
+            loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100,
+                                                     reduction="sum" if num_items_in_batch else "mean")
+            if num_items_in_batch:
+                loss = loss / num_items_in_batch
+            return (loss, outputs) if return_outputs else loss
+
+    return CopyBiasedTrainer
 
 
 def training_arguments(config: SftRecipe, ckpt: Path, run_id: str = ""):

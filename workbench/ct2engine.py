@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from workbench.generation import GenerationSettings, model_input_limit
+from workbench.generation import GenerationSettings, model_copy_bias, model_input_limit
 from workbench.tokenizing import encode
 
 CACHE_ENV = "WORKBENCH_CT2_CACHE"
@@ -135,6 +135,9 @@ def _merged(model: Path, adapter: Path | None, check: Callable | None):
     from workbench import modeling
 
     base = modeling.load_model(model, dtype="fp32", device="cpu")
+    if bias := model_copy_bias(base):
+        raise EngineError(f"engine ctranslate2: {Path(model).name} was trained with a copy bias (config.copy_bias "
+                          f"{bias:g}), which only the torch engine applies; serve it with engine: torch")
     if adapter is None:
         return _for_converter(base)
     from peft import PeftModel

@@ -70,16 +70,53 @@ class GenerationSettings:
         return asdict(self)
 
 
+def copy_boost(source: torch.Tensor, previous: torch.Tensor, vocab_size: int, bias: float | torch.Tensor,
+               pad_id: int) -> torch.Tensor:
+    """What the copy bias adds to the logits, at every decoder position at once: `bias` on each token of the row's
+    source, and twice `bias` more on each token that follows, somewhere in the source, the token just written
+    (`previous[:, t]` at position t), at most `3 * bias` in all. source (rows, S), previous (rows, T) -> (rows, T,
+    vocab_size); `bias` a number or one per row. Decoding uses it one position at a time (`CopyBias`), training on
+    the whole teacher-forced summary (`copy_biased_logits`), so that a model trained with a bias decodes with the
+    logits it learned. Padding (`pad_id`) is never boosted and a row only reads its own source."""
+    rows, positions = previous.shape
+    bias = torch.as_tensor(bias, dtype=torch.float32, device=source.device).reshape(-1, 1)
+    real = (source != pad_id).float() * bias
+    boost = torch.zeros(rows, vocab_size, device=source.device).scatter_(1, source, real)
+    boost = boost[:, None, :].repeat(1, positions, 1)
+    follows = (source[:, None, :-1] == previous[:, :, None]) * real[:, None, 1:]
+    boost.scatter_add_(2, source[:, None, 1:].expand(rows, positions, -1), 2 * follows)
+    return torch.minimum(boost, 3 * bias[:, :, None])  # a token that follows the last one at several places: once
+
+
+def copy_biased_logits(logits: torch.Tensor, input_ids: torch.Tensor, decoder_input_ids: torch.Tensor, bias: float,
+                       pad_id: int) -> torch.Tensor:
+    """A seq2seq model's teacher-forced logits with its copy bias added: what a trainer's loss reads when the model
+    is trained to decode with `CopyBias` (`trainers.sft --copy-bias`; the model records it as `config.copy_bias`)."""
+    if not bias:
+        return logits
+    boost = copy_boost(input_ids, decoder_input_ids, logits.shape[-1], bias, pad_id)
+    return logits + boost.to(logits.dtype)
+
+
+def model_copy_bias(model) -> float:
+    """The copy bias a model was trained with (`config.copy_bias`, 0 for every model that was not, e.g. any Hub
+    model): part of its logits, so every path that generates from it adds it (`generate`, the trainers' rollouts)."""
+    config = getattr(model, "config", model)  # a model, or its config
+    return float(getattr(config, "copy_bias", 0.0) or 0.0)
+
+
 class CopyBias(LogitsProcessor):
-    """Decoding that leans towards the source: `bias` is added to the logit of every token of the row's prompt, and
-    twice `bias` to every token that follows, somewhere in the prompt, the token just written (the next token of a
-    copied span): a pointer at decoding time, for models too small to copy reliably on their own. Off by default
-    (`GenerationSettings.copy_bias` 0) and not served by the app: on the offline demo family, 3 (the best of 1-6 on
-    DialogSum dev) lifts ROUGE-1 on DialogSum test (full 0.323 -> 0.342) but lengthens the adapters' summaries by
-    two thirds, and on the demo test split it copies the heated dialogues' insults, undoing PPO's toxicity drop
-    (README, "Copy bias"). `python -m trainers.evaluate --copy-bias 3` reproduces those figures. transformers' own
-    source boost, `encoder_repetition_penalty`, knows nothing of spans and gained half as much on dev. Each row reads
-    only its own prompt, so a summary is the same alone and batched; padding (`pad_id`) is never boosted."""
+    """Decoding that leans towards the source (`copy_boost`): `bias` is added to the logit of every token of the
+    row's prompt, and twice `bias` to every token that follows, somewhere in the prompt, the token just written (the
+    next token of a copied span): a pointer at decoding time, for models too small to copy reliably on their own.
+
+    Two uses. A model trained with a copy bias (`config.copy_bias`) always decodes with it, as it was trained; the
+    demo family's full model is. On top of that, `GenerationSettings.copy_bias` leans any model further towards its
+    source (0 by default and in the app): added at decoding only to the demo family as it was on 2026-12-01, 3 (the
+    best of 1-6 on DialogSum dev) lifted ROUGE-1 on DialogSum test (full 0.323 -> 0.342) but lengthened the
+    adapters' summaries by two thirds and, on the demo test split, copied the heated dialogues' insults, undoing
+    PPO's toxicity drop (README, "Copy bias"). Each row reads only its own prompt, so a summary is the same alone
+    and batched."""
 
     def __init__(self, prompt_ids: torch.Tensor, pad_id: int, bias: float):
         self.prompt_ids, self.pad_id, self.bias = prompt_ids, pad_id, bias
@@ -88,12 +125,18 @@ class CopyBias(LogitsProcessor):
         source = self.prompt_ids
         if source.shape[0] != scores.shape[0]:  # beams or samples: each prompt's rows are consecutive
             source = source.repeat_interleave(scores.shape[0] // source.shape[0], dim=0)
-        real = source != self.pad_id
-        boost = torch.zeros_like(scores).scatter_(1, source, real.to(scores.dtype) * self.bias)
-        follows = (source[:, :-1] == input_ids[:, -1:]) & real[:, 1:]
-        boost.scatter_add_(1, source[:, 1:], follows.to(scores.dtype) * 2 * self.bias)
-        boost.clamp_(max=3 * self.bias)  # a token that follows the last one at several places counts once
-        return scores + boost
+        boost = copy_boost(source, input_ids[:, -1:], scores.shape[-1], self.bias, self.pad_id)[:, 0]
+        return scores + boost.to(scores.dtype)
+
+
+def copy_bias_processors(model, prompt_ids: torch.Tensor, pad_id: int,
+                         settings: GenerationSettings | None = None) -> dict:
+    """model.generate() keyword arguments that apply the model's own copy bias plus the settings' (none when both
+    are 0)."""
+    bias = model_copy_bias(model) + (settings.copy_bias if settings is not None else 0.0)
+    if not bias:
+        return {}
+    return {"logits_processor": LogitsProcessorList([CopyBias(prompt_ids, pad_id, bias)])}
 
 
 def model_input_limit(tokenizer, default: int = 512) -> int:
@@ -157,9 +200,7 @@ def generate(
                      max_length=limit, pad_to_multiple_of=pad_to_multiple_of).to(device)
         if adapter_names is not None:
             extra["adapter_names"] = [adapter_names[i] for i in batch]
-        if settings.copy_bias:
-            extra["logits_processor"] = LogitsProcessorList([CopyBias(enc.input_ids, tokenizer.pad_token_id,
-                                                                      settings.copy_bias)])
+        extra.update(copy_bias_processors(model, enc.input_ids, tokenizer.pad_token_id, settings))
         with torch.inference_mode():
             out = model.generate(**enc, **settings.to_kwargs(), **extra)
         for i, text in zip(batch, tokenizer.batch_decode(out, skip_special_tokens=True)):

@@ -106,6 +106,7 @@ class Generation(_Closed):
     repetition_penalty: Finite | None = None
     no_repeat_ngram_size: int | None = None
     copy_bias: Finite | None = None  # absent in runs made before it existed: no bias
+    model_copy_bias: Finite | None = None  # the bias the model was trained with (config.copy_bias), added to copy_bias
     min_new_tokens: int | None = None
     prompt: str | None = None
     batch_size: int | None = None
