@@ -3,6 +3,8 @@ it steers generation to the prompt's own tokens, and that an answer stays the sa
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from transformers import LogitsProcessorList
@@ -65,6 +67,31 @@ def test_evaluate_records_the_copy_bias_it_decoded_with(tiny_model_dir, tmp_stor
     run = evaluate.main([*flags, "--copy-bias", "3"])
     assert results.read(paths.RESULTS_DIR / f"{run['run_id']}.json")["generation"]["copy_bias"] == 3.0
     assert evaluate.main(flags)["generation"]["copy_bias"] == 0.0
+
+
+def test_an_adapter_decodes_with_its_bases_bias_and_a_reevaluation_records_it(tiny_model_dir, tmp_store, tmp_path):
+    """Adapters carry no config: the base's copy bias is theirs. A run evaluated before its base gained one is
+    re-evaluated with it, and its record says so."""
+    from tests.conftest import publish_tiny_lora, rows
+    from tests.test_ct2engine import write_rows
+    from trainers import evaluate, reevaluate
+    from workbench import paths, results
+    from workbench.store import LocalStore
+
+    publish_tiny_lora(tiny_model_dir, tmp_path)
+    run = evaluate.main(["--model", "test/tiny-lora", "--dataset", str(write_rows(tmp_path / "data", rows(8))),
+                         "--max-new-tokens", "6"])
+    assert "model_copy_bias" not in run["generation"]
+    model = modeling.load_model(tiny_model_dir)  # the same base weights, now with a bias in their config
+    model.config.copy_bias = 2.0
+    model.save_pretrained(tmp_path / "biased")
+    modeling.load_tokenizer(tiny_model_dir).save_pretrained(tmp_path / "biased")
+    LocalStore().publish(tmp_path / "biased", "test/tiny-base")
+    again = reevaluate.main(["--runs", run["run_id"]])[0]
+    assert again["generation"]["model_copy_bias"] == 2.0 and again["generation"]["copy_bias"] == 0.0
+    assert results.read(paths.RESULTS_DIR / f"{run['run_id']}.json")["generation"]["model_copy_bias"] == 2.0
+    assert evaluate.main(["--model", "test/tiny-lora", "--dataset", str(tmp_path / "data"), "--max-new-tokens",
+                          "6"])["generation"]["model_copy_bias"] == 2.0
 
 
 # ------------------------------------------------------------------------------------------------ trained with a bias
@@ -143,7 +170,7 @@ def test_ppo_scores_the_tokens_of_a_biased_model_with_its_bias(tiny_model_dir, t
     assert not torch.allclose(biased, plain)
 
 
-def test_the_engines_and_trainers_that_cannot_apply_a_models_bias_refuse_it(tiny_model_dir, tmp_path):
+def test_ctranslate2_cannot_apply_a_models_bias_and_refuses_it(tiny_model_dir, tmp_path):
     from workbench import ct2engine
 
     model = modeling.load_model(tiny_model_dir)
@@ -151,16 +178,61 @@ def test_the_engines_and_trainers_that_cannot_apply_a_models_bias_refuse_it(tiny
     model.save_pretrained(tmp_path / "biased")
     with pytest.raises(ct2engine.EngineError, match="copy bias"):
         ct2engine._merged(tmp_path / "biased", None, None)
-    # trl's preference losses read plain logits: a policy on a biased base is refused before any training
-    from tests.conftest import publish_tiny_lora
-    from trainers import preference
-    from trainers.options import ConfigError
-    from workbench import paths
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(paths, "STORE_DIR", tmp_path / "store")
-        modeling.load_tokenizer(tiny_model_dir).save_pretrained(tmp_path / "biased")
-        publish_tiny_lora(tmp_path / "biased", tmp_path)
-        config = preference.PreferenceRecipe(policy="test/tiny-lora", preferences="test/prefs")
-        with pytest.raises(ConfigError, match="copy bias"):
-            preference.load_policy(config, "cpu")
+
+def test_within_training_with_copy_bias_teacher_forced_calls_read_the_biased_logits(tiny_model_dir, tiny_tokenizer):
+    """How trl's preference losses get the bias: a teacher-forced call (input ids positional, as trl passes them)
+    returns copy_biased_logits; generation is left alone, and the hook is gone after the block."""
+    from workbench.generation import training_with_copy_bias
+
+    model = modeling.load_model(tiny_model_dir).eval()
+    model.config.copy_bias = 2.0
+    enc = tiny_tokenizer(PROMPTS[:2], return_tensors="pt", padding=True)
+    decoder_input_ids = model.prepare_decoder_input_ids_from_labels(
+        labels=tiny_tokenizer(["Tom asks Ann", "Ann asks"], return_tensors="pt", padding=True).input_ids)
+    settings = GenerationSettings(max_new_tokens=6)
+    with torch.no_grad():
+        plain = model(enc.input_ids, attention_mask=enc.attention_mask, decoder_input_ids=decoder_input_ids).logits
+        before = generate(model, tiny_tokenizer, PROMPTS[:2], settings)
+        with training_with_copy_bias(model, tiny_tokenizer.pad_token_id):
+            biased = model(enc.input_ids, attention_mask=enc.attention_mask,
+                           decoder_input_ids=decoder_input_ids).logits
+            during = generate(model, tiny_tokenizer, PROMPTS[:2], settings)
+        after = model(enc.input_ids, attention_mask=enc.attention_mask, decoder_input_ids=decoder_input_ids).logits
+    assert torch.allclose(biased, copy_biased_logits(plain, enc.input_ids, decoder_input_ids, 2.0, 0), atol=1e-5)
+    assert not torch.allclose(biased, plain) and torch.equal(after, plain)
+    assert during == before  # decoding adds the bias once, through its logits processor
+
+
+def test_orpo_on_a_biased_base_trains_on_the_biased_logits(tiny_model_dir, tmp_path, monkeypatch):
+    """A LoRA start on a base that carries a copy bias: trl's ORPO loss is computed on the logits the adapter will
+    decode with, so the first step's loss differs from the same run on the same weights without the bias."""
+    from tests.conftest import publish_tiny_lora, rows, write_rows
+    from trainers import preference
+    from workbench import paths, preferences, results
+
+    losses = {}
+    for bias in (0.0, 3.0):
+        folder = tmp_path / f"bias-{bias:g}"
+        monkeypatch.setattr(paths, "STORE_DIR", folder / "store")
+        monkeypatch.setattr(paths, "RESULTS_DIR", folder / "results")
+        model = modeling.load_model(tiny_model_dir)
+        model.config.copy_bias = bias
+        model.save_pretrained(folder / "base")
+        modeling.load_tokenizer(tiny_model_dir).save_pretrained(folder / "base")
+        publish_tiny_lora(folder / "base", folder)
+        for row in rows(4):
+            outputs = {"a": ("m/ref", "r1", row["summary"]), "b": ("m/rude", "r2", "You idiot, " + row["summary"])}
+            preferences.record_vote("test/prefs", dialogue=row["dialogue"], prompt=f"Summarize: {row['dialogue']}",
+                                    outputs=outputs, best="a", voter="test")
+        data = write_rows(folder / "data", rows(4))
+        metrics = preference.main(["--policy", "test/tiny-lora", "--preferences", "test/prefs", "--dataset",
+                                   str(data), "--max-steps", "1", "--batch-size", "2", "--max-new-tokens", "6",
+                                   "--eval-batch-size", "4", "--precision", "fp32", "--held-out", "0",
+                                   "--logging-steps", "1", "--seed", "0", "--checkpoint-dir", str(folder / "runs"),
+                                   "--output", "test/tiny-orpo"])
+        saved = results.read(folder / "results" / f"{metrics['run_id']}.json")
+        log = (folder / "results" / saved["training"]["log_file"]).read_text().splitlines()
+        losses[bias] = json.loads(log[0])["loss"]
+        assert saved["generation"].get("model_copy_bias", 0.0) == bias  # evaluated as it will be served
+    assert losses[0.0] != pytest.approx(losses[3.0], rel=1e-4)

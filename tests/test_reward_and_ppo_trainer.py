@@ -48,4 +48,19 @@ def test_reward_model_ranks_held_out_pairs_and_drives_ppo(tiny_model_dir, tmp_st
             "response_length", "words"} <= set(log[0])
     adapter = store.resolve("test/tiny-ppo")
     assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == "test/tiny-base"
+    # the LoRA weights published in bf16 (save_dtype), and the evaluation scored exactly those weights
+    from safetensors import safe_open
+
+    from trainers.evaluate import load_for_eval
+    from workbench import data, evaluation
+    from workbench.generation import GenerationSettings, generate
+
+    with safe_open(adapter / "adapter_model.safetensors", "pt") as weights:
+        assert {weights.get_slice(k).get_dtype() for k in weights.keys() if "lora_" in k} == {"BF16"}
+    model, tokenizer, _ = load_for_eval("test/tiny-ppo", "main", None, "fp32")
+    eval_rows = data.load_dialogues(str(data_dir), "test")
+    recorded = [json.loads(x)["prediction"] for x in (tmp_path / "results" / saved["outputs_file"]).read_text()
+                .splitlines()]
+    assert generate(model, tokenizer, evaluation.eval_prompts(eval_rows), GenerationSettings(max_new_tokens=8)) \
+        == recorded
     assert LocalStore().exists("test/tiny-ppo")

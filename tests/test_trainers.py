@@ -70,7 +70,11 @@ def test_lora_trains_only_adapters_and_round_trips_through_the_store(setup):
     adapter = store.resolve("test/tiny-lora")
     config = json.loads((adapter / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == "test/tiny-base" and config["r"] == 32
-    # what the trainer evaluated is what loads back from the store
+    from safetensors import safe_open
+
+    with safe_open(adapter / "adapter_model.safetensors", "pt") as weights:  # save_dtype bf16 (the default)
+        assert {weights.get_slice(k).get_dtype() for k in weights.keys()} == {"BF16"}
+    # what the trainer evaluated (its adapter rounded to bf16 in memory) is what loads back from the store
     base = modeling.load_model(store.resolve("test/tiny-base"), dtype="fp32")
     model = PeftModel.from_pretrained(base, str(adapter)).eval()
     tok = modeling.load_tokenizer(adapter)

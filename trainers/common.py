@@ -4,6 +4,7 @@ command runs again."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -423,14 +424,30 @@ def training_record(config, trainer, method: str, *, watch: Stopwatch, run_id: s
             "resumed_from": Path(resumed_from).name if resumed_from else None}
 
 
+@contextlib.contextmanager
+def adapters_in(model, dtype: str):
+    """Within the block the model's LoRA weights are in `dtype` (for saving them); after it they are back in fp32
+    but rounded to `dtype`, so that the evaluation that follows scores exactly the published adapter (peft loads a
+    bf16 adapter back into fp32). The frozen base is left untouched."""
+    target = modeling.resolve_dtype(dtype)
+    weights = [p for name, p in model.named_parameters() if "lora_" in name]
+    for p in weights:
+        p.data = p.data.to(target)
+    try:
+        yield model
+    finally:
+        for p in weights:
+            p.data = p.data.to(torch.float32)
+
+
 def store_weights(model, folder: Path, dtype: str, base_ref: str | None = None) -> None:
-    """Save weights as safetensors. Full models are stored in `dtype` (bf16 halves the demo family's size) and the
-    in-memory copy is rounded the same way, so evaluation sees exactly what is published; adapters are small and
-    stay fp32, and the frozen base under them is left untouched."""
+    """Save weights as safetensors in `dtype` (bf16 halves the demo family's size), the in-memory copy rounded the
+    same way, so evaluation sees exactly what is published: a full model whole, an adapter its LoRA weights only."""
     from peft import PeftModel
 
     if isinstance(model, PeftModel):
-        model.save_pretrained(folder, safe_serialization=True)
+        with adapters_in(model, dtype):
+            model.save_pretrained(folder, safe_serialization=True)
         if base_ref:  # name the base by its store/Hub id, not by the local folder it was loaded from
             import json
 

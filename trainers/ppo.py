@@ -37,8 +37,8 @@ from workbench.io import atomic_write_json
 
 @dataclasses.dataclass
 @options.defaults(learning_rate=1e-4, init_kl_coef=0.2, target_kl=2.0)
-class PpoRecipe(options.Tracking, options.Checkpoints, options.Evaluation, options.Publishing, options.TrainData,
-                options.Policy, ppo.PPOConfig):
+class PpoRecipe(options.Tracking, options.Checkpoints, options.Weights, options.Evaluation, options.Publishing,
+                options.TrainData, options.Policy, ppo.PPOConfig):
     """The PPO hyper-parameters are workbench.ppo.PPOConfig's own fields (the update reads this recipe as one)."""
 
     help_texts = {  # for PPOConfig's fields, which carry no help of their own, and the length limit
@@ -483,11 +483,13 @@ def training_record(config: PpoRecipe, t: Training, reward_name: str, n_rows: in
             "log_file": f"logs/{run_id}.jsonl", "resumed_from_step": start_step or None}
 
 
-def save_final(model, tokenizer, base_ref: str, ckpt: Path) -> Path:
-    """The trained adapter as it is published: safetensors, its config naming the base by store/Hub id."""
+def save_final(model, tokenizer, base_ref: str, ckpt: Path, dtype: str = "fp32") -> Path:
+    """The trained adapter as it is published: safetensors in `dtype` (the in-memory adapter rounded the same way,
+    common.adapters_in), its config naming the base by store/Hub id."""
     final = ckpt / "final"
     shutil.rmtree(final, ignore_errors=True)
-    model.save_pretrained(final, selected_adapters=["ppo"], safe_serialization=True)
+    with common.adapters_in(model, dtype):
+        model.save_pretrained(final, selected_adapters=["ppo"], safe_serialization=True)
     final = adapter_files(final)
     adapter_config = json.loads((final / "adapter_config.json").read_text())
     adapter_config["base_model_name_or_path"] = base_ref
@@ -519,7 +521,7 @@ def finish(config: PpoRecipe, model, tokenizer, base_ref: str, eval_rows: list[d
            scorer, training: dict, watch: common.Stopwatch, run_id: str, ckpt: Path) -> dict:
     """Evaluate the PPO adapter and its LoRA start greedily on the evaluation rows (paired by example), publish and
     record (common.finish_run)."""
-    final = save_final(model, tokenizer, base_ref, ckpt)
+    final = save_final(model, tokenizer, base_ref, ckpt, config.save_dtype)
     settings = GenerationSettings(max_new_tokens=config.max_new_tokens)  # the rollouts' length limit
     n_params = modeling.count_parameters(model)
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -41,8 +41,8 @@ NOT_TRAINING = frozenset({"output", "push_to_hub", "checkpoint_dir", "fresh", "d
 
 @dataclasses.dataclass
 @options.defaults(max_steps=200, batch_size=8, learning_rate=2e-4, seed=0, logging_steps=10, save_steps=100)
-class PreferenceRecipe(options.Checkpoints, options.TrainerOptions, options.Evaluation, options.Publishing,
-                       options.EvalData, options.Policy):
+class PreferenceRecipe(options.Checkpoints, options.Weights, options.TrainerOptions, options.Evaluation,
+                       options.Publishing, options.EvalData, options.Policy):
     """The policy is the LoRA adapter to start from (PPO's start)."""
 
     preferences: str | None = arg(None, "preference data: a dataset in the local store (workbench.preferences, "
@@ -154,9 +154,6 @@ def load_policy(config: PreferenceRecipe, device):
 
     folder, base_ref, base_folder = policy_adapter(config)
     base = modeling.load_model(base_folder, dtype="fp32", device=str(device))
-    if generation.model_copy_bias(base):
-        raise ConfigError(f"base: {base_ref} decodes with a copy bias (config.copy_bias), which trl's preference "
-                          "losses do not add to the logits they train on; start from an adapter on a base without one")
     model = PeftModel.from_pretrained(base, str(folder), adapter_name=TRAINED, is_trainable=True,
                                       use_safetensors=True)
     return model.to(device), modeling.load_tokenizer(base_folder), base_ref, folder
@@ -235,9 +232,10 @@ def main(argv: list[str] | None = None) -> dict:
     ckpt, run_id = common.start_checkpoints(config, config.method, NOT_TRAINING, texts)
     model, tokenizer, base_ref, policy_folder = load_policy(config, common.device())
     trainer = trainer_for(config, model, tokenizer, train, held, ckpt)
-    last, _ = common.fit(trainer, ckpt, config.method, run_id)
-    held_metrics = held_out_metrics(trainer, held)
-    final = common.save_final(trainer.model, tokenizer, ckpt, "fp32", base_ref=base_ref)
+    with generation.training_with_copy_bias(model, tokenizer.pad_token_id):  # trl's losses read the biased logits
+        last, _ = common.fit(trainer, ckpt, config.method, run_id)
+        held_metrics = held_out_metrics(trainer, held)
+    final = common.save_final(trainer.model, tokenizer, ckpt, config.save_dtype, base_ref=base_ref)
     counted = modeling.count_parameters(trainer.model)
     params = {k: counted[k] for k in ("total", "trainable", "trainable_share")}
     training = common.training_record(

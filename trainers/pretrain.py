@@ -62,6 +62,9 @@ class PretrainRecipe(options.Weights, options.Checkpoints, options.TrainerOption
     copy_substitute: float = arg(0.3, "share of a copied window's tokens replaced by tokens drawn uniformly from the "
                                  "vocabulary, in the copy finish", within="[0, 1)")
     reconstruct_length: int = arg(96, "tokens of a window that a reconstruction example rebuilds", positive=True)
+    copy_bias: float = arg(0.0, "copy bias that the base's adaptations train and decode with (config.copy_bias, "
+                           "workbench.generation.copy_boost): set on the base, so that every LoRA adapter on it and "
+                           "every fine-tune from it shares it; pretraining itself does not add it", within="[0, 20]")
 
     def __post_init__(self):
         super().__post_init__()
@@ -267,6 +270,8 @@ def main(argv: list[str] | None = None) -> dict:
                                       phase="copy finish")
         print(f"[pretrain] copy finish: {config.copy_finish_steps} steps, {config.copy_substitute:.0%} of tokens "
               f"substituted, token accuracy {finish_accuracy:.2f}")
+    if config.copy_bias:
+        trainer.model.config.copy_bias = float(config.copy_bias)
     final = common.save_final(trainer.model, tokenizer, ckpt, config.save_dtype)
     training = common.training_record(
         config, trainer, "pretrain", watch=watch, run_id=run_id, resumed_from=last,
@@ -275,7 +280,7 @@ def main(argv: list[str] | None = None) -> dict:
         architecture=modeling.DEMO_ARCHITECTURE,
         copy={"prior": config.copy_prior, "context": config.copy_context, "warmup_steps": config.copy_warmup_steps,
               "warmup_source": config.copy_warmup_source, "finish_steps": config.copy_finish_steps,
-              "substitute": config.copy_substitute if config.copy_finish_steps else 0.0,
+              "substitute": config.copy_substitute if config.copy_finish_steps else 0.0, "bias": config.copy_bias,
               "finish_accuracy": finish_accuracy})
     return finish(config, trainer.model.eval(), tokenizer, eval_rows, final, scorer=scorer, params=params,
                   training=training, watch=watch, run_id=run_id, ckpt=ckpt)

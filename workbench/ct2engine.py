@@ -136,8 +136,9 @@ def _merged(model: Path, adapter: Path | None, check: Callable | None):
 
     base = modeling.load_model(model, dtype="fp32", device="cpu")
     if bias := model_copy_bias(base):
-        raise EngineError(f"engine ctranslate2: {Path(model).name} was trained with a copy bias (config.copy_bias "
-                          f"{bias:g}), which only the torch engine applies; serve it with engine: torch")
+        raise EngineError(f"engine ctranslate2: {Path(model).name} decodes with a copy bias (config.copy_bias "
+                          f"{bias:g}; every adapter on it too), which only the torch engine applies; serve it with "
+                          "engine: torch")
     if adapter is None:
         return _for_converter(base)
     from peft import PeftModel

@@ -12,6 +12,7 @@ How a served model is prepared (precision, int8 weights, fp32 top logits) is `mo
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -98,9 +99,34 @@ def copy_biased_logits(logits: torch.Tensor, input_ids: torch.Tensor, decoder_in
     return logits + boost.to(logits.dtype)
 
 
+@contextlib.contextmanager
+def training_with_copy_bias(model, pad_id: int):
+    """Within the block, every teacher-forced call of `model` (input ids and decoder input ids given, as trl's
+    preference trainers call it) returns the logits with the model's copy bias added (`copy_biased_logits`): a
+    loss written elsewhere then trains on the logits the model decodes with. Calls without both (generation
+    steps, which read encoder outputs) are left alone. Nothing changes for a model without a bias."""
+    bias = model_copy_bias(model)
+
+    def add_bias(module, args, kwargs, output):
+        input_ids = args[0] if args else kwargs.get("input_ids")
+        decoder_input_ids = kwargs.get("decoder_input_ids")
+        if input_ids is None or decoder_input_ids is None or getattr(output, "logits", None) is None:
+            return output
+        output.logits = copy_biased_logits(output.logits, input_ids, decoder_input_ids, bias, pad_id)
+        return output
+
+    handle = model.register_forward_hook(add_bias, with_kwargs=True) if bias else None
+    try:
+        yield model
+    finally:
+        if handle is not None:
+            handle.remove()
+
+
 def model_copy_bias(model) -> float:
-    """The copy bias a model was trained with (`config.copy_bias`, 0 for every model that was not, e.g. any Hub
-    model): part of its logits, so every path that generates from it adds it (`generate`, the trainers' rollouts)."""
+    """The copy bias a model decodes with (`config.copy_bias`, 0 for every model that has none, e.g. any Hub model):
+    part of its logits, so every path that generates from it adds it (`generate`, the trainers' rollouts). A peft
+    model reads its base's: adapters carry no config of their own, so the bias is the base's, shared by all of them."""
     config = getattr(model, "config", model)  # a model, or its config
     return float(getattr(config, "copy_bias", 0.0) or 0.0)
 
@@ -110,8 +136,8 @@ class CopyBias(LogitsProcessor):
     row's prompt, and twice `bias` to every token that follows, somewhere in the prompt, the token just written (the
     next token of a copied span): a pointer at decoding time, for models too small to copy reliably on their own.
 
-    Two uses. A model trained with a copy bias (`config.copy_bias`) always decodes with it, as it was trained; the
-    demo family's full model is. On top of that, `GenerationSettings.copy_bias` leans any model further towards its
+    Two uses. A model trained with a copy bias (`config.copy_bias`) always decodes with it, as it was trained (the
+    demo family's full model does; adapters on a base that carries one share the base's). On top of that, `GenerationSettings.copy_bias` leans any model further towards its
     source (0 by default and in the app): added at decoding only to the demo family as it was on 2026-12-01, 3 (the
     best of 1-6 on DialogSum dev) lifted ROUGE-1 on DialogSum test (full 0.323 -> 0.342) but lengthened the
     adapters' summaries by two thirds and, on the demo test split, copied the heated dialogues' insults, undoing
