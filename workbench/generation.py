@@ -137,12 +137,12 @@ class CopyBias(LogitsProcessor):
     next token of a copied span): a pointer at decoding time, for models too small to copy reliably on their own.
 
     Two uses. A model trained with a copy bias (`config.copy_bias`) always decodes with it, as it was trained (the
-    demo family's full model does; adapters on a base that carries one share the base's). On top of that, `GenerationSettings.copy_bias` leans any model further towards its
-    source (0 by default and in the app): added at decoding only to the demo family as it was on 2026-12-01, 3 (the
-    best of 1-6 on DialogSum dev) lifted ROUGE-1 on DialogSum test (full 0.323 -> 0.342) but lengthened the
-    adapters' summaries by two thirds and, on the demo test split, copied the heated dialogues' insults, undoing
-    PPO's toxicity drop (README, "Copy bias"). Each row reads only its own prompt, so a summary is the same alone
-    and batched."""
+    demo family's full model does; adapters on a base that carries one share the base's). On top of that,
+    `GenerationSettings.copy_bias` leans any model further towards its source (0 by default and in the app): added
+    at decoding only to the demo family as it was on 2026-12-01, 3 (the best of 1-6 on DialogSum dev) lifted
+    ROUGE-1 on DialogSum test (full 0.323 -> 0.342) but lengthened the adapters' summaries by two thirds and, on the
+    demo test split, copied the heated dialogues' insults, undoing PPO's toxicity drop (README, "Copy bias"). Each
+    row reads only its own prompt, so a summary is the same alone and batched."""
 
     def __init__(self, prompt_ids: torch.Tensor, pad_id: int, bias: float):
         self.prompt_ids, self.pad_id, self.bias = prompt_ids, pad_id, bias
