@@ -56,8 +56,8 @@ def test_committed_results_meet_the_targets():
 
 def test_committed_ppo_run_lowers_toxicity_without_losing_rouge():
     """Issue 12 item 7, paired over the whole demo test split: toxicity CI below zero, mean summary length within 15%
-    of the LoRA start, ROUGE-1 held (>= -0.01); sampled as scored (no EOS block) with one length limit. ROUGE-2 misses
-    and ROUGE-2 held (>= -0.01). The committed run was trained from the recipe file as it is now."""
+    of the LoRA start, ROUGE-1 and ROUGE-2 held (>= -0.01); sampled as scored (no EOS block) with one length limit.
+    The committed run was trained from the recipe file as it is now."""
     import json
     import statistics
 
@@ -91,7 +91,7 @@ def assert_made_by_its_recipe(run: dict, recipe: str) -> None:
 
 def test_committed_preference_run_beside_ppo():
     """Issue 16: ORPO on the committed automatic pairs, LoRA from PPO's start, evaluated like PPO (paired against the
-    same start over the whole demo test split): toxicity down on average, ROUGE and length held."""
+    same start over the whole demo test split): toxicity down (95% CI below zero), ROUGE and length held."""
     import datasets
 
     orpo, ppo = latest("orpo"), latest("ppo")
@@ -99,9 +99,9 @@ def test_committed_preference_run_beside_ppo():
     assert orpo["training"]["policy_start"] == ppo["training"]["policy_start"] == "demo/flan-t5-demo-lora"
     assert m["toxicity_diff_vs_start"]["n"] == orpo["dataset"]["n"] == ppo["dataset"]["n"]
     assert m["toxicity_start"]["mean"] == pytest.approx(ppo["metrics"]["toxicity_start"]["mean"])  # same start
-    # Under plain greedy the drop was significant (-0.0212 [-0.0398, -0.0059]); under the served decoding (no 3-gram
-    # twice) it is -0.0153 [-0.0338, +0.0014]: down, but its 95% CI reaches zero (PPO's stays below it).
-    assert m["toxicity_diff_vs_start"]["mean"] < 0 and m["toxicity_diff_vs_start"]["ci_low"] < 0
+    # The family before this one reached zero with its CI (-0.0153 [-0.0338, +0.0014]); this one: -0.0145 [-0.0290,
+    # -0.0023], ROUGE-1 +0.0152.
+    assert m["toxicity_diff_vs_start"]["mean"] < 0 and m["toxicity_diff_vs_start"]["ci_high"] < 0
     assert m["rouge1_diff_vs_start"]["mean"] >= -0.01 and m["rouge2_diff_vs_start"]["mean"] >= -0.01
     assert abs(m["length_words_diff_vs_start"]["mean"]) <= 0.15 * m["length_words_start"]["mean"]
     assert orpo["revision"] == LocalStore(paths.REPO_ROOT / "store").head("demo/flan-t5-demo-orpo")
@@ -132,8 +132,8 @@ def test_model_cards_name_their_base(repo):
 
 # Issue 14's targets (full ROUGE-1 >= 0.36 / ROUGE-2 >= 0.12, LoRA >= 0.33 / 0.10, degenerate and toxic outputs
 # <= 1% per model) are NOT all met by the committed family: with the served decoding (no 3-gram twice) full
-# 0.323 / 0.094, LoRA 0.306 / 0.083, no summary loops, and 7 of the full model's 500 and 6 of PPO's score toxicity
-# >= 0.5; the README says so. Asserted here is what holds and could regress.
+# 0.335 / 0.096, LoRA 0.308 / 0.080, no summary loops, and 6 of the full model's 500 summaries score toxicity >= 0.5
+# (LoRA 0, PPO 2); the README says so. Asserted here is what holds and could regress.
 
 
 def latest_real(method: str, model_id: str | None = None) -> dict:
