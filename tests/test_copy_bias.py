@@ -9,8 +9,8 @@ import pytest
 import torch
 from transformers import LogitsProcessorList
 
-from tests.conftest import DIALOGUES
-from workbench import modeling
+from tests.conftest import DIALOGUES, TINY_ARCH
+from workbench import generation, modeling
 from workbench.generation import (CopyBias, GenerationSettings, copy_biased_logits, copy_boost, generate,
                                  model_copy_bias)
 
@@ -236,3 +236,57 @@ def test_orpo_on_a_biased_base_trains_on_the_biased_logits(tiny_model_dir, tmp_p
         losses[bias] = json.loads(log[0])["loss"]
         assert saved["generation"].get("model_copy_bias", 0.0) == bias  # evaluated as it will be served
     assert losses[0.0] != pytest.approx(losses[3.0], rel=1e-4)
+
+
+# The retelling pointer, on ids of a made-up vocabulary: tags 50 and 51, ":" 4, "I" 12, "my" 23, "you" 11, "am" 66,
+# "is" 67
+TABLE = {"tags": [50, 51], "colon": 4, "possessive": 27, "speaker": [12, 23], "listener": [11], "replace": [[66, 67]]}
+
+
+def test_the_retold_dialogue_has_each_speakers_tag_where_they_say_i_or_you():
+    source = torch.tensor([[50, 4, 11, 30, 12, 66, 51, 4, 11, 23, 32, 0],  # "#P1#: you x I am  #P2#: you my y"
+                           [11, 12, 66, 50, 3, 0, 0, 0, 0, 0, 0, 0]])     # no "#PersonN#:" yet: no speaker to name
+    want = torch.tensor([[50, 4, 51, 30, 50, 67, 51, 4, 50, 51, 32, 0],
+                         [11, 12, 67, 50, 3, 0, 0, 0, 0, 0, 0, 0]])
+    assert torch.equal(generation.retell_source(source, TABLE), want)
+    assert torch.equal(generation.retell_source(source, None), source)  # a model without a table copies as it reads
+
+
+def test_the_pointer_reads_a_possessive_after_a_tag_as_the_tag():
+    written = torch.tensor([[0, 50, 27, 9], [0, 9, 27, 50]])  # "#P1# 's x" and "x 's #P1#"
+    assert generation.retell_keys(written, TABLE).tolist() == [[0, 50, 50, 9], [0, 9, 27, 50]]
+
+
+def test_a_retelling_copy_bias_points_at_the_listeners_tag_and_the_word_after_it():
+    prompt = torch.tensor([[50, 4, 8, 11, 30, 5]])  # "#P1#: do you believe ."
+    plain = CopyBias(prompt, pad_id=0, bias=1.0)(torch.tensor([[0, 8]]), torch.zeros(1, 60))
+    retold = CopyBias(prompt, pad_id=0, bias=1.0, retell=TABLE)(torch.tensor([[0, 8]]), torch.zeros(1, 60))
+    assert plain[0, 11] == 3 and plain[0, 51] == 0  # after "do": "you", as the dialogue says it
+    assert retold[0, 51] == 3 and retold[0, 11] == 0  # the summary's "#Person2#" instead
+    after_tag = CopyBias(prompt, pad_id=0, bias=1.0, retell=TABLE)(torch.tensor([[0, 8, 51]]), torch.zeros(1, 60))
+    assert after_tag[0, 30] == 3  # and then "believe", which follows "you" in the dialogue
+
+
+def test_the_demo_tokenizer_gets_a_retelling_table_and_a_full_fine_tune_keeps_it(tmp_store, tmp_path, monkeypatch):
+    from tests.conftest import rows, write_rows
+    from trainers import common, full
+    from workbench import paths, store
+
+    committed = store.LocalStore(paths.REPO_ROOT / "store").resolve("demo/flan-t5-demo-base")  # (tmp_store is empty)
+    tokenizer = modeling.load_tokenizer(committed)
+    table = generation.retell_table(tokenizer)
+    ids = tokenizer("#Person2#: Do you think I am right about my bike?", return_tensors="pt").input_ids
+    retold = tokenizer.convert_ids_to_tokens(generation.retell_source(ids, table)[0])
+    assert retold[:12] == ["▁#Person2#", ":", "▁Do", "▁#Person1#", "▁think", "▁#Person2#", "▁is", "▁right",
+                           "▁about", "▁#Person2#", "▁bike", "?"]
+    # a tiny model with the demo tokenizer, fine-tuned with a bias: the table is saved with it and read back
+    model = modeling.build_model(modeling.demo_config(len(tokenizer), **TINY_ARCH), seed=0)
+    model.save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    store.LocalStore().publish(tmp_path / "base", "test/demo-tok-base")
+    monkeypatch.setattr(common, "RUNS_DIR", tmp_path / "runs")
+    full.main(["--model", "test/demo-tok-base", "--dataset", str(write_rows(tmp_path / "data", rows(8))),
+               "--max-steps", "1", "--batch-size", "4", "--precision", "fp32", "--max-new-tokens", "4",
+               "--eval-limit", "2", "--copy-bias", "2", "--output", "test/retold-full"])
+    saved = modeling.load_model(store.resolve("test/retold-full"))
+    assert model_copy_bias(saved) == 2.0 and generation.model_copy_retell(saved) == table

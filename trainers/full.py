@@ -21,7 +21,8 @@ class FullRecipe(sft.SftRecipe):
 
     copy_bias: float | None = arg(None, "train and decode with this copy bias (workbench.generation.copy_boost: the "
                                   "dialogue's tokens get it added to their logits, the next token of a copied span "
-                                  "three times it); the model keeps it as config.copy_bias and every path that "
+                                  "three times it, over the dialogue as the summary retells it); the model keeps it "
+                                  "as config.copy_bias (and config.copy_retell) and every path that "
                                   "generates from it adds it. None = the starting model's (0 for any Hub model)",
                                   within="[0, 20]")
 
@@ -29,9 +30,7 @@ class FullRecipe(sft.SftRecipe):
 def prepare(model, config: FullRecipe):
     for p in model.parameters():
         p.requires_grad_(True)
-    if config.copy_bias is not None:
-        model.config.copy_bias = float(config.copy_bias)
-    return model
+    return model  # the copy bias, if any, is set by sft.run (it needs the tokenizer)
 
 
 def describe(config: FullRecipe) -> dict:

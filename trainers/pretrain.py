@@ -21,7 +21,7 @@ import torch
 
 from trainers import common, options
 from trainers.options import arg
-from workbench import data, evaluation, modeling, store, toxicity
+from workbench import data, evaluation, generation, modeling, store, toxicity
 from workbench.generation import GenerationSettings
 
 
@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"[pretrain] copy finish: {config.copy_finish_steps} steps, {config.copy_substitute:.0%} of tokens "
               f"substituted, token accuracy {finish_accuracy:.2f}")
     if config.copy_bias:
-        trainer.model.config.copy_bias = float(config.copy_bias)
+        generation.set_copy_bias(trainer.model, config.copy_bias, tokenizer)
     final = common.save_final(trainer.model, tokenizer, ckpt, config.save_dtype)
     training = common.training_record(
         config, trainer, "pretrain", watch=watch, run_id=run_id, resumed_from=last,

@@ -78,7 +78,8 @@ def copy_boost(source: torch.Tensor, previous: torch.Tensor, vocab_size: int, bi
     (`previous[:, t]` at position t), at most `3 * bias` in all. source (rows, S), previous (rows, T) -> (rows, T,
     vocab_size); `bias` a number or one per row. Decoding uses it one position at a time (`CopyBias`), training on
     the whole teacher-forced summary (`copy_biased_logits`), so that a model trained with a bias decodes with the
-    logits it learned. Padding (`pad_id`) is never boosted and a row only reads its own source."""
+    logits it learned. Padding (`pad_id`) is never boosted and a row only reads its own source. Both pass the source
+    and the summary through the model's retelling table first (`retell_source`, `retell_keys`), where it has one."""
     rows, positions = previous.shape
     bias = torch.as_tensor(bias, dtype=torch.float32, device=source.device).reshape(-1, 1)
     real = (source != pad_id).float() * bias
@@ -89,13 +90,97 @@ def copy_boost(source: torch.Tensor, previous: torch.Tensor, vocab_size: int, bi
     return torch.minimum(boost, 3 * bias[:, :, None])  # a token that follows the last one at several places: once
 
 
+SPEAKER_WORDS = ("I", "me", "my", "mine", "myself")
+LISTENER_WORDS = ("you", "your", "yours", "yourself")
+RETOLD_WORDS = {"am": "is", "we": "they", "us": "them", "our": "their", "ours": "theirs"}
+
+
+def retell_table(tokenizer) -> dict | None:
+    """The token ids the retelling pointer (`retell_source`) needs, from a tokenizer that holds each speaker tag, and
+    the tag apart from a following "'s", as one token (the demo family's; None for others, e.g. FLAN-T5's, whose
+    models then copy the dialogue as it is). Kept in the model's config (`set_copy_bias`) as plain lists."""
+    def single(text: str) -> int | None:
+        ids = tokenizer(text, add_special_tokens=False).input_ids
+        return ids[0] if len(ids) == 1 and ids[0] != tokenizer.unk_token_id else None
+
+    tags = [single("#Person1#"), single("#Person2#")]
+    tail = tokenizer("#Person1#:", add_special_tokens=False).input_ids
+    possessive = tokenizer("#Person1#'s", add_special_tokens=False).input_ids
+    if None in tags or len(tail) != 2 or tail[0] != tags[0] or len(possessive) != 2:
+        return None
+
+    def variants(words):
+        ids = {single(v) for w in words for v in (w, w[0].upper() + w[1:])}
+        return sorted(i for i in ids if i is not None)
+
+    pairs = {(single(w), single(r)) for w, r in RETOLD_WORDS.items()}
+    pairs |= {(single(w.capitalize()), single(r.capitalize())) for w, r in RETOLD_WORDS.items()}
+    return {"tags": tags, "colon": tail[1], "possessive": possessive[1], "speaker": variants(SPEAKER_WORDS),
+            "listener": variants(LISTENER_WORDS), "replace": sorted([a, b] for a, b in pairs if None not in (a, b))}
+
+
+def retell_source(source: torch.Tensor, table: dict | None) -> torch.Tensor:
+    """The dialogue as a summary retells it, token for token: each first-person word (`SPEAKER_WORDS`) becomes its
+    speaker's tag, each second-person one the other speaker's, "am" "is", "we" "they" ("Do you think I am right?"
+    said by #Person2# -> "Do #Person1# think #Person2# is right?"), as `baselines.retell` does to words. A copy
+    pointer over this sequence points, after "Do", at the tag the summary writes where the dialogue says "you", and
+    after the tag at "think". Without it a model trained with the plain pointer chose the right tag for 49% of the
+    tags in the restate rule's summaries of 200 DialogSum dev dialogues, and the token after a tag for 56% (81% for
+    the other tokens); trained with it, 68% and 61%. Positions before the first `#PersonN#:` keep their token.
+    source (rows, S) -> (rows, S)."""
+    if table is None:
+        return source
+    tags = torch.tensor(table["tags"], device=source.device)
+    positions = torch.arange(source.shape[1], device=source.device).expand_as(source)
+    turn = torch.isin(source, tags) & (torch.roll(source, -1, 1) == table["colon"])
+    turn[:, -1] = False
+    start = torch.where(turn, positions, -1).cummax(1).values
+    speaker = source.gather(1, start.clamp(min=0))
+    known = start >= 0
+    out = source.clone()
+    for old, new in table["replace"]:
+        out[source == old] = new
+    me = torch.isin(source, torch.tensor(table["speaker"], device=source.device)) & known
+    you = torch.isin(source, torch.tensor(table["listener"], device=source.device)) & known
+    out[me] = speaker[me]
+    out[you] = (tags.sum() - speaker)[you]  # the other of the two tags
+    return out
+
+
+def retell_keys(previous: torch.Tensor, table: dict | None) -> torch.Tensor:
+    """The tokens a retelling pointer keys on: the summary so far, with the "'s" that follows a tag read as the tag
+    (the dialogue's "my bike" is "#Person1#'s bike" in the summary; `retell_source` makes "my" the tag)."""
+    if table is None or previous.shape[1] < 2:
+        return previous
+    before = torch.cat([torch.full_like(previous[:, :1], -1), previous[:, :-1]], 1)
+    tags = torch.tensor(table["tags"], device=previous.device)
+    possessive = (previous == table["possessive"]) & torch.isin(before, tags)
+    return torch.where(possessive, before, previous)
+
+
+def model_copy_retell(model) -> dict | None:
+    """The retelling table a model's copy bias reads the dialogue through (`config.copy_retell`, set with the bias
+    by `set_copy_bias`); None for a model without one, which copies the dialogue as it is."""
+    config = getattr(model, "config", model)
+    return getattr(config, "copy_retell", None) or None
+
+
+def set_copy_bias(model, bias: float, tokenizer) -> None:
+    """Make `model` train and decode with a copy bias: `config.copy_bias`, and `config.copy_retell` from its
+    tokenizer (None where the tokenizer splits the speaker tags). Saved with the model, so every path that loads it
+    decodes as it was trained; adapters read their base's."""
+    model.config.copy_bias = float(bias)
+    model.config.copy_retell = retell_table(tokenizer) if bias else None
+
+
 def copy_biased_logits(logits: torch.Tensor, input_ids: torch.Tensor, decoder_input_ids: torch.Tensor, bias: float,
-                       pad_id: int) -> torch.Tensor:
+                       pad_id: int, retell: dict | None = None) -> torch.Tensor:
     """A seq2seq model's teacher-forced logits with its copy bias added: what a trainer's loss reads when the model
     is trained to decode with `CopyBias` (`trainers.sft --copy-bias`; the model records it as `config.copy_bias`)."""
     if not bias:
         return logits
-    boost = copy_boost(input_ids, decoder_input_ids, logits.shape[-1], bias, pad_id)
+    boost = copy_boost(retell_source(input_ids, retell), retell_keys(decoder_input_ids, retell), logits.shape[-1],
+                       bias, pad_id)
     return logits + boost.to(logits.dtype)
 
 
@@ -112,7 +197,8 @@ def training_with_copy_bias(model, pad_id: int):
         decoder_input_ids = kwargs.get("decoder_input_ids")
         if input_ids is None or decoder_input_ids is None or getattr(output, "logits", None) is None:
             return output
-        output.logits = copy_biased_logits(output.logits, input_ids, decoder_input_ids, bias, pad_id)
+        output.logits = copy_biased_logits(output.logits, input_ids, decoder_input_ids, bias, pad_id,
+                                           model_copy_retell(model))
         return output
 
     handle = model.register_forward_hook(add_bias, with_kwargs=True) if bias else None
@@ -144,14 +230,15 @@ class CopyBias(LogitsProcessor):
     demo test split, copied the heated dialogues' insults, undoing PPO's toxicity drop (README, "Copy bias"). Each
     row reads only its own prompt, so a summary is the same alone and batched."""
 
-    def __init__(self, prompt_ids: torch.Tensor, pad_id: int, bias: float):
-        self.prompt_ids, self.pad_id, self.bias = prompt_ids, pad_id, bias
+    def __init__(self, prompt_ids: torch.Tensor, pad_id: int, bias: float, retell: dict | None = None):
+        self.prompt_ids, self.pad_id, self.bias, self.retell = retell_source(prompt_ids, retell), pad_id, bias, retell
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         source = self.prompt_ids
         if source.shape[0] != scores.shape[0]:  # beams or samples: each prompt's rows are consecutive
             source = source.repeat_interleave(scores.shape[0] // source.shape[0], dim=0)
-        boost = copy_boost(source, input_ids[:, -1:], scores.shape[-1], self.bias, self.pad_id)[:, 0]
+        keys = retell_keys(input_ids[:, -2:], self.retell)  # the last token written, as the pointer reads it
+        boost = copy_boost(source, keys, scores.shape[-1], self.bias, self.pad_id)[:, -1]
         return scores + boost.to(scores.dtype)
 
 
@@ -162,7 +249,7 @@ def copy_bias_processors(model, prompt_ids: torch.Tensor, pad_id: int,
     bias = model_copy_bias(model) + (settings.copy_bias if settings is not None else 0.0)
     if not bias:
         return {}
-    return {"logits_processor": LogitsProcessorList([CopyBias(prompt_ids, pad_id, bias)])}
+    return {"logits_processor": LogitsProcessorList([CopyBias(prompt_ids, pad_id, bias, model_copy_retell(model))])}
 
 
 def model_input_limit(tokenizer, default: int = 512) -> int:

@@ -21,7 +21,7 @@ import dataclasses
 import torch
 from torch import nn
 
-from workbench.generation import copy_biased_logits, model_copy_bias
+from workbench.generation import copy_biased_logits, model_copy_bias, model_copy_retell
 
 
 @dataclasses.dataclass
@@ -115,8 +115,9 @@ def seq2seq_logprobs(model, input_ids, attention_mask, response_ids, response_ma
     kwargs = {"adapter_names": adapter_names} if adapter_names is not None else {}
     out = model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
                 decoder_attention_mask=decoder_attention_mask, output_hidden_states=return_hidden, **kwargs)
+    # a model trained with a copy bias samples with it
     logits = copy_biased_logits(out.logits.float(), input_ids, decoder_input_ids, model_copy_bias(config),
-                                config.pad_token_id)  # a model trained with a copy bias samples with it
+                                config.pad_token_id, model_copy_retell(config))
     logits = block_early_eos(logits, config.eos_token_id, min_new_tokens)
     logp_all = torch.log_softmax(logits, dim=-1)
     logprobs = logp_all.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1) * response_mask
