@@ -267,26 +267,39 @@ def test_a_retelling_copy_bias_points_at_the_listeners_tag_and_the_word_after_it
     assert after_tag[0, 30] == 3  # and then "believe", which follows "you" in the dialogue
 
 
-def test_the_demo_tokenizer_gets_a_retelling_table_and_a_full_fine_tune_keeps_it(tmp_store, tmp_path, monkeypatch):
-    from tests.conftest import rows, write_rows
-    from trainers import common, full
+def test_the_committed_family_has_no_retelling_table_and_its_tokens_retell_with_one():
+    """The committed base's tokenizer splits a tag's "'s" in two ("'", "s"), so `retell_table` gives none and the
+    family copies with the plain pointer (a table for it would make `make demo` build another family than the
+    committed one); with a table of its ids, its tokens retell as the restate rule's words do."""
     from workbench import paths, store
 
-    committed = store.LocalStore(paths.REPO_ROOT / "store").resolve("demo/flan-t5-demo-base")  # (tmp_store is empty)
+    committed = store.LocalStore(paths.REPO_ROOT / "store").resolve("demo/flan-t5-demo-base")
     tokenizer = modeling.load_tokenizer(committed)
-    table = generation.retell_table(tokenizer)
+    assert tokenizer.tokenize("#Person1#'s") == ["▁#Person1#", "'", "s"]
+    assert generation.retell_table(tokenizer) is None
+    assert generation.model_copy_retell(modeling.load_model(committed)) is None
+    one = tokenizer.convert_tokens_to_ids
+    table = {"tags": [one("▁#Person1#"), one("▁#Person2#")], "colon": one(":"), "possessive": one("'"),
+             "speaker": [one("▁I"), one("▁my")], "listener": [one("▁you")], "replace": [[one("▁am"), one("▁is")]]}
     ids = tokenizer("#Person2#: Do you think I am right about my bike?", return_tensors="pt").input_ids
     retold = tokenizer.convert_ids_to_tokens(generation.retell_source(ids, table)[0])
     assert retold[:12] == ["▁#Person2#", ":", "▁Do", "▁#Person1#", "▁think", "▁#Person2#", "▁is", "▁right",
                            "▁about", "▁#Person2#", "▁bike", "?"]
-    # a tiny model with the demo tokenizer, fine-tuned with a bias: the table is saved with it and read back
-    model = modeling.build_model(modeling.demo_config(len(tokenizer), **TINY_ARCH), seed=0)
-    model.save_pretrained(tmp_path / "base")
-    tokenizer.save_pretrained(tmp_path / "base")
-    store.LocalStore().publish(tmp_path / "base", "test/demo-tok-base")
+
+
+def test_a_full_fine_tune_with_a_copy_bias_keeps_its_tokenizers_retelling_table(tiny_model_dir, tmp_store, tmp_path,
+                                                                                monkeypatch):
+    from tests.conftest import publish_tiny_lora, rows, write_rows
+    from trainers import common, full
+    from workbench import store
+
+    publish_tiny_lora(tiny_model_dir, tmp_path)
     monkeypatch.setattr(common, "RUNS_DIR", tmp_path / "runs")
-    full.main(["--model", "test/demo-tok-base", "--dataset", str(write_rows(tmp_path / "data", rows(8))),
+    monkeypatch.setattr(generation, "retell_table", lambda tokenizer: TABLE)  # the tiny tokenizer has none
+    full.main(["--model", "test/tiny-base", "--dataset", str(write_rows(tmp_path / "data", rows(8))),
                "--max-steps", "1", "--batch-size", "4", "--precision", "fp32", "--max-new-tokens", "4",
                "--eval-limit", "2", "--copy-bias", "2", "--output", "test/retold-full"])
     saved = modeling.load_model(store.resolve("test/retold-full"))
-    assert model_copy_bias(saved) == 2.0 and generation.model_copy_retell(saved) == table
+    assert model_copy_bias(saved) == 2.0 and generation.model_copy_retell(saved) == TABLE
+    processors = generation.copy_bias_processors(saved, torch.tensor([[50, 4, 11]]), 0)["logits_processor"]
+    assert processors[0].retell == TABLE  # and decoding reads the dialogue through it

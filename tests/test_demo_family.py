@@ -132,8 +132,8 @@ def test_model_cards_name_their_base(repo):
 
 # Issue 14's targets (full ROUGE-1 >= 0.36 / ROUGE-2 >= 0.12, LoRA >= 0.33 / 0.10, degenerate and toxic outputs
 # <= 1% per model) are NOT all met by the committed family: with the served decoding (no 3-gram twice) full
-# 0.335 / 0.096, LoRA 0.308 / 0.080, no summary loops, and 6 of the full model's 500 summaries score toxicity >= 0.5
-# (LoRA 0, PPO 2); the README says so. Asserted here is what holds and could regress.
+# 0.331 / 0.097, LoRA 0.321 / 0.094, no summary loops, and 7 of LoRA's 500 summaries and 8 of PPO's score toxicity
+# >= 0.5 (full 4); the README says so. Asserted here is what holds and could regress.
 
 
 def latest_real(method: str, model_id: str | None = None) -> dict:
@@ -185,7 +185,7 @@ def test_the_adapted_models_read_real_dialogues_beyond_the_base(method):
 def test_real_dialogue_outputs_are_clean(method):
     """On harmless real dialogues, with the served decoding (no 3-gram twice): degenerate outputs at most 1% per
     model, as the issue asks (6-8% looped under plain greedy), and toxic (>= 0.5) ones at most 2%; the issue asks
-    1%, and the measured 1.0-1.4% is the open miss in the README."""
+    1%, and the measured 1.4-1.6% for LoRA and PPO is the open miss in the README."""
     from workbench.scoring import is_degenerate
 
     rows = real_outputs(latest_real(method))

@@ -21,9 +21,10 @@ class FullRecipe(sft.SftRecipe):
 
     copy_bias: float | None = arg(None, "train and decode with this copy bias (workbench.generation.copy_boost: the "
                                   "dialogue's tokens get it added to their logits, the next token of a copied span "
-                                  "three times it, over the dialogue as the summary retells it); the model keeps it "
-                                  "as config.copy_bias (and config.copy_retell) and every path that "
-                                  "generates from it adds it. None = the starting model's (0 for any Hub model)",
+                                  "three times it, over the dialogue as the summary retells it where the tokenizer "
+                                  "allows); the model keeps it as config.copy_bias (and config.copy_retell) and every "
+                                  "path that generates from it adds it. None = the starting model's (0 for any Hub "
+                                  "model)",
                                   within="[0, 20]")
 
 
