@@ -28,7 +28,7 @@ _FILLER = re.compile(
     re.IGNORECASE,
 )
 # Words retold from outside the dialogue; {me} is the speaker's tag, {you} the other speaker's.
-_POINT_OF_VIEW = {
+POINT_OF_VIEW = {
     "i": "{me}", "me": "{me}", "myself": "{me}", "my": "{me}'s", "mine": "{me}'s", "you": "{you}", "your": "{you}'s",
     "yours": "{you}'s", "yourself": "{you}", "we": "they", "us": "them", "our": "their", "ours": "theirs",
     "i'm": "{me} is", "i've": "{me} has", "i'll": "{me} will", "i'd": "{me} would", "you're": "{you} are",
@@ -51,7 +51,7 @@ def retell(text: str, speaker: str, listener: str) -> str:
     """`text` said by `speaker` to `listener`, with first and second person replaced by the speakers' tags."""
     def replace(match: re.Match) -> str:
         word = match.group(0)
-        new = _POINT_OF_VIEW.get(word.lower())
+        new = POINT_OF_VIEW.get(word.lower())
         if new is None:
             return word
         new = new.format(me=speaker, you=listener)

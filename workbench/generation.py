@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
+from workbench import baselines
 from workbench.tokenizing import encode
 
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in mixed-adapter batches
@@ -90,11 +91,6 @@ def copy_boost(source: torch.Tensor, previous: torch.Tensor, vocab_size: int, bi
     return torch.minimum(boost, 3 * bias[:, :, None])  # a token that follows the last one at several places: once
 
 
-SPEAKER_WORDS = ("I", "me", "my", "mine", "myself")
-LISTENER_WORDS = ("you", "your", "yours", "yourself")
-RETOLD_WORDS = {"am": "is", "we": "they", "us": "them", "our": "their", "ours": "theirs"}
-
-
 def retell_table(tokenizer) -> dict | None:
     """The token ids the retelling pointer (`retell_source`) needs, from a tokenizer that holds each speaker tag, and
     the tag apart from a following "'s", as one token (the demo family's; None for others, e.g. FLAN-T5's, whose
@@ -109,20 +105,24 @@ def retell_table(tokenizer) -> dict | None:
     if None in tags or len(tail) != 2 or tail[0] != tags[0] or len(possessive) != 2:
         return None
 
-    def variants(words):
+    # the restate rule's own point of view (baselines.POINT_OF_VIEW), word by word: a word that becomes a tag (or a
+    # tag's "'s") points at the tag, a word that becomes another word ("am" -> "is") at that word
+    def variants(role: str) -> list[int]:
+        words = [w for w, new in baselines.POINT_OF_VIEW.items() if new in (role, role + "'s")]
         ids = {single(v) for w in words for v in (w, w[0].upper() + w[1:])}
         return sorted(i for i in ids if i is not None)
 
-    pairs = {(single(w), single(r)) for w, r in RETOLD_WORDS.items()}
-    pairs |= {(single(w.capitalize()), single(r.capitalize())) for w, r in RETOLD_WORDS.items()}
-    return {"tags": tags, "colon": tail[1], "possessive": possessive[1], "speaker": variants(SPEAKER_WORDS),
-            "listener": variants(LISTENER_WORDS), "replace": sorted([a, b] for a, b in pairs if None not in (a, b))}
+    plain = {w: new for w, new in baselines.POINT_OF_VIEW.items() if "{" not in new}
+    pairs = {(single(v), single(r)) for w, new in plain.items()
+             for v, r in ((w, new), (w.capitalize(), new.capitalize()))}
+    return {"tags": tags, "colon": tail[1], "possessive": possessive[1], "speaker": variants("{me}"),
+            "listener": variants("{you}"), "replace": sorted([a, b] for a, b in pairs if None not in (a, b))}
 
 
 def retell_source(source: torch.Tensor, table: dict | None) -> torch.Tensor:
-    """The dialogue as a summary retells it, token for token: each first-person word (`SPEAKER_WORDS`) becomes its
+    """The dialogue as a summary retells it, token for token: each first-person word of `baselines.retell` becomes its
     speaker's tag, each second-person one the other speaker's, "am" "is", "we" "they" ("Do you think I am right?"
-    said by #Person2# -> "Do #Person1# think #Person2# is right?"), as `baselines.retell` does to words. A copy
+    said by #Person2# -> "Do #Person1# think #Person2# is right?"). A copy
     pointer over this sequence points, after "Do", at the tag the summary writes where the dialogue says "you", and
     after the tag at "think". Without it a model trained with the plain pointer chose the right tag for 49% of the
     tags in the restate rule's summaries of 200 DialogSum dev dialogues, and the token after a tag for 56% (81% for
@@ -167,7 +167,7 @@ def model_copy_retell(model) -> dict | None:
 
 def set_copy_bias(model, bias: float, tokenizer) -> None:
     """Make `model` train and decode with a copy bias: `config.copy_bias`, and `config.copy_retell` from its
-    tokenizer (None where the tokenizer splits the speaker tags). Saved with the model, so every path that loads it
+    tokenizer (None where the tokenizer splits the speaker tags or a tag's "'s"). Saved with the model, so every path that loads it
     decodes as it was trained; adapters read their base's."""
     model.config.copy_bias = float(bias)
     model.config.copy_retell = retell_table(tokenizer) if bias else None
