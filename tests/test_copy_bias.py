@@ -110,6 +110,32 @@ def test_the_training_boost_at_each_position_is_what_decoding_adds_at_that_step(
             assert torch.equal(at_once[row, t], step[0])
 
 
+@pytest.mark.parametrize("span", [2, 4])
+def test_a_pointer_over_several_tokens_trains_on_what_it_decodes_with_through_a_retelling_table(span):
+    table = {**TABLE, "possessive": [26, 7]}
+    torch.manual_seed(1)
+    source = torch.randint(1, 12, (2, 24))
+    source[:, [0, 9]], source[:, [1, 10]] = torch.tensor([[50, 51], [51, 50]]), 4  # two turns
+    source[1, 18:] = 0
+    written = torch.cat([source[:, 2:8], torch.tensor([[51, 26, 7], [50, 26, 7]]), source[:, 11:15]], 1)
+    at_once = copy_boost(generation.retell_source(source, table), generation.retell_keys(written, table), 60, 1.5, 0,
+                         span)
+    for t in range(written.shape[1]):
+        step = CopyBias(source, 0, 1.5, table, span)(written[:, :t + 1], torch.zeros(2, 60))
+        assert torch.equal(at_once[:, t], step)
+
+
+def test_a_pointer_over_several_tokens_follows_only_the_place_that_matches_the_most_of_them():
+    source = torch.tensor([[5, 6, 7, 9, 5, 6, 8, 3, 6, 2, 0]])  # "6" three times, "5 6" twice, "9 5 6" once
+    written = torch.tensor([[0, 9, 5, 6]])
+    one, three = (copy_boost(source, written, 12, 1.0, 0, span)[0, -1] for span in (1, 3))
+    assert one[[7, 8, 2]].tolist() == [3, 3, 3]  # after "6": everything that follows a "6"
+    assert three[8] == 3 and three[[7, 2]].tolist() == [1, 1]  # after "9 5 6": only "8"
+    assert generation.match_lengths(source, written, 0, 3)[0, -1].tolist() == [0, 2, 0, 0, 0, 3, 0, 0, 1, 0, 0]
+    lost = torch.tensor([[0, 4, 4, 6]])  # nothing before the "6" matches: every "6" again, as with span 1
+    assert torch.equal(copy_boost(source, lost, 12, 1.0, 0, 3)[0, -1], copy_boost(source, lost, 12, 1.0, 0, 1)[0, -1])
+
+
 def test_a_full_fine_tune_with_a_copy_bias_trains_on_the_logits_it_decodes_with(tiny_model_dir, tiny_tokenizer,
                                                                                tmp_store, tmp_path, monkeypatch):
     from tests.conftest import publish_tiny_lora, rows, write_rows
@@ -257,6 +283,16 @@ def test_the_pointer_reads_a_possessive_after_a_tag_as_the_tag():
     assert generation.retell_keys(written, TABLE).tolist() == [[0, 50, 50, 9], [0, 9, 27, 50]]
 
 
+def test_the_pointer_reads_the_last_piece_of_a_two_piece_possessive_as_the_tag():
+    table = {**TABLE, "possessive": [26, 7]}  # "'" and "s", as the demo family's tokenizer writes a tag's "'s"
+    written = torch.tensor([[0, 51, 26, 7, 9], [0, 9, 26, 7, 50], [0, 50, 7, 26, 7]])
+    assert generation.retell_keys(written, table).tolist() == [[0, 51, 26, 51, 9], [0, 9, 26, 7, 50],
+                                                                [0, 50, 7, 26, 7]]  # not after a tag: as written
+    prompt = torch.tensor([[51, 4, 8, 23, 30, 5]])  # "#P2#: do my bike ." retold "#P2#: do #P2# bike ."
+    after = CopyBias(prompt, pad_id=0, bias=1.0, retell=table)(torch.tensor([[0, 8, 51, 26, 7]]), torch.zeros(1, 60))
+    assert after[0, 30] == 3 and after[0, 26] == 0  # "#Person2#'s" written: next, "bike"
+
+
 def test_a_retelling_copy_bias_points_at_the_listeners_tag_and_the_word_after_it():
     prompt = torch.tensor([[50, 4, 8, 11, 30, 5]])  # "#P1#: do you believe ."
     plain = CopyBias(prompt, pad_id=0, bias=1.0)(torch.tensor([[0, 8]]), torch.zeros(1, 60))
@@ -298,8 +334,9 @@ def test_a_full_fine_tune_with_a_copy_bias_keeps_its_tokenizers_retelling_table(
     monkeypatch.setattr(generation, "retell_table", lambda tokenizer: TABLE)  # the tiny tokenizer has none
     full.main(["--model", "test/tiny-base", "--dataset", str(write_rows(tmp_path / "data", rows(8))),
                "--max-steps", "1", "--batch-size", "4", "--precision", "fp32", "--max-new-tokens", "4",
-               "--eval-limit", "2", "--copy-bias", "2", "--output", "test/retold-full"])
+               "--eval-limit", "2", "--copy-bias", "2", "--copy-span", "3", "--output", "test/retold-full"])
     saved = modeling.load_model(store.resolve("test/retold-full"))
     assert model_copy_bias(saved) == 2.0 and generation.model_copy_retell(saved) == TABLE
+    assert generation.model_copy_span(saved) == 3
     processors = generation.copy_bias_processors(saved, torch.tensor([[50, 4, 11]]), 0)["logits_processor"]
-    assert processors[0].retell == TABLE  # and decoding reads the dialogue through it
+    assert processors[0].retell == TABLE and processors[0].span == 3  # and decoding reads the dialogue through it

@@ -26,6 +26,10 @@ class FullRecipe(sft.SftRecipe):
                                   "path that generates from it adds it. None = the starting model's (0 for any Hub "
                                   "model)",
                                   within="[0, 20]")
+    copy_span: int | None = arg(None, "how many of the last tokens written the copy pointer matches against the "
+                                "dialogue (workbench.generation.match_lengths): 1 follows every place the last token "
+                                "occurs, more only the places that match the most of them. None = the starting "
+                                "model's (1 if it has none)", within="[1, 16]")
 
 
 def prepare(model, config: FullRecipe):
@@ -35,7 +39,7 @@ def prepare(model, config: FullRecipe):
 
 
 def describe(config: FullRecipe) -> dict:
-    return {"copy_bias": config.copy_bias} if config.copy_bias is not None else {}
+    return {k: getattr(config, k) for k in ("copy_bias", "copy_span") if getattr(config, k) is not None}
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -65,6 +65,9 @@ class PretrainRecipe(options.Weights, options.Checkpoints, options.TrainerOption
     copy_bias: float = arg(0.0, "copy bias that the base's adaptations train and decode with (config.copy_bias, "
                            "workbench.generation.copy_boost): set on the base, so that every LoRA adapter on it and "
                            "every fine-tune from it shares it; pretraining itself does not add it", within="[0, 20]")
+    copy_span: int = arg(1, "how many of the last tokens written the base's copy pointer matches against the dialogue "
+                         "(config.copy_span, workbench.generation.match_lengths), shared like the bias",
+                         within="[1, 16]")
 
     def __post_init__(self):
         super().__post_init__()
@@ -277,7 +280,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"[pretrain] copy finish: {config.copy_finish_steps} steps, {config.copy_substitute:.0%} of tokens "
               f"substituted, token accuracy {finish_accuracy:.2f}")
     if config.copy_bias:
-        generation.set_copy_bias(trainer.model, config.copy_bias, tokenizer)
+        generation.set_copy_bias(trainer.model, config.copy_bias, tokenizer, config.copy_span)
     final = common.save_final(trainer.model, tokenizer, ckpt, config.save_dtype)
     training = common.training_record(
         config, trainer, "pretrain", watch=watch, run_id=run_id, resumed_from=last,
@@ -287,6 +290,7 @@ def main(argv: list[str] | None = None) -> dict:
         copy={"prior": config.copy_prior, "context": config.copy_context, "warmup_steps": config.copy_warmup_steps,
               "warmup_source": config.copy_warmup_source, "finish_steps": config.copy_finish_steps,
               "substitute": config.copy_substitute if config.copy_finish_steps else 0.0, "bias": config.copy_bias,
+              "span": config.copy_span,
               "finish_accuracy": finish_accuracy})
     return finish(config, trainer.model.eval(), tokenizer, eval_rows, final, scorer=scorer, params=params,
                   training=training, watch=watch, run_id=run_id, ckpt=ckpt)

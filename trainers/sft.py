@@ -60,7 +60,7 @@ def run(config: SftRecipe, method: str, prepare: Callable, describe: Callable[[o
     s = setup(config, method)
     model = prepare(modeling.load_model(s.source, dtype="fp32", device=common.device()), config)
     if getattr(config, "copy_bias", None) is not None:  # a full fine-tune that trains with a copy bias of its own
-        generation.set_copy_bias(model, config.copy_bias, s.tokenizer)
+        generation.set_copy_bias(model, config.copy_bias, s.tokenizer, getattr(config, "copy_span", None))
     params = modeling.count_parameters(model)
     print(f"[{method}] {config.model}: {params['trainable']:,} trainable of {params['total']:,} parameters "
           f"({100 * params['trainable_share']:.2f}%); {len(s.train_rows)} training rows, {len(s.eval_rows)} "
@@ -127,7 +127,8 @@ def copy_biased_trainer():
             pad_id = self.processing_class.pad_token_id
             logits = generation.copy_biased_logits(outputs.logits.float(), inputs["input_ids"],
                                                    inputs["decoder_input_ids"], bias, pad_id,
-                                                   generation.model_copy_retell(model))
+                                                   generation.model_copy_retell(model),
+                                                   generation.model_copy_span(model))
             loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100,
                                                      reduction="sum" if num_items_in_batch else "mean")
             if num_items_in_batch:

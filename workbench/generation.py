@@ -72,29 +72,51 @@ class GenerationSettings:
         return asdict(self)
 
 
+def match_lengths(source: torch.Tensor, previous: torch.Tensor, pad_id: int, span: int = 1) -> torch.Tensor:
+    """How many of the tokens written up to each decoder position t match, in order, the source up to each position
+    j (the summary "... be joining Billy" against the dialogue's "... be joining Billy": 3 at that "Billy", 1 at
+    every other "Billy"), counted up to `span`. Padding never matches. source (rows, S), previous (rows, T) -> (rows,
+    T, S) as integers."""
+    same = (previous[:, :, None] == source[:, None, :]) & (source != pad_id)[:, None, :]
+    if span <= 1:
+        return same.long()
+    lengths, run = torch.zeros_like(same, dtype=torch.long), torch.zeros_like(source)
+    for t in range(previous.shape[1]):
+        run = torch.where(same[:, t], torch.nn.functional.pad(run[:, :-1], (1, 0)) + 1, 0).clamp(max=span)
+        lengths[:, t] = run
+    return lengths
+
+
 def copy_boost(source: torch.Tensor, previous: torch.Tensor, vocab_size: int, bias: float | torch.Tensor,
-               pad_id: int) -> torch.Tensor:
+               pad_id: int, span: int = 1, last: bool = False) -> torch.Tensor:
     """What the copy bias adds to the logits, at every decoder position at once: `bias` on each token of the row's
     source, and twice `bias` more on each token that follows, somewhere in the source, the token just written
-    (`previous[:, t]` at position t), at most `3 * bias` in all. source (rows, S), previous (rows, T) -> (rows, T,
-    vocab_size); `bias` a number or one per row. Decoding uses it one position at a time (`CopyBias`), training on
+    (`previous[:, t]` at position t), at most `3 * bias` in all. With `span` > 1 the pointer follows only the places
+    that match the most of the last `span` tokens written (`match_lengths`): where "be" occurs ten times in a
+    dialogue, "will #Person2# be" occurs once. source (rows, S), previous (rows, T) -> (rows, T, vocab_size), or
+    (rows, 1, vocab_size) for the last position alone (`last`); `bias` a number or one per row. Decoding uses it one position at a time (`CopyBias`), training on
     the whole teacher-forced summary (`copy_biased_logits`), so that a model trained with a bias decodes with the
     logits it learned. Padding (`pad_id`) is never boosted and a row only reads its own source. Both pass the source
     and the summary through the model's retelling table first (`retell_source`, `retell_keys`), where it has one."""
-    rows, positions = previous.shape
+    lengths = match_lengths(source, previous, pad_id, span)
+    if last:
+        lengths = lengths[:, -1:]
+    rows, positions = lengths.shape[:2]
     bias = torch.as_tensor(bias, dtype=torch.float32, device=source.device).reshape(-1, 1)
     real = (source != pad_id).float() * bias
     boost = torch.zeros(rows, vocab_size, device=source.device).scatter_(1, source, real)
     boost = boost[:, None, :].repeat(1, positions, 1)
-    follows = (source[:, None, :-1] == previous[:, :, None]) * real[:, None, 1:]
+    longest = (lengths == lengths.amax(-1, keepdim=True)) & (lengths > 0)
+    follows = longest[:, :, :-1] * real[:, None, 1:]
     boost.scatter_add_(2, source[:, None, 1:].expand(rows, positions, -1), 2 * follows)
     return torch.minimum(boost, 3 * bias[:, :, None])  # a token that follows the last one at several places: once
 
 
 def retell_table(tokenizer) -> dict | None:
-    """The token ids the retelling pointer (`retell_source`) needs, from a tokenizer that holds each speaker tag, and
-    the tag apart from a following "'s", as one token (the demo family's; None for others, e.g. FLAN-T5's, whose
-    models then copy the dialogue as it is). Kept in the model's config (`set_copy_bias`) as plain lists."""
+    """The token ids the retelling pointer (`retell_source`) needs, from a tokenizer that holds each speaker tag as
+    one token, apart from a following ":" and a following "'s" (in one or two pieces: the demo family's tokenizer
+    writes "#Person1#'s" as "#Person1#", "'", "s"); None for others, e.g. FLAN-T5's, whose models then copy the
+    dialogue as it is. Kept in the model's config (`set_copy_bias`) as plain lists."""
     def single(text: str) -> int | None:
         ids = tokenizer(text, add_special_tokens=False).input_ids
         return ids[0] if len(ids) == 1 and ids[0] != tokenizer.unk_token_id else None
@@ -102,7 +124,9 @@ def retell_table(tokenizer) -> dict | None:
     tags = [single("#Person1#"), single("#Person2#")]
     tail = tokenizer("#Person1#:", add_special_tokens=False).input_ids
     possessive = tokenizer("#Person1#'s", add_special_tokens=False).input_ids
-    if None in tags or len(tail) != 2 or tail[0] != tags[0] or len(possessive) != 2:
+    if None in tags or len(tail) != 2 or tail[0] != tags[0]:
+        return None
+    if possessive[0] != tags[0] or not 2 <= len(possessive) <= 3:
         return None
 
     # the restate rule's own point of view (baselines.POINT_OF_VIEW), word by word: a word that becomes a tag (or a
@@ -115,7 +139,7 @@ def retell_table(tokenizer) -> dict | None:
     plain = {w: new for w, new in baselines.POINT_OF_VIEW.items() if "{" not in new}
     pairs = {(single(v), single(r)) for w, new in plain.items()
              for v, r in ((w, new), (w.capitalize(), new.capitalize()))}
-    return {"tags": tags, "colon": tail[1], "possessive": possessive[1], "speaker": variants("{me}"),
+    return {"tags": tags, "colon": tail[1], "possessive": possessive[1:], "speaker": variants("{me}"),
             "listener": variants("{you}"), "replace": sorted([a, b] for a, b in pairs if None not in (a, b))}
 
 
@@ -147,15 +171,30 @@ def retell_source(source: torch.Tensor, table: dict | None) -> torch.Tensor:
     return out
 
 
+def possessive_pieces(table: dict | None) -> list[int]:
+    """The tokens of "'s" after a tag in a retelling table: one or two (a table of an older layout holds one id)."""
+    if table is None:
+        return []
+    pieces = table["possessive"]
+    return [pieces] if isinstance(pieces, int) else list(pieces)
+
+
 def retell_keys(previous: torch.Tensor, table: dict | None) -> torch.Tensor:
-    """The tokens a retelling pointer keys on: the summary so far, with the "'s" that follows a tag read as the tag
-    (the dialogue's "my bike" is "#Person1#'s bike" in the summary; `retell_source` makes "my" the tag)."""
-    if table is None or previous.shape[1] < 2:
+    """The tokens a retelling pointer keys on: the summary so far, with the last piece of an "'s" that follows a tag
+    read as the tag (the dialogue's "my bike" is "#Person1#'s bike" in the summary; `retell_source` makes "my" the
+    tag, so the pointer goes on to "bike"). A first piece of two ("'") keys as itself."""
+    pieces = possessive_pieces(table)
+    if not pieces or previous.shape[1] <= len(pieces):
         return previous
-    before = torch.cat([torch.full_like(previous[:, :1], -1), previous[:, :-1]], 1)
-    tags = torch.tensor(table["tags"], device=previous.device)
-    possessive = (previous == table["possessive"]) & torch.isin(before, tags)
-    return torch.where(possessive, before, previous)
+
+    def back(k: int) -> torch.Tensor:  # the token k places to the left (-1 before the start)
+        return torch.cat([torch.full_like(previous[:, :k], -1), previous[:, :-k]], 1)
+
+    ends = torch.ones_like(previous, dtype=torch.bool)
+    for k, piece in enumerate(reversed(pieces)):
+        ends &= (previous if k == 0 else back(k)) == piece
+    tag = back(len(pieces))
+    return torch.where(ends & torch.isin(tag, torch.tensor(table["tags"], device=previous.device)), tag, previous)
 
 
 def model_copy_retell(model) -> dict | None:
@@ -165,22 +204,31 @@ def model_copy_retell(model) -> dict | None:
     return getattr(config, "copy_retell", None) or None
 
 
-def set_copy_bias(model, bias: float, tokenizer) -> None:
-    """Make `model` train and decode with a copy bias: `config.copy_bias`, and `config.copy_retell` from its
-    tokenizer (None where the tokenizer splits the speaker tags or a tag's "'s"). Saved with the model, so every path that loads it
-    decodes as it was trained; adapters read their base's."""
+def model_copy_span(model) -> int:
+    """How many of the last tokens written a model's copy pointer matches against the dialogue (`config.copy_span`,
+    set with the bias by `set_copy_bias`; 1, the token just written, for a model without one)."""
+    config = getattr(model, "config", model)
+    return int(getattr(config, "copy_span", None) or 1)
+
+
+def set_copy_bias(model, bias: float, tokenizer, span: int | None = None) -> None:
+    """Make `model` train and decode with a copy bias: `config.copy_bias`, `config.copy_retell` from its
+    tokenizer (None where the tokenizer splits the speaker tags) and `config.copy_span` (None: the model's own, 1 if
+    it has none). Saved with the model, so every path that loads it decodes as it was trained; adapters read their
+    base's."""
     model.config.copy_bias = float(bias)
     model.config.copy_retell = retell_table(tokenizer) if bias else None
+    model.config.copy_span = (model_copy_span(model) if span is None else int(span)) if bias else None
 
 
 def copy_biased_logits(logits: torch.Tensor, input_ids: torch.Tensor, decoder_input_ids: torch.Tensor, bias: float,
-                       pad_id: int, retell: dict | None = None) -> torch.Tensor:
+                       pad_id: int, retell: dict | None = None, span: int = 1) -> torch.Tensor:
     """A seq2seq model's teacher-forced logits with its copy bias added: what a trainer's loss reads when the model
     is trained to decode with `CopyBias` (`trainers.sft --copy-bias`; the model records it as `config.copy_bias`)."""
     if not bias:
         return logits
     boost = copy_boost(retell_source(input_ids, retell), retell_keys(decoder_input_ids, retell), logits.shape[-1],
-                       bias, pad_id)
+                       bias, pad_id, span)
     return logits + boost.to(logits.dtype)
 
 
@@ -198,7 +246,7 @@ def training_with_copy_bias(model, pad_id: int):
         if input_ids is None or decoder_input_ids is None or getattr(output, "logits", None) is None:
             return output
         output.logits = copy_biased_logits(output.logits, input_ids, decoder_input_ids, bias, pad_id,
-                                           model_copy_retell(model))
+                                           model_copy_retell(model), model_copy_span(model))
         return output
 
     handle = model.register_forward_hook(add_bias, with_kwargs=True) if bias else None
@@ -230,15 +278,17 @@ class CopyBias(LogitsProcessor):
     demo test split, copied the heated dialogues' insults, undoing PPO's toxicity drop (README, "Copy bias"). Each
     row reads only its own prompt, so a summary is the same alone and batched."""
 
-    def __init__(self, prompt_ids: torch.Tensor, pad_id: int, bias: float, retell: dict | None = None):
-        self.prompt_ids, self.pad_id, self.bias, self.retell = retell_source(prompt_ids, retell), pad_id, bias, retell
+    def __init__(self, prompt_ids: torch.Tensor, pad_id: int, bias: float, retell: dict | None = None, span: int = 1):
+        self.prompt_ids, self.pad_id, self.bias = retell_source(prompt_ids, retell), pad_id, bias
+        self.retell, self.span = retell, span
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         source = self.prompt_ids
         if source.shape[0] != scores.shape[0]:  # beams or samples: each prompt's rows are consecutive
             source = source.repeat_interleave(scores.shape[0] // source.shape[0], dim=0)
-        keys = retell_keys(input_ids[:, -2:], self.retell)  # the last token written, as the pointer reads it
-        boost = copy_boost(source, keys, scores.shape[-1], self.bias, self.pad_id)[:, -1]
+        # the last `span` tokens written, as the pointer reads them (an "'s" after a tag: the tag)
+        keys = retell_keys(input_ids[:, -self.span - len(possessive_pieces(self.retell)):], self.retell)
+        boost = copy_boost(source, keys, scores.shape[-1], self.bias, self.pad_id, self.span, last=True)[:, 0]
         return scores + boost.to(scores.dtype)
 
 
@@ -249,7 +299,8 @@ def copy_bias_processors(model, prompt_ids: torch.Tensor, pad_id: int,
     bias = model_copy_bias(model) + (settings.copy_bias if settings is not None else 0.0)
     if not bias:
         return {}
-    return {"logits_processor": LogitsProcessorList([CopyBias(prompt_ids, pad_id, bias, model_copy_retell(model))])}
+    processor = CopyBias(prompt_ids, pad_id, bias, model_copy_retell(model), model_copy_span(model))
+    return {"logits_processor": LogitsProcessorList([processor])}
 
 
 def model_input_limit(tokenizer, default: int = 512) -> int:
