@@ -303,24 +303,28 @@ def test_a_retelling_copy_bias_points_at_the_listeners_tag_and_the_word_after_it
     assert after_tag[0, 30] == 3  # and then "believe", which follows "you" in the dialogue
 
 
-def test_the_committed_family_has_no_retelling_table_and_its_tokens_retell_with_one():
-    """The committed base's tokenizer splits a tag's "'s" in two ("'", "s"), so `retell_table` gives none and the
-    family copies with the plain pointer (a table for it would make `make demo` build another family than the
-    committed one); with a table of its ids, its tokens retell as the restate rule's words do."""
+def test_the_committed_family_reads_the_dialogue_retold_through_its_tokenizers_table():
+    """The committed tokenizer writes a tag's "'s" in two pieces ("'", "s"); the base and the full model keep the
+    table `retell_table` makes of it, with a pointer over the last 4 tokens written, and the dialogue retold through
+    it reads as the restate rule writes it."""
     from workbench import paths, store
 
-    committed = store.LocalStore(paths.REPO_ROOT / "store").resolve("demo/flan-t5-demo-base")
-    tokenizer = modeling.load_tokenizer(committed)
+    local = store.LocalStore(paths.REPO_ROOT / "store")
+    base, full = (local.resolve(f"demo/flan-t5-demo-{name}") for name in ("base", "full"))
+    tokenizer = modeling.load_tokenizer(base)
     assert tokenizer.tokenize("#Person1#'s") == ["▁#Person1#", "'", "s"]
-    assert generation.retell_table(tokenizer) is None
-    assert generation.model_copy_retell(modeling.load_model(committed)) is None
-    one = tokenizer.convert_tokens_to_ids
-    table = {"tags": [one("▁#Person1#"), one("▁#Person2#")], "colon": one(":"), "possessive": one("'"),
-             "speaker": [one("▁I"), one("▁my")], "listener": [one("▁you")], "replace": [[one("▁am"), one("▁is")]]}
+    table = generation.retell_table(tokenizer)
+    assert table["possessive"] == tokenizer.convert_tokens_to_ids(["'", "s"])
+    for path in (base, full):
+        model = modeling.load_model(path)
+        assert generation.model_copy_retell(model) == table and generation.model_copy_span(model) == 4
     ids = tokenizer("#Person2#: Do you think I am right about my bike?", return_tensors="pt").input_ids
     retold = tokenizer.convert_ids_to_tokens(generation.retell_source(ids, table)[0])
     assert retold[:12] == ["▁#Person2#", ":", "▁Do", "▁#Person1#", "▁think", "▁#Person2#", "▁is", "▁right",
                            "▁about", "▁#Person2#", "▁bike", "?"]
+    summary = tokenizer("#Person2#'s bike", add_special_tokens=False, return_tensors="pt").input_ids
+    assert tokenizer.convert_ids_to_tokens(generation.retell_keys(summary, table)[0]) == [
+        "▁#Person2#", "'", "▁#Person2#", "▁bike"]  # the pointer then follows "#Person2#" to "bike"
 
 
 def test_a_full_fine_tune_with_a_copy_bias_keeps_its_tokenizers_retelling_table(tiny_model_dir, tmp_store, tmp_path,

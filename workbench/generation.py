@@ -94,10 +94,11 @@ def copy_boost(source: torch.Tensor, previous: torch.Tensor, vocab_size: int, bi
     (`previous[:, t]` at position t), at most `3 * bias` in all. With `span` > 1 the pointer follows only the places
     that match the most of the last `span` tokens written (`match_lengths`): where "be" occurs ten times in a
     dialogue, "will #Person2# be" occurs once. source (rows, S), previous (rows, T) -> (rows, T, vocab_size), or
-    (rows, 1, vocab_size) for the last position alone (`last`); `bias` a number or one per row. Decoding uses it one position at a time (`CopyBias`), training on
-    the whole teacher-forced summary (`copy_biased_logits`), so that a model trained with a bias decodes with the
-    logits it learned. Padding (`pad_id`) is never boosted and a row only reads its own source. Both pass the source
-    and the summary through the model's retelling table first (`retell_source`, `retell_keys`), where it has one."""
+    (rows, 1, vocab_size) for the last position alone (`last`); `bias` a number or one per row. Decoding uses it one
+    position at a time (`CopyBias`), training on the whole teacher-forced summary (`copy_biased_logits`), so that a
+    model trained with a bias decodes with the logits it learned. Padding (`pad_id`) is never boosted and a row only
+    reads its own source. Both pass the source and the summary through the model's retelling table first
+    (`retell_source`, `retell_keys`), where it has one."""
     lengths = match_lengths(source, previous, pad_id, span)
     if last:
         lengths = lengths[:, -1:]
