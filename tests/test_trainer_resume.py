@@ -136,18 +136,32 @@ def test_pretraining_refuses_a_checkpoint_folder_made_with_another_vocabulary(se
     assert "vocab_size: 300 -> 320" in message and "--fresh" in message
 
 
-def test_pretraining_with_the_copy_phases_records_the_copy_finish(setup):
+def test_pretraining_with_the_copy_phases_records_the_copy_finish(setup, tmp_path, monkeypatch):
     """The copy prior (two tokens of context), the warm-up on dialogue windows and the copy finish after the dialogue
-    objectives run in one pretraining command, and its record says how well the finished base copied."""
-    from trainers import pretrain
+    objectives run in one pretraining command, and its record says how well the finished base copied. The base
+    carries its minimum summary length, and a full fine-tune from it keeps it."""
+    from trainers import common, full, pretrain
+    from workbench import generation, modeling, store
 
     folder, tmp_path = setup
     run = pretrain.main(["--dataset", str(folder), "--output", "test/copy-base", "--max-steps", "2", "--batch-size",
                          "2", "--vocab-size", "300", "--extra-dialogues", "0", "--eval-limit", "1",
                          "--max-new-tokens", "3", "--copy-prior", "10", "--copy-context", "2",
                          "--copy-warmup-steps", "2", "--copy-warmup-source", "dialogues", "--copy-finish-steps", "2",
-                         "--checkpoint-dir", str(tmp_path / "runs" / "copy-base")])
+                         "--min-new-tokens", "3", "--checkpoint-dir", str(tmp_path / "runs" / "copy-base")])
     copy = run["training"]["copy"]
     assert copy["prior"] == 10 and copy["context"] == 2 and copy["warmup_source"] == "dialogues"
     assert copy["finish_steps"] == 2 and copy["substitute"] == 0.3 and 0 <= copy["finish_accuracy"] <= 1
     assert LocalStore().exists("test/copy-base")
+    assert run["training"]["min_new_tokens"] == 3 and run["generation"]["model_min_new_tokens"] == 3
+    assert generation.model_min_new_tokens(modeling.load_model(store.resolve("test/copy-base"))) == 3
+    monkeypatch.setattr(common, "RUNS_DIR", tmp_path / "runs")
+    tuned = full.main(["--model", "test/copy-base", "--dataset", str(folder), "--max-steps", "1", "--batch-size", "2",
+                       "--precision", "fp32", "--max-new-tokens", "4", "--eval-limit", "1", "--output", "test/floor"])
+    assert tuned["generation"]["model_min_new_tokens"] == 3
+    assert generation.model_min_new_tokens(modeling.load_model(store.resolve("test/floor"))) == 3
+    lower = full.main(["--model", "test/copy-base", "--dataset", str(folder), "--max-steps", "1", "--batch-size", "2",
+                       "--precision", "fp32", "--max-new-tokens", "4", "--eval-limit", "1", "--min-new-tokens", "0",
+                       "--output", "test/no-floor"])  # a user's own summaries may be shorter
+    assert "model_min_new_tokens" not in lower["generation"] and lower["training"]["min_new_tokens"] == 0
+    assert generation.model_min_new_tokens(modeling.load_model(store.resolve("test/no-floor"))) == 0

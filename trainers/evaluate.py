@@ -40,6 +40,8 @@ class EvaluateRecipe(options.Scoring, options.SplitData):
     batch_size: int = arg(32, "generation batch size", positive=True)
     max_new_tokens: int = arg(64, "summary length limit", positive=True)
     num_beams: int = arg(1, "beam search width (1 = greedy)", positive=True)
+    min_new_tokens: int = arg(0, "shortest summary, in tokens; a model that carries a longer minimum of its own "
+                              "(generation_config.min_new_tokens, the demo family's 20) keeps it", within="[0, 1024]")
     no_repeat_ngram_size: int = arg(GenerationSettings.no_repeat_ngram_size,
                                     "no n-gram of this size twice in a summary (0 = off: plain greedy)",
                                     within="[0, 10]")
@@ -95,7 +97,8 @@ def main(argv: list[str] | None = None) -> dict:
     folder = common.resolve_model(config.model, config.revision)  # a wrong name fails here, before any loading
     scorer = toxicity.load_scorer(config.toxicity)
     settings = GenerationSettings(max_new_tokens=config.max_new_tokens, num_beams=config.num_beams,
-                                  no_repeat_ngram_size=config.no_repeat_ngram_size, copy_bias=config.copy_bias)
+                                  no_repeat_ngram_size=config.no_repeat_ngram_size, copy_bias=config.copy_bias,
+                                  min_new_tokens=config.min_new_tokens)
     record = published_record(folder)
     method = config.method or record.get("method", "eval")
     if config.engine == "ctranslate2":

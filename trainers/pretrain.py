@@ -68,6 +68,9 @@ class PretrainRecipe(options.Weights, options.Checkpoints, options.TrainerOption
     copy_span: int = arg(1, "how many of the last tokens written the base's copy pointer matches against the dialogue "
                          "(config.copy_span, workbench.generation.match_lengths), shared like the bias",
                          within="[1, 16]")
+    min_new_tokens: int = arg(0, "shortest summary, in tokens, that the base and every model made from it write "
+                              "(generation_config.min_new_tokens, as Hub summarizers carry a min_length; "
+                              "workbench.generation.model_min_new_tokens); 0 = none", within="[0, 1024]")
 
     def __post_init__(self):
         super().__post_init__()
@@ -281,6 +284,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"substituted, token accuracy {finish_accuracy:.2f}")
     if config.copy_bias:
         generation.set_copy_bias(trainer.model, config.copy_bias, tokenizer, config.copy_span)
+    trainer.model.generation_config.min_new_tokens = config.min_new_tokens or None
     final = common.save_final(trainer.model, tokenizer, ckpt, config.save_dtype)
     training = common.training_record(
         config, trainer, "pretrain", watch=watch, run_id=run_id, resumed_from=last,
@@ -291,7 +295,7 @@ def main(argv: list[str] | None = None) -> dict:
               "warmup_source": config.copy_warmup_source, "finish_steps": config.copy_finish_steps,
               "substitute": config.copy_substitute if config.copy_finish_steps else 0.0, "bias": config.copy_bias,
               "span": config.copy_span,
-              "finish_accuracy": finish_accuracy})
+              "finish_accuracy": finish_accuracy}, min_new_tokens=config.min_new_tokens)
     return finish(config, trainer.model.eval(), tokenizer, eval_rows, final, scorer=scorer, params=params,
                   training=training, watch=watch, run_id=run_id, ckpt=ckpt)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench import paths, prompts, results, scoring
-from workbench.generation import GenerationSettings, generate, model_copy_bias
+from workbench.generation import GenerationSettings, generate, model_copy_bias, model_min_new_tokens
 from workbench.io import atomic_write_jsonl
 
 
@@ -89,7 +89,9 @@ def evaluate(model, tokenizer, rows: Sequence[dict], run: RunInfo, *,
         predictions = generate(model, tokenizer, eval_prompts(rows), settings,
                                batch_size=batch_size, progress=progress)
     trained_bias = model_copy_bias(model) if model is not None else 0.0
+    floor = model_min_new_tokens(model) if model is not None else 0
     generation = {**settings.as_dict(), **({"model_copy_bias": trained_bias} if trained_bias else {}),
+                  **({"model_min_new_tokens": floor} if floor else {}),
                   "prompt": "zero_shot", "batch_size": batch_size,
                   "dtype": str(next(model.parameters()).dtype).replace("torch.", "") if model is not None else None,
                   "seconds": round(time.time() - eval_start, 2), "scorer": getattr(scorer, "name", None)}

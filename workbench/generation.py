@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
@@ -62,8 +62,9 @@ class GenerationSettings:
 
     def to_kwargs(self) -> dict:
         kwargs = dict(max_new_tokens=self.max_new_tokens, num_beams=self.num_beams, do_sample=self.do_sample,
-                      repetition_penalty=self.repetition_penalty, no_repeat_ngram_size=self.no_repeat_ngram_size,
-                      min_new_tokens=self.min_new_tokens or None)
+                      repetition_penalty=self.repetition_penalty, no_repeat_ngram_size=self.no_repeat_ngram_size)
+        if self.min_new_tokens:  # else left out, so that a model's own floor (generation_config) still applies
+            kwargs["min_new_tokens"] = self.min_new_tokens
         if self.do_sample:
             kwargs.update(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
         return kwargs
@@ -258,6 +259,22 @@ def training_with_copy_bias(model, pad_id: int):
             handle.remove()
 
 
+def model_min_new_tokens(model) -> int:
+    """The shortest summary a model writes, in tokens: its `generation_config.min_new_tokens`, as Hub summarizers
+    carry a minimum length in theirs (facebook/bart-large-cnn: min_length 56); 0 for a model without one. A peft
+    model reads its base's, so every adapter on a base shares it. `generate` never writes less, whatever the
+    settings ask for."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return int(getattr(getattr(inner, "generation_config", None), "min_new_tokens", None) or 0)
+
+
+def with_model_floor(settings: GenerationSettings, model) -> GenerationSettings:
+    """`settings` with the minimum length raised to the model's own (`model_min_new_tokens`, at most
+    max_new_tokens)."""
+    floor = min(model_min_new_tokens(model), settings.max_new_tokens)
+    return replace(settings, min_new_tokens=floor) if floor > settings.min_new_tokens else settings
+
+
 def model_copy_bias(model) -> float:
     """The copy bias a model decodes with (`config.copy_bias`, 0 for every model that has none, e.g. any Hub model):
     part of its logits, so every path that generates from it adds it (`generate`, the trainers' rollouts). A peft
@@ -341,13 +358,15 @@ def generate(
     `adapter_names[i]` selects the adapter for `prompts[i]` (peft mixed-adapter batch). Inputs longer than
     `max_input_tokens` (default: the tokenizer's limit) are truncated. `pad_to_multiple_of` pads every batch to a
     multiple of that many tokens: the serving path uses it so that a prompt is computed at the same padded length
-    alone and batched with other requests of its length bucket (see `length_bucket`).
+    alone and batched with other requests of its length bucket (see `length_bucket`). A model that carries a minimum
+    length (`model_min_new_tokens`) writes at least that many tokens, as it carries its copy bias.
     """
     if adapter_names is not None and len(adapter_names) != len(prompts):
         raise ValueError(f"{len(prompts)} prompts but {len(adapter_names)} adapter names")
     if not prompts:
         return []
     limit = max_input_tokens or model_input_limit(tokenizer)
+    settings = with_model_floor(settings, model)
     device = next(model.parameters()).device
     lengths = [len(ids) for ids in encode(tokenizer, list(prompts), truncation=True, max_length=limit).input_ids]
     order = sorted(range(len(prompts)), key=lambda i: -lengths[i])

@@ -108,6 +108,7 @@ class Generation(_Closed):
     copy_bias: Finite | None = None  # absent in runs made before it existed: no bias
     model_copy_bias: Finite | None = None  # the bias the model was trained with (config.copy_bias), added to copy_bias
     min_new_tokens: int | None = None
+    model_min_new_tokens: int | None = None  # the model's own minimum (generation_config), applied over min_new_tokens
     prompt: str | None = None
     batch_size: int | None = None
     dtype: str | None = None
