@@ -53,3 +53,8 @@ def test_a_model_that_carries_a_minimum_length_writes_at_least_that_many_tokens(
     assert generation.model_min_new_tokens(adapted) == 5  # an adapter writes as long as its base
     floor = generation.with_model_floor(GenerationSettings(max_new_tokens=8), adapted)
     assert floor.min_new_tokens == 5 and GenerationSettings().to_kwargs().get("min_new_tokens") is None
+    # and a run record names it, for evaluation and trainers.reevaluate alike
+    from workbench import evaluation
+
+    assert evaluation.carried_decoding(adapted) == {"model_min_new_tokens": 5}
+    assert evaluation.carried_decoding(None) == {}

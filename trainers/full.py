@@ -45,7 +45,8 @@ def prepare(model, config: FullRecipe):
 
 
 def describe(config: FullRecipe) -> dict:
-    return {k: getattr(config, k) for k in ("copy_bias", "copy_span", "min_new_tokens") if getattr(config, k) is not None}
+    chosen = ("copy_bias", "copy_span", "min_new_tokens")
+    return {k: getattr(config, k) for k in chosen if getattr(config, k) is not None}
 
 
 def main(argv: list[str] | None = None) -> dict:

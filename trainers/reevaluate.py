@@ -22,7 +22,7 @@ from trainers import common, options
 from trainers.evaluate import ADAPTER, load_for_eval
 from trainers.options import ConfigError, arg
 from workbench import data, evaluation, paths, results, scoring, store, toxicity
-from workbench.generation import GenerationSettings, generate, model_copy_bias
+from workbench.generation import GenerationSettings, generate
 from workbench.io import atomic_write_jsonl
 
 START = "start"  # the start adapter's name beside the evaluated one (trainers.evaluate.ADAPTER)
@@ -45,18 +45,18 @@ def policy_start(run: dict) -> str | None:
 
 
 def generate_outputs(run: dict, rows: list[dict], settings: GenerationSettings, batch_size: int):
-    """(outputs, start outputs or None, the model's own copy bias) of the run's published model on `rows`, loaded
-    as trainers.evaluate loads it; a policy run's start adapter joins it on the same base, in the same mixed-adapter
-    batches."""
+    """(outputs, start outputs or None, what the model carries into decoding: `evaluation.carried_decoding`) of the
+    run's published model on `rows`, loaded as trainers.evaluate loads it; a policy run's start adapter joins it on
+    the same base, in the same mixed-adapter batches."""
     model, tokenizer, _ = load_for_eval(run["model_id"], run["revision"], run["base_model"], "fp32")
-    texts, n, bias = evaluation.eval_prompts(rows), len(rows), model_copy_bias(model)
+    texts, n, carried = evaluation.eval_prompts(rows), len(rows), evaluation.carried_decoding(model)
     if not policy_start(run):
-        return generate(model, tokenizer, texts, settings, batch_size=batch_size, progress=True), None, bias
+        return generate(model, tokenizer, texts, settings, batch_size=batch_size, progress=True), None, carried
     model.load_adapter(str(common.resolve_model(policy_start(run), field="policy_start")), adapter_name=START,
                        is_trainable=False, use_safetensors=True)
     outputs = generate(model, tokenizer, texts + texts, settings, adapter_names=[ADAPTER] * n + [START] * n,
                        batch_size=batch_size, progress=True)
-    return outputs[:n], outputs[n:], bias
+    return outputs[:n], outputs[n:], carried
 
 
 def skip_reason(run: dict) -> str | None:
@@ -75,7 +75,7 @@ def skip_reason(run: dict) -> str | None:
 def reevaluate(run: dict, rows: list[dict], settings: GenerationSettings, batch_size: int, results_dir: Path) -> dict:
     """Regenerate, rescore and rewrite one run (see the module docstring); returns the new record."""
     scorer = toxicity.load_scorer(run["generation"].get("scorer") or "profanity-check")
-    outputs, start, bias = generate_outputs(run, rows, settings, batch_size)
+    outputs, start, carried = generate_outputs(run, rows, settings, batch_size)
     records = evaluation.score_outputs(outputs, rows, scorer,
                                        keep_references=evaluation.keeps_references(run["dataset"]["id"]))
     metrics = evaluation.summarize_scores(records)
@@ -85,8 +85,8 @@ def reevaluate(run: dict, rows: list[dict], settings: GenerationSettings, batch_
                                                   scoring.rouge_per_example(start, references),
                                                   [{k: r[k] for k in scoring.ROUGE_TYPES} for r in records]))
     kept = {k: v for k, v in run["metrics"].items() if k not in metrics and not k.endswith(("_start", "_vs_start"))}
-    generation = {**{k: v for k, v in run["generation"].items() if k != "model_copy_bias"}, **settings.as_dict(),
-                  **({"model_copy_bias": bias} if bias else {}), "batch_size": batch_size, "dtype": "float32",
+    before = {k: v for k, v in run["generation"].items() if k not in ("model_copy_bias", "model_min_new_tokens")}
+    generation = {**before, **settings.as_dict(), **carried, "batch_size": batch_size, "dtype": "float32",
                   "engine": None, "reevaluated_at": results.utc_now()}
     new = results.validate({**run, "metrics": {**metrics, **kept}, "generation": generation})
     atomic_write_jsonl(results_dir / run["outputs_file"], records)

@@ -198,7 +198,9 @@ class Ct2Model:
     def generate(self, prompts: Sequence[str], settings: GenerationSettings = GenerationSettings(), *,
                  batch_size: int = 16, max_input_tokens: int | None = None, seed: int | None = None) -> list[str]:
         """One text per prompt, in order: tokenized, truncated and decoded exactly as `generation.generate` does
-        (CTranslate2 sorts by length and batches `batch_size` prompts itself)."""
+        (CTranslate2 sorts by length and batches `batch_size` prompts itself). The settings alone decide: a model's
+        own generation_config (e.g. the minimum length `generation.model_min_new_tokens` reads) is not converted;
+        the demo family, which carries one, is refused for its copy bias before it gets here."""
         if not prompts:
             return []
         options = decoding_options(settings)

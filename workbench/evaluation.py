@@ -70,6 +70,15 @@ def eval_prompts(rows: Sequence[dict]) -> list[str]:
     return [prompts.zero_shot(r["dialogue"]) for r in rows]
 
 
+def carried_decoding(model) -> dict:
+    """What a model carries into every decoding beside the settings, as a run record's generation names it: its copy
+    bias (`model_copy_bias`) and its minimum length (`model_min_new_tokens`), each only where it has one."""
+    if model is None:  # a rule-based baseline
+        return {}
+    bias, floor = model_copy_bias(model), model_min_new_tokens(model)
+    return {**({"model_copy_bias": bias} if bias else {}), **({"model_min_new_tokens": floor} if floor else {})}
+
+
 def evaluate(model, tokenizer, rows: Sequence[dict], run: RunInfo, *,
              settings: GenerationSettings = GenerationSettings(), scorer=None, batch_size: int = 32,
              predictions: Sequence[str] | None = None, extra_metrics: dict | None = None,
@@ -88,11 +97,7 @@ def evaluate(model, tokenizer, rows: Sequence[dict], run: RunInfo, *,
     if predictions is None:
         predictions = generate(model, tokenizer, eval_prompts(rows), settings,
                                batch_size=batch_size, progress=progress)
-    trained_bias = model_copy_bias(model) if model is not None else 0.0
-    floor = model_min_new_tokens(model) if model is not None else 0
-    generation = {**settings.as_dict(), **({"model_copy_bias": trained_bias} if trained_bias else {}),
-                  **({"model_min_new_tokens": floor} if floor else {}),
-                  "prompt": "zero_shot", "batch_size": batch_size,
+    generation = {**settings.as_dict(), **carried_decoding(model), "prompt": "zero_shot", "batch_size": batch_size,
                   "dtype": str(next(model.parameters()).dtype).replace("torch.", "") if model is not None else None,
                   "seconds": round(time.time() - eval_start, 2), "scorer": getattr(scorer, "name", None)}
     records = score_outputs(predictions, rows, scorer, keep_references=keeps_references(run.dataset))
