@@ -305,8 +305,9 @@ def test_a_retelling_copy_bias_points_at_the_listeners_tag_and_the_word_after_it
 
 def test_the_committed_family_reads_the_dialogue_retold_through_its_tokenizers_table():
     """The committed tokenizer writes a tag's "'s" in two pieces ("'", "s"); the base and the full model keep the
-    table `retell_table` makes of it, with a pointer over the last 4 tokens written and a minimum summary length, and
-    the dialogue retold through it reads as the restate rule writes it."""
+    table `retell_table` makes of it, with a pointer over the last 4 tokens written, and the dialogue retold through
+    it reads as the restate rule writes it. The summarizers carry a minimum summary length of 20 tokens (the full model
+    in its generation_config, each adapter in its own folder); the prompted base none."""
     from workbench import paths, store
 
     local = store.LocalStore(paths.REPO_ROOT / "store")
@@ -315,10 +316,12 @@ def test_the_committed_family_reads_the_dialogue_retold_through_its_tokenizers_t
     assert tokenizer.tokenize("#Person1#'s") == ["▁#Person1#", "'", "s"]
     table = generation.retell_table(tokenizer)
     assert table["possessive"] == tokenizer.convert_tokens_to_ids(["'", "s"])
-    for path in (base, full):
+    for path, floor in ((base, 0), (full, 20)):
         model = modeling.load_model(path)
         assert generation.model_copy_retell(model) == table and generation.model_copy_span(model) == 4
-        assert generation.model_min_new_tokens(model) == 20  # and writes summaries of 20 tokens at least
+        assert generation.model_min_new_tokens(model) == floor
+    for name in ("lora", "ppo", "orpo"):  # PPO and ORPO keep the minimum of the LoRA they started from
+        assert modeling.read_adapter_min_new_tokens(local.resolve(f"demo/flan-t5-demo-{name}")) == 20
     ids = tokenizer("#Person2#: Do you think I am right about my bike?", return_tensors="pt").input_ids
     retold = tokenizer.convert_ids_to_tokens(generation.retell_source(ids, table)[0])
     assert retold[:12] == ["▁#Person2#", ":", "▁Do", "▁#Person1#", "▁think", "▁#Person2#", "▁is", "▁right",

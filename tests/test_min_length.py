@@ -1,5 +1,5 @@
-"""A model's own minimum summary length (generation_config.min_new_tokens): carried by the base, shared by every
-model and adapter made from it, applied by every path that generates."""
+"""A model's own minimum summary length (generation_config.min_new_tokens), and an adapter's (its folder's
+generation_config.json), applied by every path that generates: each row of a mixed-adapter batch its own."""
 
 import torch
 
@@ -58,3 +58,55 @@ def test_a_model_that_carries_a_minimum_length_writes_at_least_that_many_tokens(
 
     assert evaluation.carried_decoding(adapted) == {"model_min_new_tokens": 5}
     assert evaluation.carried_decoding(None) == {}
+
+
+def test_an_adapter_carries_its_own_minimum_and_a_mixed_batch_holds_each_row_to_its_own(tiny_model_dir, tmp_path):
+    """A summarizer's minimum belongs to the summarizer: an adapter keeps its own in its folder
+    (generation_config.json), read back when it is attached; in one mixed-adapter batch the prompted base writes as
+    it likes while the adapter rows write their minimum, and each row is what it is alone."""
+    from peft import LoraConfig, get_peft_model
+
+    tokenizer = modeling.load_tokenizer(tiny_model_dir)
+    base = modeling.load_model(tiny_model_dir).eval()
+    base.lm_head = EosFirst(base.lm_head, tokenizer.eos_token_id)
+    adapted = get_peft_model(base, LoraConfig(r=2, target_modules=["q", "v"], task_type="SEQ_2_SEQ_LM"))
+    generation.set_model_min_new_tokens(adapted, 4)  # the adapter's own; the base keeps none
+    assert generation.model_min_new_tokens(adapted) == 4
+    assert generation.model_min_new_tokens(adapted, generation.BASE_ADAPTER) == 0
+    assert adapted.get_base_model().generation_config.min_new_tokens is None
+    adapted.save_pretrained(tmp_path / "four")
+    modeling.save_adapter_min_new_tokens(adapted, "default", tmp_path / "four")
+    assert "min_new_tokens" not in (tmp_path / "four" / "adapter_config.json").read_text()  # peft's file untouched
+    generation.set_model_min_new_tokens(adapted, 0)  # explicitly none, whatever the base carries
+    adapted.save_pretrained(tmp_path / "none")
+    modeling.save_adapter_min_new_tokens(adapted, "default", tmp_path / "none")
+    assert modeling.read_adapter_min_new_tokens(tmp_path / "none") == 0
+
+    base = modeling.load_model(tiny_model_dir).eval()
+    base.lm_head = EosFirst(base.lm_head, tokenizer.eos_token_id)
+    base.generation_config.min_new_tokens = 2  # a base that carries a minimum of its own
+    model = modeling.load_adapters(base, {"four": tmp_path / "four", "none": tmp_path / "none"})
+    assert modeling.read_adapter_min_new_tokens(tiny_model_dir) is None
+    assert [generation.model_min_new_tokens(model, n) for n in ("four", "none", generation.BASE_ADAPTER)] == [4, 0, 2]
+
+    seen, original = [], model.generate
+
+    def spy(**kwargs):
+        out = original(**kwargs)
+        seen.append([(row != tokenizer.pad_token_id).sum().item() for row in out[:, 1:]])
+        return out
+
+    model.generate = spy
+    prompt = "#Person1#: Hi.\n#Person2#: Hello."
+    names = ["four", generation.BASE_ADAPTER, "none", "four"]
+    settings = GenerationSettings(max_new_tokens=8)
+    together = generation.generate(model, tokenizer, [prompt] * 4, settings, adapter_names=names)
+    assert seen == [[5, 3, 1, 5]]  # each row its own minimum, then the end: 4, the base's 2, none
+    alone = [generation.generate(model, tokenizer, [prompt], settings, adapter_names=[n])[0] for n in names]
+    assert alone == together and [len(s) for s in seen[1:]] == [1, 1, 1, 1]
+    assert seen[1:] == [[5], [3], [1], [5]]
+    # the settings' own minimum still holds every row to at least that much
+    seen.clear()
+    generation.generate(model, tokenizer, [prompt] * 4, GenerationSettings(max_new_tokens=8, min_new_tokens=3),
+                        adapter_names=names)
+    assert seen == [[5, 4, 4, 5]]

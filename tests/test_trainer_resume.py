@@ -165,3 +165,14 @@ def test_pretraining_with_the_copy_phases_records_the_copy_finish(setup, tmp_pat
                        "--output", "test/no-floor"])  # a user's own summaries may be shorter
     assert "model_min_new_tokens" not in lower["generation"] and lower["training"]["min_new_tokens"] == 0
     assert generation.model_min_new_tokens(modeling.load_model(store.resolve("test/no-floor"))) == 0
+    # a LoRA adapter keeps a minimum of its own in its folder, beside the base's; without one it writes as its base
+    from trainers import lora
+
+    lora_args = ["--model", "test/copy-base", "--dataset", str(folder), "--max-steps", "1", "--batch-size", "2",
+                 "--precision", "fp32", "--max-new-tokens", "6", "--eval-limit", "1"]
+    own = lora.main([*lora_args, "--min-new-tokens", "5", "--output", "test/lora-floor"])
+    assert own["generation"]["model_min_new_tokens"] == 5 and own["training"]["min_new_tokens"] == 5
+    assert modeling.read_adapter_min_new_tokens(store.resolve("test/lora-floor")) == 5
+    inherits = lora.main([*lora_args, "--output", "test/lora-inherits"])
+    assert inherits["generation"]["model_min_new_tokens"] == 3 and "min_new_tokens" not in inherits["training"]
+    assert modeling.read_adapter_min_new_tokens(store.resolve("test/lora-inherits")) is None

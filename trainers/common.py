@@ -457,6 +457,7 @@ def store_weights(model, folder: Path, dtype: str, base_ref: str | None = None) 
             adapter_config = json.loads(config_path.read_text())
             adapter_config["base_model_name_or_path"] = base_ref
             atomic_write_json(config_path, adapter_config)
+        modeling.save_adapter_min_new_tokens(model, model.active_adapter, folder)
         return
     model.to(modeling.resolve_dtype(dtype)).save_pretrained(folder, safe_serialization=True)
     model.to(torch.float32)

@@ -40,8 +40,9 @@ class EvaluateRecipe(options.Scoring, options.SplitData):
     batch_size: int = arg(32, "generation batch size", positive=True)
     max_new_tokens: int = arg(64, "summary length limit", positive=True)
     num_beams: int = arg(1, "beam search width (1 = greedy)", positive=True)
-    min_new_tokens: int = arg(0, "shortest summary, in tokens; a model that carries a longer minimum of its own "
-                              "(generation_config.min_new_tokens, the demo family's 20) keeps it", within="[0, 1024]")
+    min_new_tokens: int = arg(0, "shortest summary, in tokens; a model or adapter that carries a longer minimum of its "
+                              "own (generation_config.min_new_tokens: the demo family's summarizers carry 20) keeps "
+                              "it", within="[0, 1024]")
     no_repeat_ngram_size: int = arg(GenerationSettings.no_repeat_ngram_size,
                                     "no n-gram of this size twice in a summary (0 = off: plain greedy)",
                                     within="[0, 10]")

@@ -30,17 +30,11 @@ class FullRecipe(sft.SftRecipe):
                                 "dialogue (workbench.generation.match_lengths): 1 follows every place the last token "
                                 "occurs, more only the places that match the most of them. None = the starting "
                                 "model's (1 if it has none)", within="[1, 16]")
-    min_new_tokens: int | None = arg(None, "shortest summary the model writes, in tokens (kept as "
-                                     "generation_config.min_new_tokens; workbench.generation.model_min_new_tokens). "
-                                     "None = the starting model's (none for FLAN-T5; 20 for the demo base)",
-                                     within="[0, 1024]")
 
 
 def prepare(model, config: FullRecipe):
     for p in model.parameters():
         p.requires_grad_(True)
-    if config.min_new_tokens is not None:
-        model.generation_config.min_new_tokens = config.min_new_tokens or None
     return model  # the copy bias, if any, is set by sft.run (it needs the tokenizer)
 
 

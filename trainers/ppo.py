@@ -107,17 +107,14 @@ NOT_TRAINING = frozenset({"report_to", "eval_split", "eval_limit", "eval_batch_s
 def load_policy(config: PpoRecipe, device: torch.device | str = "cpu"):
     """(peft model with 'ref' frozen and 'ppo' trainable adapters on one base, tokenizer, base ref, lora folder),
     on `device` (this process's device)."""
-    from peft import PeftModel
-
     lora_folder = common.resolve_model(config.policy, field="policy")
     if not (lora_folder / "adapter_config.json").is_file():
         raise ConfigError(f"policy: {config.policy} is not a LoRA adapter (no adapter_config.json)")
     base_ref = config.base or json.loads((lora_folder / "adapter_config.json").read_text())["base_model_name_or_path"]
     base_folder = common.resolve_model(base_ref, field="base")
     base = modeling.load_model(base_folder, dtype="fp32", device=str(device))
-    model = PeftModel.from_pretrained(base, str(lora_folder), adapter_name="ref", is_trainable=False,
-                                      use_safetensors=True)
-    model.load_adapter(str(lora_folder), adapter_name="ppo", is_trainable=True, use_safetensors=True)
+    model = modeling.attach_adapter(base, lora_folder, "ref")
+    model = modeling.attach_adapter(model, lora_folder, "ppo", trainable=True)  # with the start's minimum length
     model.set_adapter("ppo")  # the only adapter that trains; the reference is reached by adapter_names
     model.to(device).eval()  # no dropout: old and new log-probs must agree before the first update
     return model, modeling.load_tokenizer(base_folder), base_ref, lora_folder
@@ -494,6 +491,7 @@ def save_final(model, tokenizer, base_ref: str, ckpt: Path, dtype: str = "fp32")
     adapter_config = json.loads((final / "adapter_config.json").read_text())
     adapter_config["base_model_name_or_path"] = base_ref
     atomic_write_json(final / "adapter_config.json", adapter_config)
+    modeling.save_adapter_min_new_tokens(model, "ppo", final)  # the start's, which PPO's rollouts set aside
     tokenizer.save_pretrained(final)
     return final
 

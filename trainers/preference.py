@@ -150,12 +150,9 @@ def policy_adapter(config: PreferenceRecipe) -> tuple[Path, str, Path]:
 def load_policy(config: PreferenceRecipe, device):
     """(peft model whose TRAINED adapter starts as a trainable copy of the policy adapter, tokenizer, base ref,
     policy folder). The start adapter is attached for evaluation only, after training."""
-    from peft import PeftModel
-
     folder, base_ref, base_folder = policy_adapter(config)
     base = modeling.load_model(base_folder, dtype="fp32", device=str(device))
-    model = PeftModel.from_pretrained(base, str(folder), adapter_name=TRAINED, is_trainable=True,
-                                      use_safetensors=True)
+    model = modeling.attach_adapter(base, folder, TRAINED, trainable=True)  # with the start's minimum length
     return model.to(device), modeling.load_tokenizer(base_folder), base_ref, folder
 
 
@@ -194,7 +191,7 @@ def generate_both(model, tokenizer, rows: list[dict], policy_folder: Path, setti
     """Greedy summaries from the trained adapter and its start (one base copy, mixed-adapter batches) and the paired
     metrics; returns (trained outputs, extra metrics)."""
     if START not in model.peft_config:
-        model.load_adapter(str(policy_folder), adapter_name=START, is_trainable=False, use_safetensors=True)
+        modeling.attach_adapter(model, policy_folder, START)
     model.eval()
     texts = [prompts.zero_shot(r["dialogue"]) for r in rows]
     outputs = generate(model, tokenizer, texts + texts, settings, adapter_names=[START] * len(rows) + [TRAINED] *

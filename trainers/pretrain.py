@@ -68,9 +68,10 @@ class PretrainRecipe(options.Weights, options.Checkpoints, options.TrainerOption
     copy_span: int = arg(1, "how many of the last tokens written the base's copy pointer matches against the dialogue "
                          "(config.copy_span, workbench.generation.match_lengths), shared like the bias",
                          within="[1, 16]")
-    min_new_tokens: int = arg(0, "shortest summary, in tokens, that the base and every model made from it write "
-                              "(generation_config.min_new_tokens, as Hub summarizers carry a min_length; "
-                              "workbench.generation.model_min_new_tokens); 0 = none", within="[0, 1024]")
+    min_new_tokens: int = arg(0, "shortest summary, in tokens, that the base writes, and every model made from it "
+                              "that sets none of its own (generation_config.min_new_tokens, as Hub summarizers carry "
+                              "a min_length; workbench.generation.model_min_new_tokens); 0 = none (the demo recipe: "
+                              "its summarizers carry theirs)", within="[0, 1024]")
 
     def __post_init__(self):
         super().__post_init__()

@@ -21,7 +21,7 @@ from pathlib import Path
 from trainers import common, options
 from trainers.evaluate import ADAPTER, load_for_eval
 from trainers.options import ConfigError, arg
-from workbench import data, evaluation, paths, results, scoring, store, toxicity
+from workbench import data, evaluation, modeling, paths, results, scoring, store, toxicity
 from workbench.generation import GenerationSettings, generate
 from workbench.io import atomic_write_jsonl
 
@@ -52,8 +52,7 @@ def generate_outputs(run: dict, rows: list[dict], settings: GenerationSettings, 
     texts, n, carried = evaluation.eval_prompts(rows), len(rows), evaluation.carried_decoding(model)
     if not policy_start(run):
         return generate(model, tokenizer, texts, settings, batch_size=batch_size, progress=True), None, carried
-    model.load_adapter(str(common.resolve_model(policy_start(run), field="policy_start")), adapter_name=START,
-                       is_trainable=False, use_safetensors=True)
+    modeling.attach_adapter(model, common.resolve_model(policy_start(run), field="policy_start"), START)
     outputs = generate(model, tokenizer, texts + texts, settings, adapter_names=[ADAPTER] * n + [START] * n,
                        batch_size=batch_size, progress=True)
     return outputs[:n], outputs[n:], carried

@@ -29,6 +29,11 @@ class SftRecipe(options.Tracking, options.Weights, options.Checkpoints, options.
     max_target_length: int = arg(128, "truncate reference summaries to this many tokens", positive=True)
     group_by_length: bool = arg(False, "batch examples of similar length together: less padding, but see "
                                 "docs/TRAINERS.md for why it is off")
+    min_new_tokens: int | None = arg(None, "shortest summary the trained model writes, in tokens: kept as a full "
+                                     "model's generation_config.min_new_tokens, or in an adapter's folder as its own "
+                                     "generation_config.json (workbench.generation.model_min_new_tokens); the "
+                                     "prompted base keeps its own. None = the starting model's (none for FLAN-T5 and "
+                                     "the demo base); 0 = none", within="[0, 1024]")
 
 
 # Options that do not change what is trained (evaluation, output, logging): a run may resume with other values.
@@ -59,6 +64,8 @@ def run(config: SftRecipe, method: str, prepare: Callable, describe: Callable[[o
     watch = common.start(config, method, config.model, config.dataset)
     s = setup(config, method)
     model = prepare(modeling.load_model(s.source, dtype="fp32", device=common.device()), config)
+    if config.min_new_tokens is not None:
+        generation.set_model_min_new_tokens(model, config.min_new_tokens)
     if getattr(config, "copy_bias", None) is not None:  # a full fine-tune that trains with a copy bias of its own
         generation.set_copy_bias(model, config.copy_bias, s.tokenizer, getattr(config, "copy_span", None))
     params = modeling.count_parameters(model)

@@ -259,20 +259,73 @@ def training_with_copy_bias(model, pad_id: int):
             handle.remove()
 
 
-def model_min_new_tokens(model) -> int:
-    """The shortest summary a model writes, in tokens: its `generation_config.min_new_tokens`, as Hub summarizers
-    carry a minimum length in theirs (facebook/bart-large-cnn: min_length 56); 0 for a model without one. A peft
-    model reads its base's, so every adapter on a base shares it. `generate` never writes less, whatever the
-    settings ask for."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return int(getattr(getattr(inner, "generation_config", None), "min_new_tokens", None) or 0)
+def model_min_new_tokens(model, adapter: str | None = None) -> int:
+    """The shortest summary a model writes, in tokens, as Hub summarizers carry a minimum length in their generation
+    config (facebook/bart-large-cnn: min_length 56); 0 for a model without one. A model's own is its
+    `generation_config.min_new_tokens`. On a peft model, `adapter` (default: the active one) writes its own minimum
+    where it carries one (`adapter_min_new_tokens`: a summarizer's minimum belongs to the summarizer, not to the
+    base it was trained on), else its base's; `BASE_ADAPTER` reads the base's. `generate` never writes less,
+    whatever the settings ask for."""
+    if isinstance(getattr(model, "peft_config", None), dict) and hasattr(model, "get_base_model"):
+        name = adapter or model.active_adapter
+        own = adapter_min_new_tokens(model, name) if name != BASE_ADAPTER else None
+        if own is not None:
+            return own
+        model = model.get_base_model()
+    return int(getattr(getattr(model, "generation_config", None), "min_new_tokens", None) or 0)
 
 
-def with_model_floor(settings: GenerationSettings, model) -> GenerationSettings:
-    """`settings` with the minimum length raised to the model's own (`model_min_new_tokens`, at most
-    max_new_tokens)."""
-    floor = min(model_min_new_tokens(model), settings.max_new_tokens)
+def adapter_min_new_tokens(model, name: str) -> int | None:
+    """The minimum length adapter `name` of a peft model carries (None: it writes as long as its base). An adapter
+    keeps it in its folder's generation_config.json (`modeling.save_adapter_min_new_tokens`), read when it is
+    attached (`modeling.attach_adapter`) into its peft config, where it travels with the adapter."""
+    config = getattr(model, "peft_config", {}).get(name)
+    value = getattr(config, "min_new_tokens", None)
+    return None if value is None else int(value)
+
+
+def set_adapter_min_new_tokens(model, name: str, value: int | None) -> None:
+    """Give adapter `name` a minimum length of its own (None: its base's again). peft saves only its config's
+    dataclass fields, so the value never reaches adapter_config.json."""
+    model.peft_config[name].min_new_tokens = None if value is None else int(value)
+
+
+def set_model_min_new_tokens(model, value: int) -> None:
+    """Make `model` write `value` tokens at least (0: no minimum): a peft model's active adapter gets it as its own
+    (the base keeps its), any other model in its generation_config."""
+    if isinstance(getattr(model, "peft_config", None), dict) and hasattr(model, "get_base_model"):
+        set_adapter_min_new_tokens(model, model.active_adapter, value)
+    else:
+        model.generation_config.min_new_tokens = value or None
+
+
+def with_model_floor(settings: GenerationSettings, model, adapter: str | None = None) -> GenerationSettings:
+    """`settings` with the minimum length raised to the model's (or its adapter's) own (`model_min_new_tokens`, at
+    most max_new_tokens)."""
+    floor = min(model_min_new_tokens(model, adapter), settings.max_new_tokens)
     return replace(settings, min_new_tokens=floor) if floor > settings.min_new_tokens else settings
+
+
+class RowMinNewTokens(LogitsProcessor):
+    """A minimum length per row of a batch: the end of sequence is barred from row i until it has written
+    `floors[i]` tokens (transformers' MinNewTokensLengthLogitsProcessor holds every row to one minimum). A mixed-
+    adapter batch serves the prompted base, which writes as it likes, beside adapters that write 20 tokens at least.
+    Each row's floor touches only that row, so a summary is the same alone and batched."""
+
+    def __init__(self, floors: Sequence[int], eos_token_id: int):
+        self.floors, self.eos, self.start = torch.tensor(list(floors)), eos_token_id, None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.start is None:  # the decoder's prompt (its start token) is not written text
+            self.start = input_ids.shape[1]
+        floors = self.floors.to(scores.device)
+        if floors.shape[0] != scores.shape[0]:  # beams or samples: each prompt's rows are consecutive
+            floors = floors.repeat_interleave(scores.shape[0] // floors.shape[0])
+        early = floors > input_ids.shape[1] - self.start
+        if early.any():
+            scores = scores.clone()
+            scores[early, self.eos] = -float("inf")
+        return scores
 
 
 def model_copy_bias(model) -> float:
@@ -321,6 +374,19 @@ def copy_bias_processors(model, prompt_ids: torch.Tensor, pad_id: int,
     return {"logits_processor": LogitsProcessorList([processor])}
 
 
+def row_floors(model, settings: GenerationSettings, adapter_names: Sequence[str] | None, n: int) -> list[int]:
+    """The minimum length of each of `n` rows: the settings' own, raised to the model's (each row's adapter's where
+    `adapter_names` routes them), at most max_new_tokens."""
+    names = adapter_names if adapter_names is not None else [None] * n
+    floors = {name: with_model_floor(settings, model, name).min_new_tokens for name in set(names)}
+    return [floors[name] for name in names]
+
+
+def model_eos_id(model, tokenizer) -> int:
+    eos = getattr(getattr(model, "config", None), "eos_token_id", None)
+    return int(eos if eos is not None else tokenizer.eos_token_id)
+
+
 def model_input_limit(tokenizer, default: int = 512) -> int:
     """The longest input the model is meant to read (T5 uses relative positions; 512 is its training length)."""
     limit = getattr(tokenizer, "model_max_length", None)
@@ -359,14 +425,15 @@ def generate(
     `max_input_tokens` (default: the tokenizer's limit) are truncated. `pad_to_multiple_of` pads every batch to a
     multiple of that many tokens: the serving path uses it so that a prompt is computed at the same padded length
     alone and batched with other requests of its length bucket (see `length_bucket`). A model that carries a minimum
-    length (`model_min_new_tokens`) writes at least that many tokens, as it carries its copy bias.
+    length (`model_min_new_tokens`; per row of a mixed-adapter batch, each adapter its own) writes at least that many
+    tokens, as it carries its copy bias.
     """
     if adapter_names is not None and len(adapter_names) != len(prompts):
         raise ValueError(f"{len(prompts)} prompts but {len(adapter_names)} adapter names")
     if not prompts:
         return []
     limit = max_input_tokens or model_input_limit(tokenizer)
-    settings = with_model_floor(settings, model)
+    floors = row_floors(model, settings, adapter_names, len(prompts))
     device = next(model.parameters()).device
     lengths = [len(ids) for ids in encode(tokenizer, list(prompts), truncation=True, max_length=limit).input_ids]
     order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
@@ -378,15 +445,21 @@ def generate(
         batches = tqdm(batches, desc="generate", unit="batch")
     if seed is not None:
         torch.manual_seed(seed)
-    extra = {}
     for batch in batches:
         enc = encode(tokenizer, [prompts[i] for i in batch], return_tensors="pt", padding=True, truncation=True,
                      max_length=limit, pad_to_multiple_of=pad_to_multiple_of).to(device)
-        if adapter_names is not None:
-            extra["adapter_names"] = [adapter_names[i] for i in batch]
-        extra.update(copy_bias_processors(model, enc.input_ids, tokenizer.pad_token_id, settings))
+        extra = {} if adapter_names is None else {"adapter_names": [adapter_names[i] for i in batch]}
+        processors = copy_bias_processors(model, enc.input_ids, tokenizer.pad_token_id, settings).get(
+            "logits_processor", LogitsProcessorList())
+        # every row's minimum, passed explicitly so that a base's own generation_config cannot override an
+        # adapter's: the smallest for the whole batch, and a row processor where rows need more than that
+        kwargs = {**settings.to_kwargs(), "min_new_tokens": min(floors[i] for i in batch)}
+        if len({floors[i] for i in batch}) > 1:
+            processors.append(RowMinNewTokens([floors[i] for i in batch], model_eos_id(model, tokenizer)))
+        if processors:
+            extra["logits_processor"] = processors
         with torch.inference_mode():
-            out = model.generate(**enc, **settings.to_kwargs(), **extra)
+            out = model.generate(**enc, **kwargs, **extra)
         for i, text in zip(batch, tokenizer.batch_decode(out, skip_special_tokens=True)):
             outputs[i] = text.strip()
     return outputs  # type: ignore[return-value]

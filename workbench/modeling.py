@@ -257,19 +257,54 @@ def fuse_gelu(model):
     return model
 
 
-def load_adapters(base_model, adapters: dict[str, str | Path], *, trainable: bool = False):
-    """Attach several LoRA adapters (name -> folder) to one base model copy; returns the PeftModel."""
+ADAPTER_GENERATION_CONFIG = "generation_config.json"  # an adapter's own decoding defaults (its minimum length)
+
+
+def attach_adapter(model, folder: str | Path, name: str, *, trainable: bool = False):
+    """Attach the LoRA adapter in `folder` as `name` (to a base model, or to a PeftModel that has others already);
+    returns the PeftModel. The adapter's own minimum length, if its folder carries one
+    (`save_adapter_min_new_tokens`), comes with it (`generation.adapter_min_new_tokens`)."""
     from peft import PeftModel
 
-    model = None
-    for name, path in adapters.items():
-        if model is None:
-            model = PeftModel.from_pretrained(base_model, str(path), adapter_name=name, is_trainable=trainable,
-                                              use_safetensors=True)
-        else:
-            model.load_adapter(str(path), adapter_name=name, is_trainable=trainable, use_safetensors=True)
-    if model is None:
+    from workbench.generation import set_adapter_min_new_tokens
+
+    if isinstance(model, PeftModel):
+        model.load_adapter(str(folder), adapter_name=name, is_trainable=trainable, use_safetensors=True)
+    else:
+        model = PeftModel.from_pretrained(model, str(folder), adapter_name=name, is_trainable=trainable,
+                                          use_safetensors=True)
+    set_adapter_min_new_tokens(model, name, read_adapter_min_new_tokens(folder))
+    return model
+
+
+def read_adapter_min_new_tokens(folder: str | Path) -> int | None:
+    """The minimum length an adapter folder's generation_config.json names (None without one)."""
+    path = Path(folder) / ADAPTER_GENERATION_CONFIG
+    if not path.is_file():
+        return None
+    value = json.loads(path.read_text()).get("min_new_tokens")
+    return None if value is None else int(value)
+
+
+def save_adapter_min_new_tokens(model, name: str, folder: str | Path) -> None:
+    """Write adapter `name`'s own minimum length (if it has one) as `folder`/generation_config.json, the file a Hub
+    model keeps its decoding defaults in; `attach_adapter` reads it back."""
+    from transformers import GenerationConfig
+
+    from workbench.generation import adapter_min_new_tokens
+
+    value = adapter_min_new_tokens(model, name)
+    if value is not None:
+        GenerationConfig(min_new_tokens=value).save_pretrained(str(folder))  # 0: none, whatever the base carries
+
+
+def load_adapters(base_model, adapters: dict[str, str | Path], *, trainable: bool = False):
+    """Attach several LoRA adapters (name -> folder) to one base model copy; returns the PeftModel."""
+    if not adapters:
         raise ValueError("no adapters given")
+    model = base_model
+    for name, path in adapters.items():
+        model = attach_adapter(model, path, name, trainable=trainable)
     return model if trainable else model.eval()
 
 
@@ -319,8 +354,8 @@ AVX2_AUTO = "fp32"
 # bf16 kept 94.7% of outputs identical to fp32, int8 weights + bf16 91.9%, at the same speed (37 s and 36 s; the
 # family of the fourth rebuild of 2026-12-06, whose summaries are 20 tokens at least: longer summaries part more
 # often; 98.3% and 96.3% on the third); on the family before the copy base, 90.5% and 83.8%.
-BF16_WHY = "int8 weights are no faster here and change more outputs (92% of demo outputs identical to fp32 vs 95%)"
-AVX2_WHY = "int8-dynamic is faster but kept only 72% of demo outputs identical (needs 90%)"
+BF16_WHY = "int8 weights are no faster here and change more outputs (93% of demo outputs identical to fp32 vs 96%)"
+AVX2_WHY = "int8-dynamic is faster but kept only 80% of demo outputs identical (needs 90%)"
 
 
 def serving_precision(name: str | None, device: torch.device | str | None = None) -> Precision:

@@ -835,13 +835,8 @@ def _named_base(folder: Path) -> tuple[str, str] | None:
         return None
 
 
-def _attach(model, name: str, folder: Path):
-    from peft import PeftModel
-
-    if isinstance(model, PeftModel):
-        model.load_adapter(str(folder), adapter_name=name, use_safetensors=True)
-        return model.eval()
-    return PeftModel.from_pretrained(model, str(folder), adapter_name=name, use_safetensors=True).eval()
+def _attach(model, name: str, folder: Path):  # with the adapter's own minimum length, if it has one
+    return modeling.attach_adapter(model, folder, name).eval()
 
 
 def _one_line(err: BaseException, limit: int = 400) -> str:
