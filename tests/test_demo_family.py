@@ -4,7 +4,7 @@ results show what the README claims (adapted models beat the base; PPO lowers to
 import pytest
 
 from tests.conftest import needs_dialogsum
-from workbench import paths, results
+from workbench import modeling, paths, results
 from workbench.store import LocalStore
 
 REPOS = ["demo/flan-t5-demo-base", "demo/flan-t5-demo-full", "demo/flan-t5-demo-lora", "demo/flan-t5-demo-ppo",
@@ -41,6 +41,22 @@ def test_demo_family_serves_every_configured_slot():
     out = models.summarize({slot: zero_shot(dialogue) for slot in slots}, GenerationSettings(max_new_tokens=40))
     assert all(out[slot].text and out[slot].text.strip() for slot in slots)
     assert "#Person" in out["full"].text  # a summary in DialogSum style
+
+
+def test_one_served_request_holds_each_summarizer_to_its_minimum_and_not_the_base():
+    """The app's Compare path (one mixed-adapter batch on one base copy): the full model and every adapter write 20
+    tokens at least, the minimum each carries, while the prompted base, which carries none, stops where it likes."""
+    from workbench.generation import GenerationSettings
+    from workbench.modelset import ModelSet, ModelSetConfig
+    from workbench.prompts import zero_shot
+
+    models = ModelSet(ModelSetConfig.load(paths.REPO_ROOT / "configs" / "models" / "demo.yaml"), device="cpu")
+    tokenizer = modeling.load_tokenizer(LocalStore(paths.REPO_ROOT / "store").resolve("demo/flan-t5-demo-base"))
+    dialogue = "#Person1#: I'd like to book a table for four at 7:30.\n#Person2#: Certainly. Anything else?"
+    slots = ("base", "full", "lora", "ppo", "orpo")
+    out = models.summarize({slot: zero_shot(dialogue) for slot in slots}, GenerationSettings())
+    written = {slot: len(tokenizer(out[slot].text, add_special_tokens=False).input_ids) for slot in slots}
+    assert written["base"] < 20 and all(written[slot] >= 20 for slot in slots[1:]), written
 
 
 def test_committed_results_meet_the_targets():
