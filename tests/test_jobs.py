@@ -59,11 +59,11 @@ def lora(output="local/t-lora", **kwargs) -> TrainRequest:
 
 def test_exact_commands_per_recipe():
     r = jb.validate(lora(max_steps=30, learning_rate=0.002, batch_size=8, train_limit=64, eval_limit=16, lora_r=8,
-                         fresh=True))
+                         min_new_tokens=20, fresh=True))
     assert jb.build_argv(r) == ["-m", "trainers.lora", "--model", BASE, "--dataset", "demo", "--max-steps", "30",
                                 "--train-limit", "64", "--eval-limit", "16", "--learning-rate", "0.002",
                                 "--batch-size", "8", "--logging-steps", "5", "--save-steps", "50", "--lora-r", "8",
-                                "--output", "local/t-lora", "--fresh"]
+                                "--min-new-tokens", "20", "--output", "local/t-lora", "--fresh"]
     assert jb.command_line(jb.build_argv(r)).startswith("python -m trainers.lora --model demo/flan-t5-demo-base ")
     full = jb.validate(TrainRequest(recipe="full", model=BASE, dataset="dialogsum-local", output="me/full",
                                     max_steps=10))
@@ -71,8 +71,9 @@ def test_exact_commands_per_recipe():
         assert jb.build_argv(full)[:8] == ["-m", "trainers.full", "--model", BASE, "--dataset", "dialogsum-local",
                                            "--train-split", "dev"]
     ppo = jb.validate(TrainRequest(recipe="ppo", model=LORA, dataset="demo", output="me/ppo", max_steps=12,
-                                   batch_size=12, report_to="trackio"))
+                                   batch_size=12, report_to="trackio", min_new_tokens=20))
     argv = jb.build_argv(ppo)
+    assert "--min-new-tokens" not in argv  # PPO keeps the minimum of the adapter it starts from
     assert argv[:8] == ["-m", "trainers.ppo", "--policy", LORA, "--dataset", "demo", "--steps", "12"]
     assert argv[argv.index("--mini-batch-size") + 1] == "4"  # divides the batch of 12
     assert "--logging-steps" not in argv and argv[argv.index("--report-to") + 1] == "trackio"
@@ -101,6 +102,8 @@ def test_default_output_is_never_a_demo_name():
     ({"learning_rate": float("nan")}, "learning_rate"),
     ({"learning_rate": "1e-3 --fresh"}, "learning_rate"),
     ({"report_to": "all"}, "report_to"),
+    ({"min_new_tokens": 5000}, "min_new_tokens"),
+    ({"min_new_tokens": "20 --fresh"}, "min_new_tokens"),
 ])
 def test_every_field_is_checked(change, field):
     request = TrainRequest(**{**dict(recipe="lora", model=BASE, dataset="demo", output="local/x"), **change})
@@ -274,7 +277,7 @@ def test_the_train_tab_drives_a_run_through_its_api(fake_jobs):
     demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1")
     try:
         client = Client(demo.local_url, verbose=False)
-        fields = ["lora", BASE, "demo", "local/tab", 60, 0, 0, 2, 1000, 0, 0, 0, "orpo", "none", False]
+        fields = ["lora", BASE, "demo", "local/tab", 60, 0, 0, 2, 1000, 0, 0, 0, 0, "orpo", "none", False]
         command, _ = client.predict(*fields, api_name="/train_preview")
         assert command == ("python -m tests.fake_trainer --model demo/flan-t5-demo-base --dataset demo --max-steps 60 "
                            "--logging-steps 2 --save-steps 1000 --output local/tab")
@@ -314,7 +317,7 @@ def test_the_train_tab_refuses_visitors_the_owner_check_rejects(fake_jobs):
     demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1")
     try:
         client = Client(demo.local_url, verbose=False)
-        fields = ["lora", BASE, "demo", "local/tab", 60, 0, 0, 2, 1000, 0, 0, 0, "orpo", "none", False]
+        fields = ["lora", BASE, "demo", "local/tab", 60, 0, 0, 2, 1000, 0, 0, 0, 0, "orpo", "none", False]
         message, _ = client.predict(*fields, api_name="/train_start")
         assert "only the Space owner" in message and jobs.jobs() == []
         assert "asked with a Request" in message  # the visitor's request reaches the check
@@ -359,3 +362,19 @@ def test_the_app_has_a_train_tab_only_when_started_with_allow_training(fake_jobs
     assert not any(name.startswith("train_") for name in api_names(build_app(wb.service)) if name)
     with_tab = api_names(build_app(wb.service, jobs=fake_jobs()))
     assert {"train_start", "train_stop", "train_resume", "train_status", "train_serve"} <= with_tab
+
+
+def test_the_shortest_summary_field_shows_for_the_recipes_that_take_it(fake_jobs):
+    """Full fine-tuning and LoRA take the trained model's minimum summary length; PPO and preference optimisation
+    keep their start adapter's, so the field hides for them (as the preference loss shows only for preference)."""
+    import gradio as gr
+
+    from workbench.ui.train import TrainTab
+
+    tab = TrainTab(fake_jobs())
+    with gr.Blocks():
+        tab.build()
+    assert tab.min_tokens.value == 20 and tab.min_tokens.visible
+    for recipe, shown in (("full", True), ("lora", True), ("ppo", False), ("reward", False)):
+        *_, loss, min_tokens = tab.choices(recipe)
+        assert min_tokens.visible is shown and loss.visible is False

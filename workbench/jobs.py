@@ -55,7 +55,8 @@ DIALOGUE_DATASETS = {data.DEMO: "train", data.SHARED: "dev"}  # dataset choice -
 ACTIVE, FINISHED = ("queued", "running", "stopping"), ("done", "stopped", "failed", "interrupted", "cancelled")
 RESUMABLE = ("stopped", "failed", "interrupted", "cancelled")
 LIMITS = {"max_steps": (1, 100_000), "batch_size": (1, 256), "logging_steps": (1, 10_000), "save_steps": (1, 100_000),
-          "train_limit": (1, 10_000_000), "eval_limit": (1, 10_000_000), "lora_r": (1, 256)}
+          "train_limit": (1, 10_000_000), "eval_limit": (1, 10_000_000), "lora_r": (1, 256),
+          "min_new_tokens": (1, 1024)}
 CURVES = {"loss": "loss", "reward_mean": "reward", "kl": "KL", "toxicity_mean": "toxicity", "words": "length (words)"}
 TAIL_LINES = 40
 ENV_PREFIXES = ("WORKBENCH_", "HF_", "HUGGINGFACE_", "TRANSFORMERS_", "TOKENIZERS_", "OMP_", "MKL_", "CUDA_",
@@ -90,6 +91,7 @@ class TrainRequest:
     train_limit: int | None = None
     eval_limit: int | None = None
     lora_r: int | None = None
+    min_new_tokens: int | None = None  # full, lora: the trained model's minimum summary length; None: the start's
     loss: str = "orpo"
     report_to: str = "none"
     fresh: bool = False
@@ -226,7 +228,7 @@ def validate(request: TrainRequest, *, extra_models: tuple[str, ...] = ()) -> Tr
     checked = {name: _int(name, getattr(request, name), optional=name not in ("max_steps", "logging_steps",
                                                                                   "save_steps"))
                for name in ("max_steps", "batch_size", "logging_steps", "save_steps", "train_limit", "eval_limit",
-                            "lora_r")}
+                            "lora_r", "min_new_tokens")}
     output = _store_name("output", request.output) if request.output not in (None, "") else None
     request = dataclasses.replace(request, learning_rate=None if lr is None else float(lr), output=output,
                                   fresh=bool(request.fresh), **checked)
@@ -269,6 +271,8 @@ def build_argv(request: TrainRequest) -> list[str]:
         _flag(argv, "--save-steps", r.save_steps)
     if r.recipe == "lora":
         _flag(argv, "--lora-r", r.lora_r)
+    if r.recipe in ("full", "lora"):
+        _flag(argv, "--min-new-tokens", r.min_new_tokens)
     if r.report_to != "none":
         _flag(argv, "--report-to", r.report_to)
     _flag(argv, "--output", r.output)

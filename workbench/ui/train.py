@@ -93,11 +93,12 @@ def _optional(value) -> int | None:
 
 
 def request_from(recipe, model, dataset, output, max_steps, learning_rate, batch_size, logging_steps, save_steps,
-                 train_limit, eval_limit, lora_r, loss, report_to, fresh) -> TrainRequest:
+                 train_limit, eval_limit, lora_r, min_new_tokens, loss, report_to, fresh) -> TrainRequest:
     return TrainRequest(recipe=recipe, model=model, dataset=dataset, output=(output or "").strip() or None,
                         max_steps=max_steps, learning_rate=_optional(learning_rate), batch_size=_optional(batch_size),
                         logging_steps=logging_steps, save_steps=save_steps, train_limit=_optional(train_limit),
-                        eval_limit=_optional(eval_limit), lora_r=_optional(lora_r), loss=loss or "orpo",
+                        eval_limit=_optional(eval_limit), lora_r=_optional(lora_r),
+                        min_new_tokens=_optional(min_new_tokens), loss=loss or "orpo",
                         report_to=report_to or "none", fresh=bool(fresh))
 
 
@@ -161,7 +162,10 @@ class TrainTab:
         with gr.Row():
             numbers += [gr.Number(0, label="Training rows (0 = all)", precision=0, minimum=0),
                         gr.Number(0, label="Evaluation rows (0 = all)", precision=0, minimum=0),
-                        gr.Number(0, label="LoRA rank (0 = default)", precision=0, minimum=0, maximum=256)]
+                        gr.Number(0, label="LoRA rank (0 = default)", precision=0, minimum=0, maximum=256),
+                        gr.Number(20, label="Shortest summary, tokens (0 = the start model's)", precision=0,
+                                  minimum=0, maximum=1024, elem_id="train-min-tokens")]  # full and LoRA only
+            self.min_tokens = numbers[-1]
             self.loss = gr.Radio(list(jb.PREFERENCE_LOSSES), value="orpo", label="Preference loss", visible=False)
             report_to = gr.Dropdown(jb.report_to_choices(), value="none", label="Report to (experiment tracking)")
             fresh = gr.Checkbox(False, label="Start over (--fresh: discard this output's checkpoints)")
@@ -201,7 +205,7 @@ class TrainTab:
     def wire(self, fields: list, command: gr.Code) -> None:
         """Every event has an api_name; Start/Stop/Resume share one concurrency group so they run one at a time."""
         outputs = [self.state, self.plot, self.log, self.queue, self.job, self.shown]
-        self.recipe.input(self.choices, self.recipe, [self.model, self.dataset, self.loss],
+        self.recipe.input(self.choices, self.recipe, [self.model, self.dataset, self.loss, self.min_tokens],
                           api_name="train_choices").then(
             self.preview, fields, [command, self.message], api_name="train_choices_preview",
             api_visibility="private")
@@ -230,7 +234,8 @@ class TrainTab:
         return (gr.Dropdown(choices=models, value=models[0] if models else None, label=START_LABELS.get(name)),
                 gr.Dropdown(choices=datasets, value=datasets[0] if datasets else None,
                             label=DATA_LABELS.get(name, "Dataset")),
-                gr.Radio(visible=name == "preference"))
+                gr.Radio(visible=name == "preference"),
+                gr.Number(visible=name in ("full", "lora")))  # PPO and preference keep their start's minimum
 
     def preview(self, *values):
         try:
@@ -239,7 +244,8 @@ class TrainTab:
             return f"# not runnable: {err}", notice(str(err), "error")
 
     def do_start(self, recipe, model, dataset, output, max_steps, learning_rate, batch_size, logging_steps,
-                 save_steps, train_limit, eval_limit, lora_r, loss, report_to, fresh, request: gr.Request = None):
+                 save_steps, train_limit, eval_limit, lora_r, min_new_tokens, loss, report_to, fresh,
+                 request: gr.Request = None):
         """Queue the run. Named parameters, not *values: gradio passes the visitor's request only to a handler
         whose signature it can place it in."""
         if (reason := self.refused(request)) is not None:
@@ -247,7 +253,7 @@ class TrainTab:
         try:
             started = self.jobs.start(request_from(recipe, model, dataset, output, max_steps, learning_rate,
                                                    batch_size, logging_steps, save_steps, train_limit, eval_limit,
-                                                   lora_r, loss, report_to, fresh))
+                                                   lora_r, min_new_tokens, loss, report_to, fresh))
         except JobError as err:
             return notice(str(err), "error"), gr.skip()
         verb = "started" if started.state == "running" else "queued behind the running job"
