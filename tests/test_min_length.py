@@ -110,3 +110,16 @@ def test_an_adapter_carries_its_own_minimum_and_a_mixed_batch_holds_each_row_to_
     generation.generate(model, tokenizer, [prompt] * 4, GenerationSettings(max_new_tokens=8, min_new_tokens=3),
                         adapter_names=names)
     assert seen == [[5, 4, 4, 5]]
+
+
+def test_an_adapters_minimum_is_read_as_untrusted_input(tmp_path):
+    import json
+
+    import pytest
+
+    for bad in (-1, 10**9, "20", 2.5, True):
+        (tmp_path / "generation_config.json").write_text(json.dumps({"min_new_tokens": bad}))
+        with pytest.raises(ValueError, match="min_new_tokens must be a whole number"):
+            modeling.read_adapter_min_new_tokens(tmp_path)
+    (tmp_path / "generation_config.json").write_text(json.dumps({"max_new_tokens": 64}))
+    assert modeling.read_adapter_min_new_tokens(tmp_path) is None

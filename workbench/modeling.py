@@ -278,12 +278,15 @@ def attach_adapter(model, folder: str | Path, name: str, *, trainable: bool = Fa
 
 
 def read_adapter_min_new_tokens(folder: str | Path) -> int | None:
-    """The minimum length an adapter folder's generation_config.json names (None without one)."""
+    """The minimum length an adapter folder's generation_config.json names (None without one); a folder from
+    anywhere (the Hub) is read as untrusted: anything but a whole number in [0, 1024] is refused."""
     path = Path(folder) / ADAPTER_GENERATION_CONFIG
     if not path.is_file():
         return None
     value = json.loads(path.read_text()).get("min_new_tokens")
-    return None if value is None else int(value)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1024):
+        raise ValueError(f"{path.name}: min_new_tokens must be a whole number in [0, 1024], got {str(value)[:40]!r}")
+    return value
 
 
 def save_adapter_min_new_tokens(model, name: str, folder: str | Path) -> None:
