@@ -21,7 +21,7 @@ import torch
 
 from trainers import common, options
 from trainers.options import arg
-from workbench import data, evaluation, generation, modeling, store, toxicity
+from workbench import data, dropout, evaluation, generation, modeling, store, toxicity
 from workbench.generation import GenerationSettings
 
 
@@ -195,16 +195,17 @@ def copy_warmup(model, vocab: int, steps: int, *, seed: int, batch_size: int = 3
         return [rng.randrange(low, vocab) if substitute and rng.random() < substitute else t
                 for t in text[start: start + n]]
 
-    for _ in tqdm(range(steps), desc=phase, unit="step"):
-        n = rng.randint(max_length // 2, max_length) if windows else 0  # one window length per batch: no padding
-        ids = _pad([string(n) + [1] for _ in range(batch_size)], 0).to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            out = model(input_ids=ids, attention_mask=(ids != 0).long(), labels=ids.masked_fill(ids == 0, -100))
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step(), schedule.step(), optimizer.zero_grad()
-        real = ids != 0
-        accuracy = (accuracy + [float((out.logits.argmax(-1) == ids)[real].float().mean())])[-20:]
+    with dropout.cpu_dropout(model):  # torch's CPU dropout masks are slow (workbench.dropout)
+        for _ in tqdm(range(steps), desc=phase, unit="step"):
+            n = rng.randint(max_length // 2, max_length) if windows else 0  # one window length per batch: no padding
+            ids = _pad([string(n) + [1] for _ in range(batch_size)], 0).to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                out = model(input_ids=ids, attention_mask=(ids != 0).long(), labels=ids.masked_fill(ids == 0, -100))
+            out.loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step(), schedule.step(), optimizer.zero_grad()
+            real = ids != 0
+            accuracy = (accuracy + [float((out.logits.argmax(-1) == ids)[real].float().mean())])[-20:]
     return sum(accuracy) / max(1, len(accuracy))
 
 
