@@ -77,7 +77,7 @@ def test_in_eval_mode_the_swapped_t5_computes_what_the_stock_one_does(tiny_model
         assert torch.allclose(stock[real], swapped[real], atol=1e-4), (stock - swapped)[real].abs().max()
 
 
-def test_training_drops_attention_weights_and_the_block_restores_the_model(tiny_model_dir, tmp_path):
+def test_training_drops_attention_weights_and_the_block_restores_the_model(tiny_model_dir, tmp_path, monkeypatch):
     model = modeling.load_model(tiny_model_dir)
     tokenizer = modeling.load_tokenizer(tiny_model_dir)
     src, labels = _batch(tokenizer)
@@ -91,15 +91,12 @@ def test_training_drops_attention_weights_and_the_block_restores_the_model(tiny_
         seen.append(tuple(x.shape))
         return original(x, p, training)
 
-    dropout.cheap_dropout = spy
-    try:
-        with dropout.cpu_dropout(model):
-            assert model.config._attn_implementation == dropout.ATTENTION
-            loss = model(**src, labels=labels.input_ids).loss
-            loss.backward()
-            model.save_pretrained(tmp_path / "inside", safe_serialization=True)
-    finally:
-        dropout.cheap_dropout = original
+    monkeypatch.setattr(dropout, "cheap_dropout", spy)
+    with dropout.cpu_dropout(model):
+        assert model.config._attn_implementation == dropout.ATTENTION
+        loss = model(**src, labels=labels.input_ids).loss
+        loss.backward()
+        model.save_pretrained(tmp_path / "inside", safe_serialization=True)
     heads = model.config.num_heads
     assert any(len(s) == 4 and s[1] == heads for s in seen), seen  # (batch, heads, query, key): the attention weights
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
