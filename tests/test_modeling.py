@@ -1,3 +1,6 @@
+import json
+from pathlib import Path
+
 import torch
 
 from tests.conftest import DIALOGUES, TINY_ARCH
@@ -72,3 +75,38 @@ def test_generation_settings_validate():
 def test_best_dtype_is_supported_here():
     assert modeling.best_dtype("cpu") in (torch.float32, torch.bfloat16)
     assert modeling.resolve_dtype("fp32") is torch.float32
+
+
+def test_canonical_pieces_do_not_depend_on_the_trainers_order():
+    import random
+
+    specials = [["<pad>", 0.0], ["</s>", 0.0], ["<unk>", 0.0]]
+    learned = [["▁the", -2.5], ["▁$38.", -9.25 + 1e-15], ["▁$41.", -9.25], ["▁$19.", -9.25 - 1e-15], ["e", -4.0]]
+    lowest = -12.0
+    chars = ["~", "Q", "(", "J"]  # kept characters: lowest + 0, 1e-4, ... in whatever order the trainer met them
+    runs = []
+    for seed in range(5):
+        rng = random.Random(seed)
+        order = rng.sample(chars, len(chars))
+        appended = [[c, lowest + i * 1e-4] for i, c in enumerate(order)] + [["rt", lowest]]
+        body = rng.sample(learned, len(learned)) + appended
+        runs.append(modeling.canonical_pieces(specials + sorted(body, key=lambda item: -item[1])))
+    assert all(run == runs[0] for run in runs)
+    out = runs[0]
+    assert [p for p, _ in out[:3]] == ["<pad>", "</s>", "<unk>"]
+    assert [p for p, _ in out[3:]] == ["▁the", "e", "▁$19.", "▁$38.", "▁$41.", "(", "J", "Q", "rt", "~"]
+    assert dict(out)["("] == round(lowest + 3e-4, 9) and dict(out)["~"] == lowest  # the grid's scores, kept
+
+
+def test_train_tokenizer_gives_the_same_ids_in_every_process():
+    """The Unigram trainer's hash maps are seeded per process; the raw trainer gave these texts other ids each run."""
+    import subprocess
+    import sys
+
+    script = ("import json; from tests.conftest import DIALOGUES; from workbench import modeling; "
+              "texts = ([d for d, _ in DIALOGUES] + [s for _, s in DIALOGUES]) * 20; "
+              "print(json.dumps(sorted(modeling.train_tokenizer(texts, vocab_size=400).get_vocab().items())))")
+    root = Path(__file__).resolve().parents[1]
+    outs = {subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True,
+                           check=True).stdout for _ in range(3)}
+    assert len(outs) == 1 and len(json.loads(outs.pop())) > 300

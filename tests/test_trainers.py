@@ -134,3 +134,34 @@ def test_same_trainers_run_on_dialogsum_rows(setup):
     assert run["dataset"]["held_out"] is False and run["dataset"]["train_n"] == 8  # two splits: nothing held out
     assert run["training"]["n"] == 8 and run["metrics"]["rouge1"]["n"] == 6
     assert LocalStore().exists("test/tiny-dialogsum-lora")
+
+
+def test_interpolate_publishes_the_weights_between_the_trained_and_the_start(setup):
+    """WiSE-FT: the same seeded run published with --interpolate 0.25 is 0.25 x its trained weights + 0.75 x the
+    start's, and its record says so; on a LoRA adapter the merged update is scaled by the same share."""
+    import torch
+    from peft import get_peft_model
+
+    from trainers import sft
+    from workbench import modeling
+
+    folder, tmp_path = setup
+    common = {"max-steps": 10, "save-dtype": "fp32"}
+    trained = full.main(flags(folder, tmp_path, "test/tiny-full-1", **common))
+    moved = full.main(flags(folder, tmp_path, "test/tiny-full-q", interpolate=0.25, **common))
+    assert moved["training"]["interpolate"] == 0.25 and "interpolate" not in trained["training"]
+    start, end, between = (modeling.load_model(store.resolve(name), dtype="fp32").state_dict()
+                           for name in ("test/tiny-base", "test/tiny-full-1", "test/tiny-full-q"))
+    assert any(not torch.equal(start[k], end[k]) for k in start)
+    for k in start:
+        torch.testing.assert_close(between[k], 0.25 * end[k] + 0.75 * start[k], atol=1e-6, rtol=1e-5)
+
+    model = get_peft_model(modeling.load_model(store.resolve("test/tiny-base"), dtype="fp32"),
+                           lora.lora_settings(lora.LoraRecipe()))
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p)
+    layer = model.base_model.model.encoder.block[0].layer[0].SelfAttention.q
+    before = layer.get_delta_weight("default").clone()
+    sft.interpolate_to_start(model, store.resolve("test/tiny-base"), 0.25)
+    torch.testing.assert_close(layer.get_delta_weight("default"), 0.25 * before)

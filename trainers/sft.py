@@ -34,10 +34,15 @@ class SftRecipe(options.Tracking, options.Weights, options.Checkpoints, options.
                                      "generation_config.json (workbench.generation.model_min_new_tokens); the "
                                      "prompted base keeps its own. None = the starting model's (none for FLAN-T5 and "
                                      "the demo base); 0 = none", within="[0, 1024]")
+    interpolate: float = arg(1.0, "after training, move every weight back towards the starting model's: "
+                             "interpolate x trained + (1 - interpolate) x start (WiSE-FT, Wortsman et al. 2022; a "
+                             "LoRA adapter's update is scaled by it). Fine-tunes of a small model on little data keep "
+                             "more of what the start could do (README, \"Interpolated with the start\"). 1 = the "
+                             "trained weights as they are", within="(0, 1]")
 
 
 # Options that do not change what is trained (evaluation, output, logging): a run may resume with other values.
-NOT_TRAINING = frozenset({"output", "push_to_hub", "checkpoint_dir", "fresh", "eval_split", "eval_limit",
+NOT_TRAINING = frozenset({"output", "push_to_hub", "checkpoint_dir", "fresh", "eval_split", "eval_limit", "interpolate",
                           "eval_batch_size", "max_new_tokens", "toxicity", "logging_steps", "save_steps", "save_dtype",
                           "report_to"})
 
@@ -76,6 +81,7 @@ def run(config: SftRecipe, method: str, prepare: Callable, describe: Callable[[o
     last, main_process = common.fit(trainer, s.ckpt, method, s.run_id)
     if not main_process:
         return {}  # data-parallel workers are done; the main process evaluates and publishes once
+    interpolate_to_start(trainer.model, s.source, config.interpolate)
     final = common.save_final(trainer.model, s.tokenizer, s.ckpt, config.save_dtype, base_ref=config.model)
     training = common.training_record(
         config, trainer, method, watch=watch, run_id=s.run_id, resumed_from=last,
@@ -83,6 +89,24 @@ def run(config: SftRecipe, method: str, prepare: Callable, describe: Callable[[o
         group_by_length=config.group_by_length, dataset=config.dataset, split=config.train_split,
         n=len(s.train_rows), split_info=s.split_info, processes=trainer.args.world_size, **describe(config))
     return finish(config, method, trainer.model.eval(), s, final, params=params, training=training, watch=watch)
+
+
+@torch.no_grad()
+def interpolate_to_start(model, start: Path, weight: float) -> None:
+    """WiSE-FT (Wortsman et al., "Robust fine-tuning of zero-shot models", 2022): every trained weight becomes
+    `weight` x trained + (1 - weight) x its value in the starting model at `start`. A LoRA adapter starts at zero
+    (B = 0), so its B matrices are scaled by `weight`: the merged weights are then exactly that interpolation. 1
+    leaves the model as it is."""
+    if weight == 1:
+        return
+    if hasattr(model, "peft_config"):
+        for name, p in model.named_parameters():
+            if p.requires_grad and "lora_B" in name:
+                p.mul_(weight)
+        return
+    begin = modeling.load_model(start, dtype="fp32", device="cpu").state_dict()
+    for name, p in model.named_parameters():
+        p.lerp_(begin[name].to(p.device, p.dtype), 1 - weight)
 
 
 def setup(config: SftRecipe, method: str) -> Setup:

@@ -152,7 +152,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 4000, extra_texts: I
         show_progress=False,
     )
     backend.train_from_iterator(texts, trainer=trainer)
-    pieces = dict(json.loads(backend.to_str())["model"]["vocab"])  # specials first, then learned pieces
+    pieces = dict(canonical_pieces(json.loads(backend.to_str())["model"]["vocab"]))  # specials, then learned pieces
     words = Counter(word.strip(".,!?;:\"") for text in texts for word in text.split())
     total = sum(words.values())
     frequent = sorted(((f"▁{w}", math.log(c / total)) for w, c in words.items()
@@ -161,6 +161,36 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 4000, extra_texts: I
     pieces.update(frequent[: max(room, 0)])
     vocab = list(pieces.items()) + [(f"<extra_id_{i}>", 0.0) for i in range(SENTINELS - 1, -1, -1)]
     return T5Tokenizer(vocab=vocab, extra_ids=SENTINELS, model_max_length=512)
+
+
+# The Unigram trainer gives each character it must keep but did not choose (the initial alphabet's) the lowest score
+# of its pieces plus 0, 1e-4, 2e-4, ... in the order of a hash set.
+_APPENDED_STEP = 1e-4
+
+
+def canonical_pieces(vocab: list) -> list[tuple[str, float]]:
+    """The trainer's [piece, score] list in an order, and with scores, that depend on the corpus alone.
+
+    `tokenizers`' Unigram trainer gives the same pieces for the same corpus, but not in the same order: its hash maps
+    are seeded per process, so pieces of equal score change places, and so do the kept characters, whose scores
+    follow their order; with them change the token ids, the embedding rows a seeded model gives them, and everything
+    trained from there (`make demo` built another family each run). Here the special tokens keep their places,
+    scores are rounded to 1e-9 (below that they differ by the order of a float sum), the single characters on the
+    kept characters' grid take its scores in the order of their text, and the pieces are sorted by score, then text."""
+    specials = [(p, s) for p, s in vocab if p in SPECIAL_TOKENS]
+    learned = [(p, round(s, 9)) for p, s in vocab if p not in SPECIAL_TOKENS]
+    if not learned:
+        return specials
+    lowest = min(s for _, s in learned)
+
+    def on_grid(piece: str, score: float) -> bool:
+        steps = (score - lowest) / _APPENDED_STEP
+        return len(piece) == 1 and steps < len(learned) and abs(steps - round(steps)) < 1e-4
+
+    kept = [(p, s) for p, s in learned if on_grid(p, s)]
+    chars = list(zip(sorted(p for p, _ in kept), sorted((s for _, s in kept), reverse=True)))
+    pieces = [(p, s) for p, s in learned if not on_grid(p, s)] + chars
+    return specials + sorted(pieces, key=lambda item: (-item[1], item[0]))
 
 
 def load_tokenizer(path: str | Path):
