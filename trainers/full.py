@@ -40,8 +40,7 @@ def prepare(model, config: FullRecipe):
 
 def describe(config: FullRecipe) -> dict:
     chosen = ("copy_bias", "copy_span", "min_new_tokens")
-    return {**{k: getattr(config, k) for k in chosen if getattr(config, k) is not None},
-            **({"interpolate": config.interpolate} if config.interpolate != 1 else {})}
+    return {k: getattr(config, k) for k in chosen if getattr(config, k) is not None}
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -51,8 +51,7 @@ def prepare(model, config: LoraRecipe):
 def describe(config: LoraRecipe) -> dict:
     return {"lora": {"r": config.lora_r, "alpha": config.lora_alpha, "dropout": config.lora_dropout,
                      "target_modules": list(config.target_modules)},
-            **({"min_new_tokens": config.min_new_tokens} if config.min_new_tokens is not None else {}),
-            **({"interpolate": config.interpolate} if config.interpolate != 1 else {})}
+            **({"min_new_tokens": config.min_new_tokens} if config.min_new_tokens is not None else {})}
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -87,7 +87,8 @@ def run(config: SftRecipe, method: str, prepare: Callable, describe: Callable[[o
         config, trainer, method, watch=watch, run_id=s.run_id, resumed_from=last,
         epochs=round(trainer.state.epoch or 0, 3), precision=config.precision,
         group_by_length=config.group_by_length, dataset=config.dataset, split=config.train_split,
-        n=len(s.train_rows), split_info=s.split_info, processes=trainer.args.world_size, **describe(config))
+        n=len(s.train_rows), split_info=s.split_info, processes=trainer.args.world_size, **describe(config),
+        **({"interpolate": config.interpolate} if config.interpolate != 1 else {}))
     return finish(config, method, trainer.model.eval(), s, final, params=params, training=training, watch=watch)
 
 
