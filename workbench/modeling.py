@@ -384,11 +384,11 @@ class Precision:
 # the fp32 matmul there (17 ms against 1.2 ms for 8 x 768 x 3072).
 AVX2_AUTO = "fp32"
 # On AVX512-BF16 CPUs, measured on the demo family (results/benchmarks/precision.json, 390 test dialogues x 4 slots):
-# bf16 kept 94.7% of outputs identical to fp32, int8 weights + bf16 91.9%, at the same speed (37 s and 36 s; the
-# family of the fourth rebuild of 2026-12-06, whose summaries are 20 tokens at least: longer summaries part more
-# often; 98.3% and 96.3% on the third); on the family before the copy base, 90.5% and 83.8%.
-BF16_WHY = "int8 weights are no faster here and change more outputs (93% of demo outputs identical to fp32 vs 96%)"
-AVX2_WHY = "int8-dynamic is faster but kept only 80% of demo outputs identical (needs 90%)"
+# bf16 kept 95.6% of outputs identical to fp32, int8 weights + bf16 94.8%, at the same speed (22 s and 24 s; the
+# committed family of the seventh rebuild of 2026-12-06, on an Intel Xeon with AMX; the fourth's on an AMD EPYC:
+# 96.2% and 93.1%; the third's 98.3% and 96.3%); on the family before the copy base, 90.5% and 83.8%.
+BF16_WHY = "int8 weights are no faster here and change more outputs (95% of demo outputs identical to fp32 vs 96%)"
+AVX2_WHY = "int8-dynamic is faster but kept only 81% of demo outputs identical (needs 90%)"
 
 
 def serving_precision(name: str | None, device: torch.device | str | None = None) -> Precision:
