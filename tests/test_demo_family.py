@@ -262,7 +262,7 @@ def test_header_says_what_the_demo_family_is_in_one_line():
     note = demo_family_note(["demo/flan-t5-demo-base", "demo/flan-t5-demo-full"], paths.RESULTS_DIR)
     full = latest_real("full")
     assert "\n" not in note and "generated dialogues only" in note
-    assert f"full {full['metrics']['rouge1']['mean']:.2f}" in note and "real DialogSum test" in note
+    assert f"full {full['metrics']['rouge1']['mean']:.3f}" in note and "real DialogSum test" in note
     assert f"{latest_real('base')['params']['total'] / 1e6:.1f}M-parameter" in note
     assert "configs/models/hub.yaml" in note
     assert demo_family_note(["google/flan-t5-base"], paths.RESULTS_DIR) == ""
