@@ -10,7 +10,7 @@ import torch
 from transformers import LogitsProcessorList
 
 from tests.conftest import DIALOGUES, TINY_ARCH
-from workbench import generation, modeling
+from workbench import evaluation, generation, modeling
 from workbench.generation import (CopyBias, GenerationSettings, copy_biased_logits, copy_boost, generate,
                                  model_copy_bias)
 
@@ -153,11 +153,15 @@ def test_a_full_fine_tune_with_a_copy_bias_trains_on_the_logits_it_decodes_with(
         torch.random.set_rng_state(rng)  # the same dropout masks
         with torch.no_grad():  # the loss is the cross-entropy of the biased logits, not of the plain ones
             logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+            # the loss boosts every piece; decoding alone leaves the pieces inside a word (copy_inner) alone
             biased = copy_biased_logits(logits, batch["input_ids"], batch["decoder_input_ids"], 2.0,
                                         tiny_tokenizer.pad_token_id)
+            starts = copy_biased_logits(logits, batch["input_ids"], batch["decoder_input_ids"], 2.0,
+                                        tiny_tokenizer.pad_token_id, inner=generation.model_copy_inner(model))
             labels = batch["labels"].flatten()
             want = torch.nn.functional.cross_entropy(biased.flatten(0, 1), labels, ignore_index=-100)
             plain = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels, ignore_index=-100)
+            assert not torch.equal(starts, biased)  # the two differ on these batches, so the check below can fail
         seen.append((loss.item(), want.item(), plain.item()))
         return loss
 
@@ -348,3 +352,51 @@ def test_a_full_fine_tune_with_a_copy_bias_keeps_its_tokenizers_retelling_table(
     assert generation.model_copy_span(saved) == 3
     processors = generation.copy_bias_processors(saved, torch.tensor([[50, 4, 11]]), 0)["logits_processor"]
     assert processors[0].retell == TABLE and processors[0].span == 3  # and decoding reads the dialogue through it
+
+
+def test_pieces_inside_a_word_get_no_bias_of_their_own_but_the_pointer_still_finishes_a_copied_word():
+    # source "▁per suade ▁her": 5 = "▁per", 6 = "suade" (inside a word), 7 = "▁her"
+    prompt = torch.tensor([[5, 6, 7, 0]])
+    elsewhere, copying = torch.tensor([[0, 9]]), torch.tensor([[0, 5]])  # "▁divorce" written, or "▁per"
+    everywhere = copy_boost(prompt, elsewhere, 12, 2.0, 0, last=True)[0, 0]
+    starts = copy_boost(prompt, elsewhere, 12, 2.0, 0, last=True, inner=[6])[0, 0]
+    assert everywhere[6] == 2.0 and starts[6] == 0  # no push to glue "suade" onto "divorce"
+    assert starts[5] == starts[7] == 2.0  # word starts keep theirs
+    assert copy_boost(prompt, copying, 12, 2.0, 0, last=True, inner=[6])[0, 0, 6] == 4.0  # after "▁per": the pointer
+    step = CopyBias(prompt, 0, 2.0, inner=[6])(elsewhere, torch.zeros(1, 12))
+    assert torch.equal(step[0], starts)  # decoding adds what training adds
+    taught = copy_biased_logits(torch.zeros(1, 2, 12), prompt, elsewhere, 2.0, 0, inner=[6])
+    assert torch.equal(taught[0, -1], starts)
+
+
+def test_inner_pieces_are_the_letter_pieces_without_a_word_start_and_none_for_other_vocabularies(tiny_tokenizer):
+    inner = generation.inner_pieces(tiny_tokenizer)
+    pieces = tiny_tokenizer.convert_ids_to_tokens(inner)
+    assert inner and all(p[:1].isalpha() for p in pieces)
+    starts = [p for p in tiny_tokenizer.convert_ids_to_tokens(list(range(len(tiny_tokenizer)))) if p.startswith("▁")]
+    assert starts and not set(starts) & set(pieces)
+    assert not {".", ",", "?", ":", "1", "2"} & set(pieces)  # punctuation and digits ("#Person2#") stay boosted
+
+    class WordPiece:  # a vocabulary that marks the inside of a word instead ("##ing"): every piece is boosted
+        def __len__(self):
+            return 3
+
+        def convert_ids_to_tokens(self, ids):
+            return ["[PAD]", "run", "##ing"][: len(ids)]
+
+    assert generation.inner_pieces(WordPiece()) is None
+
+
+def test_a_model_saved_before_copy_inner_gets_it_from_its_tokenizer_when_loaded(tiny_model_dir, tiny_tokenizer,
+                                                                                  tmp_path):
+    model = modeling.load_model(tiny_model_dir)
+    generation.set_copy_bias(model, 3.0, tiny_tokenizer)
+    assert generation.model_copy_inner(model) == generation.inner_pieces(tiny_tokenizer)
+    model.config.copy_inner = None  # as the demo family of 2026-12-06 was saved
+    model.save_pretrained(tmp_path)
+    tiny_tokenizer.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text()).get("copy_inner") is None
+    loaded = modeling.load_model(tmp_path)
+    assert generation.model_copy_inner(loaded) == generation.inner_pieces(tiny_tokenizer)
+    assert evaluation.carried_decoding(loaded) == {"model_copy_bias": 3.0, "model_copy_word_starts": True}
+    assert generation.model_copy_inner(modeling.load_model(tiny_model_dir)) is None  # no bias, nothing to fill

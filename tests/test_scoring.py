@@ -81,3 +81,35 @@ def test_degenerate_outputs_are_recognised():
     assert is_degenerate("he says that he says that he says that")
     assert not is_degenerate("#Person1# asks #Person2# to fix the bike, and #Person2# agrees to fix it by Friday.")
     assert not is_degenerate("")
+
+
+def test_made_up_words_are_the_words_no_known_text_has():
+    known = set(scoring.letter_words("#Person1#: Steven, persuade her not to divorce me. #Person2#: I will try."))
+    assert scoring.letter_words("#Person1#'s divorcesuade, OK?") == ["s", "divorcesuade", "ok"]
+    share, unknown = scoring.made_up_words(["#Person1# asks Steven to divorcesuade her.",
+                                            "#Person2# will try to persuade her."], known)
+    assert unknown == ["asks", "divorcesuade"] and share == 2 / 10  # in order, of ten words
+    assert scoring.made_up_words([], known) == (0.0, [])
+
+
+def test_lone_letters_are_words_begun_and_not_finished_not_articles_or_contractions():
+    assert scoring.lone_letters("#Person2# will be happy if he c. #Person1# wants the M mobile.") == ["c", "M"]
+    assert scoring.lone_letters("#Person1#'s bike: I don't know, a car, it's #Person2#'s.") == []
+
+
+def test_made_up_words_command_reads_a_runs_outputs_against_a_datasets_words(tmp_path, capsys):
+    from tests.conftest import rows, write_rows
+    from trainers import made_up_words
+    from workbench.io import atomic_write_jsonl
+
+    data_dir = write_rows(tmp_path / "data", rows(4))
+    real = rows(4)[0]["summary"]
+    atomic_write_jsonl(tmp_path / "run.jsonl", [{"fname": "a", "prediction": real},
+                                            {"fname": "b", "prediction": real + " Zorbleglue."}])
+    report = made_up_words.main(["--runs", str(tmp_path / "run.jsonl"), "--dataset", str(data_dir), "--splits", "test"])
+    entry = report[str(tmp_path / "run.jsonl")]
+    assert entry["holding"] == 1 and entry["summaries"] == 2 and entry["lone_letters"] == 0
+    assert entry["share"] == 1 / (2 * len(scoring.letter_words(real)) + 1)
+    assert "zorbleglue" in capsys.readouterr().out
+    with pytest.raises(Exception, match="no per-example outputs"):
+        made_up_words.main(["--runs", "no-such-run", "--dataset", str(data_dir)])

@@ -157,6 +157,8 @@ def copy_biased_trainer():
                 inputs["decoder_input_ids"] = model.prepare_decoder_input_ids_from_labels(labels=labels)
             outputs = model(**inputs)
             pad_id = self.processing_class.pad_token_id
+            # the bias on every piece of the dialogue, as the family was trained; decoding leaves the pieces inside a
+            # word alone (`model_copy_inner`): trained that way too, fine-tunes scored less (README, "Word starts only")
             logits = generation.copy_biased_logits(outputs.logits.float(), inputs["input_ids"],
                                                    inputs["decoder_input_ids"], bias, pad_id,
                                                    generation.model_copy_retell(model),

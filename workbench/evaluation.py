@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from workbench import paths, prompts, results, scoring
-from workbench.generation import GenerationSettings, generate, model_copy_bias, model_min_new_tokens
+from workbench.generation import (GenerationSettings, generate, model_copy_bias, model_copy_inner,
+                                  model_min_new_tokens)
 from workbench.io import atomic_write_jsonl
 
 
@@ -72,11 +73,14 @@ def eval_prompts(rows: Sequence[dict]) -> list[str]:
 
 def carried_decoding(model) -> dict:
     """What a model carries into every decoding beside the settings, as a run record's generation names it: its copy
-    bias (`model_copy_bias`) and its minimum length (`model_min_new_tokens`), each only where it has one."""
+    bias (`model_copy_bias`; on word starts alone where it leaves the pieces inside a word, `model_copy_inner`) and
+    its minimum length (`model_min_new_tokens`), each only where it has one."""
     if model is None:  # a rule-based baseline
         return {}
     bias, floor = model_copy_bias(model), model_min_new_tokens(model)
-    return {**({"model_copy_bias": bias} if bias else {}), **({"model_min_new_tokens": floor} if floor else {})}
+    starts = bool(bias and model_copy_inner(model))
+    return {**({"model_copy_bias": bias} if bias else {}), **({"model_copy_word_starts": True} if starts else {}),
+            **({"model_min_new_tokens": floor} if floor else {})}
 
 
 def evaluate(model, tokenizer, rows: Sequence[dict], run: RunInfo, *,

@@ -271,6 +271,11 @@ def load_model(path: str | Path, *, dtype: str | torch.dtype | None = "fp32", de
     model = AutoModelForSeq2SeqLM.from_pretrained(
         str(path), dtype=resolve_dtype(dtype, device), use_safetensors=True, trust_remote_code=False
     )
+    if getattr(model.config, "copy_bias", None) and getattr(model.config, "copy_inner", None) is None:
+        from workbench.generation import inner_pieces
+
+        # saved before its copy bias left the pieces inside a word alone: its tokenizer says which they are
+        model.config.copy_inner = inner_pieces(load_tokenizer(path))
     return fuse_gelu(model).to(device).eval()
 
 

@@ -21,7 +21,8 @@ import dataclasses
 import torch
 from torch import nn
 
-from workbench.generation import copy_biased_logits, model_copy_bias, model_copy_retell, model_copy_span
+from workbench.generation import (copy_biased_logits, model_copy_bias, model_copy_inner, model_copy_retell,
+                                  model_copy_span)
 
 
 @dataclasses.dataclass
@@ -117,7 +118,8 @@ def seq2seq_logprobs(model, input_ids, attention_mask, response_ids, response_ma
                 decoder_attention_mask=decoder_attention_mask, output_hidden_states=return_hidden, **kwargs)
     # a model trained with a copy bias samples with it
     logits = copy_biased_logits(out.logits.float(), input_ids, decoder_input_ids, model_copy_bias(config),
-                                config.pad_token_id, model_copy_retell(config), model_copy_span(config))
+                                config.pad_token_id, model_copy_retell(config), model_copy_span(config),
+                                model_copy_inner(config))
     logits = block_early_eos(logits, config.eos_token_id, min_new_tokens)
     logp_all = torch.log_softmax(logits, dim=-1)
     logprobs = logp_all.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1) * response_mask

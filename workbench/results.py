@@ -107,6 +107,8 @@ class Generation(_Closed):
     no_repeat_ngram_size: int | None = None
     copy_bias: Finite | None = None  # absent in runs made before it existed: no bias
     model_copy_bias: Finite | None = None  # the bias the model was trained with (config.copy_bias), added to copy_bias
+    # True where that bias boosted word starts alone (config.copy_inner; absent in runs made before: every piece)
+    model_copy_word_starts: bool | None = None
     min_new_tokens: int | None = None
     model_min_new_tokens: int | None = None  # the model's own minimum (generation_config), applied over min_new_tokens
     prompt: str | None = None

@@ -122,3 +122,32 @@ def is_degenerate(text: str) -> bool:
         return True
     trigrams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
     return any(trigrams.count(t) >= 3 for t in set(trigrams))
+
+
+_LETTERS = re.compile(r"[a-z]+")
+_SPEAKER_TAG = re.compile(r"#person\d+#")
+
+
+def letter_words(text: str) -> list[str]:
+    """The runs of letters in `text`, lower-cased, speaker tags left out: "#Person1#'s divorcesuade" -> ["s",
+    "divorcesuade"]."""
+    return _LETTERS.findall(_SPEAKER_TAG.sub(" ", text.lower()))
+
+
+def made_up_words(predictions: Sequence[str], known: set[str]) -> tuple[float, list[str]]:
+    """(share of the predictions' words that are not in `known`, those words in order): how often a summarizer
+    glues pieces of words into words no text has ("divorce" + "suade" -> "divorcesuade"). `known` is a vocabulary of
+    real text (`letter_words` of it), e.g. every DialogSum dialogue and summary: a word outside it is almost always
+    made up, since summaries restate what dialogues say."""
+    words = [w for p in predictions for w in letter_words(p)]
+    unknown = [w for w in words if w not in known]
+    return (len(unknown) / len(words) if words else 0.0), unknown
+
+
+_LONE_LETTER = re.compile(r"(?<![#\w'])[b-hj-z](?![\w'#])", re.IGNORECASE)
+
+
+def lone_letters(text: str) -> list[str]:
+    """Single letters standing as words, other than "a" and "I" and the "s" of "'s": mostly a word its writer began
+    and did not finish ("if he c."), or a letter glued to nothing. Real text has a few ("vitamin C", "Plan B")."""
+    return _LONE_LETTER.findall(text)
