@@ -136,8 +136,8 @@ def test_a_pointer_over_several_tokens_follows_only_the_place_that_matches_the_m
     assert torch.equal(copy_boost(source, lost, 12, 1.0, 0, 3)[0, -1], copy_boost(source, lost, 12, 1.0, 0, 1)[0, -1])
 
 
-def test_a_full_fine_tune_with_a_copy_bias_trains_on_the_logits_it_decodes_with(tiny_model_dir, tiny_tokenizer,
-                                                                               tmp_store, tmp_path, monkeypatch):
+def test_a_full_fine_tune_with_a_copy_bias_trains_on_its_biased_logits(tiny_model_dir, tiny_tokenizer, tmp_store,
+                                                                        tmp_path, monkeypatch):
     from tests.conftest import publish_tiny_lora, rows, write_rows
     from trainers import common, full, sft
     from workbench import store
@@ -363,10 +363,11 @@ def test_pieces_inside_a_word_get_no_bias_of_their_own_but_the_pointer_still_fin
     assert everywhere[6] == 2.0 and starts[6] == 0  # no push to glue "suade" onto "divorce"
     assert starts[5] == starts[7] == 2.0  # word starts keep theirs
     assert copy_boost(prompt, copying, 12, 2.0, 0, last=True, inner=[6])[0, 0, 6] == 4.0  # after "▁per": the pointer
-    step = CopyBias(prompt, 0, 2.0, inner=[6])(elsewhere, torch.zeros(1, 12))
-    assert torch.equal(step[0], starts)  # decoding adds what training adds
-    taught = copy_biased_logits(torch.zeros(1, 2, 12), prompt, elsewhere, 2.0, 0, inner=[6])
-    assert torch.equal(taught[0, -1], starts)
+    decoding = CopyBias(prompt, 0, 2.0, inner=[6])
+    assert torch.equal(decoding(elsewhere, torch.zeros(1, 12))[0], starts)
+    assert torch.equal(decoding(copying, torch.zeros(1, 12))[0, 6], torch.tensor(4.0))  # its mask, kept, is the same
+    ppo = copy_biased_logits(torch.zeros(1, 2, 12), prompt, elsewhere, 2.0, 0, inner=[6])
+    assert torch.equal(ppo[0, -1], starts)  # PPO's log-probabilities add what decoding adds
 
 
 def test_inner_pieces_are_the_letter_pieces_without_a_word_start_and_none_for_other_vocabularies(tiny_tokenizer):

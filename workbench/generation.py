@@ -99,9 +99,9 @@ def copy_boost(source: torch.Tensor, previous: torch.Tensor, vocab_size: int, bi
     dialogue, "will #Person2# be" occurs once. source (rows, S), previous (rows, T) -> (rows, T, vocab_size), or
     (rows, 1, vocab_size) for the last position alone (`last`); `bias` a number or one per row. Decoding uses it one
     position at a time (`CopyBias`), training on the whole teacher-forced summary (`copy_biased_logits`), so that a
-    model trained with a bias decodes with the logits it learned, but for `inner`, which decoding (and PPO, whose
-    policy is what decoding samples) passes and a fine-tune's loss does not. Padding (`pad_id`) is never boosted and a row only
-    reads its own source. Both pass the source and the summary through the model's retelling table first
+    model trained with a bias decodes with the logits it learned, but for `inner` (ids, or `inner_mask` of them),
+    which decoding (and PPO, whose policy is what decoding samples) passes and a fine-tune's loss does not. Padding
+    (`pad_id`) is never boosted and a row only reads its own source. Both pass the source and the summary through the model's retelling table first
     (`retell_source`, `retell_keys`), where it has one.
 
     Why decoding leaves the pieces inside a word alone: boosted like the others, they pushed a summary that left the
@@ -119,8 +119,8 @@ def copy_boost(source: torch.Tensor, previous: torch.Tensor, vocab_size: int, bi
     real = (source != pad_id).float() * bias
     starts = real
     if inner is not None and len(inner):
-        inside = torch.zeros(vocab_size, dtype=torch.bool, device=source.device)
-        inside[torch.as_tensor(inner, device=source.device)] = True
+        inside = inner if isinstance(inner, torch.Tensor) and inner.dtype == torch.bool else \
+            inner_mask(inner, vocab_size, source.device)
         starts = real * ~inside[source]
     boost = torch.zeros(rows, vocab_size, device=source.device).scatter_(1, source, starts)
     boost = boost[:, None, :].repeat(1, positions, 1)
@@ -128,6 +128,13 @@ def copy_boost(source: torch.Tensor, previous: torch.Tensor, vocab_size: int, bi
     follows = longest[:, :, :-1] * real[:, None, 1:]
     boost.scatter_add_(2, source[:, None, 1:].expand(rows, positions, -1), 2 * follows)
     return torch.minimum(boost, 3 * bias[:, :, None])  # a token that follows the last one at several places: once
+
+
+def inner_mask(inner: Sequence[int] | torch.Tensor, vocab_size: int, device=None) -> torch.Tensor:
+    """`inner` piece ids as a boolean mask over the vocabulary (what `copy_boost` indexes)."""
+    inside = torch.zeros(vocab_size, dtype=torch.bool, device=device)
+    inside[torch.as_tensor(inner, device=device)] = True
+    return inside
 
 
 def inner_pieces(tokenizer) -> list[int] | None:
@@ -394,7 +401,7 @@ class CopyBias(LogitsProcessor):
                  inner: Sequence[int] | None = None):
         self.prompt_ids, self.pad_id, self.bias = retell_source(prompt_ids, retell), pad_id, bias
         self.retell, self.span = retell, span
-        self.inner = None if inner is None else torch.as_tensor(inner, device=prompt_ids.device)
+        self.inner, self.inside = inner, None  # the ids; their vocabulary mask, made at the first step
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         source = self.prompt_ids
@@ -402,8 +409,10 @@ class CopyBias(LogitsProcessor):
             source = source.repeat_interleave(scores.shape[0] // source.shape[0], dim=0)
         # the last `span` tokens written, as the pointer reads them (an "'s" after a tag: the tag)
         keys = retell_keys(input_ids[:, -self.span - len(possessive_pieces(self.retell)):], self.retell)
+        if self.inside is None and self.inner is not None and len(self.inner):
+            self.inside = inner_mask(self.inner, scores.shape[-1], scores.device)
         boost = copy_boost(source, keys, scores.shape[-1], self.bias, self.pad_id, self.span, last=True,
-                           inner=self.inner)[:, 0]
+                           inner=self.inside)[:, 0]
         return scores + boost.to(scores.dtype)
 
 
