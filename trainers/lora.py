@@ -43,7 +43,10 @@ def lora_settings(config: LoraRecipe):
 def prepare(model, config: LoraRecipe):
     from peft import get_peft_model
 
-    peft_model = get_peft_model(model, lora_settings(config))
+    from workbench.modeling import untied_head_adapters
+
+    with untied_head_adapters(model):
+        peft_model = get_peft_model(model, lora_settings(config))
     peft_model.print_trainable_parameters()
     return peft_model
 

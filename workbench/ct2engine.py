@@ -145,7 +145,8 @@ def _merged(model: Path, adapter: Path | None, check: Callable | None):
 
     if check is not None:
         check(base)
-    peft_model = PeftModel.from_pretrained(base, str(adapter), use_safetensors=True)
+    with modeling.untied_head_adapters(base):
+        peft_model = PeftModel.from_pretrained(base, str(adapter), use_safetensors=True)
     return _for_converter(peft_model.merge_and_unload())
 
 

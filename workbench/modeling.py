@@ -6,12 +6,14 @@ One loader serves the app, the trainers and the evaluator. Weights are read as s
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import logging
 import math
 import os
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -303,13 +305,29 @@ def attach_adapter(model, folder: str | Path, name: str, *, trainable: bool = Fa
 
     from workbench.generation import set_adapter_min_new_tokens
 
-    if isinstance(model, PeftModel):
-        model.load_adapter(str(folder), adapter_name=name, is_trainable=trainable, use_safetensors=True)
-    else:
-        model = PeftModel.from_pretrained(model, str(folder), adapter_name=name, is_trainable=trainable,
-                                          use_safetensors=True)
+    with untied_head_adapters(model):
+        if isinstance(model, PeftModel):
+            model.load_adapter(str(folder), adapter_name=name, is_trainable=trainable, use_safetensors=True)
+        else:
+            model = PeftModel.from_pretrained(model, str(folder), adapter_name=name, is_trainable=trainable,
+                                              use_safetensors=True)
     set_adapter_min_new_tokens(model, name, read_adapter_min_new_tokens(folder))
     return model
+
+
+@contextlib.contextmanager
+def untied_head_adapters(model):
+    """Adapters on `lm_head` without peft's warning that they may break weight tying, where there is no tying to
+    break: peft reads `config.tie_word_embeddings`, which transformers 5 saves as true for the demo family's T5
+    configs although their head is a tensor of its own (as FLAN-T5's is). A head that does share the embedding's
+    tensor keeps the warning."""
+    core = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head, embedding = core.get_output_embeddings(), core.get_input_embeddings()
+    head = getattr(head, "base_layer", head)  # already adapted
+    with warnings.catch_warnings():
+        if head is not None and embedding is not None and head.weight is not embedding.weight:
+            warnings.filterwarnings("ignore", message="Model has `tie_word_embeddings=True`", category=UserWarning)
+        yield
 
 
 def read_adapter_min_new_tokens(folder: str | Path) -> int | None:
@@ -479,24 +497,48 @@ class ExactTopLogits(nn.Module):
     models: 887 and 850 of 960 identical, ROUGE-1 within 0.004; results/benchmarks/precision.json, from
     `python -m benchmarks.precision`). Costs nothing measurable; it also lets the head itself be int8. k = 32 covers
     beam search's 2 × beams candidates for up to 16 beams. Meant for generation (one position per step), not training.
+    An adapter that trained the head (a LoRA with `lm_head` among its target modules) adds its own update to those
+    logits, computed in fp32 per row as `adapter_names` route the rows: its base head runs once more per step for it.
     """
 
-    def __init__(self, head: nn.Linear, k: int = 32):
+    def __init__(self, head: nn.Module, k: int = 32):
         super().__init__()
-        self.head, self.k = head, k
-        self.exact = nn.Parameter(head.weight.detach(), requires_grad=False)  # shares the head's storage
+        base = getattr(head, "base_layer", None)  # a peft LoRA layer: an adapter trained the head too
+        if base is not None and not isinstance(base, FloatLogits):
+            head.base_layer = base = FloatLogits(base)
+        self.head, self.k, self.adapted = head, k, base is not None
+        weight = (base if base is not None else head).weight
+        self.exact = nn.Parameter(weight.detach(), requires_grad=False)  # shares the head's storage
 
     @property
     def weight(self) -> torch.Tensor:
         return self.exact
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        logits = self.head(hidden).float()
+        logits = self.head(hidden).float()  # with an adapter on the head, per row as adapter_names route it
         top = logits.topk(min(self.k, logits.shape[-1]), dim=-1).indices
+        # the adapter's own update, in fp32 (peft added it to the base's fp32 logits); 0 for "__base__" rows
+        update = (logits - self.head.base_layer(hidden)).gather(-1, top) if self.adapted else 0
         with torch.autocast(hidden.device.type, enabled=False):
             # multiply and sum rather than a batched matrix product, whose rounding can depend on the batch size
             exact = (self.exact[top].float() * hidden.float().unsqueeze(-2)).sum(-1)
-        return logits.scatter_(-1, top, exact)
+        return logits.scatter_(-1, top, exact + update)
+
+
+class FloatLogits(nn.Module):
+    """The frozen base of a LoRA-adapted head, giving fp32 logits: peft adds the adapter's update to the base's output
+    and casts the sum to that output's dtype, which in bf16 would round the update away again."""
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        self.layer = layer
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.layer.weight
+
+    def forward(self, hidden: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        return self.layer(hidden).float()
 
 
 class Int8Linear(nn.Module):
