@@ -320,12 +320,13 @@ def untied_head_adapters(model):
     """Adapters on `lm_head` without peft's warning that they may break weight tying, where there is no tying to
     break: peft reads `config.tie_word_embeddings`, which transformers 5 saves as true for the demo family's T5
     configs although their head is a tensor of its own (as FLAN-T5's is). A head that does share the embedding's
-    tensor keeps the warning."""
+    tensor, or whose tensor cannot be told (a head wrapped in another module), keeps the warning."""
     core = model.get_base_model() if hasattr(model, "get_base_model") else model
-    head, embedding = core.get_output_embeddings(), core.get_input_embeddings()
-    head = getattr(head, "base_layer", head)  # already adapted
+    head = core.get_output_embeddings()
+    head_weight = getattr(getattr(head, "base_layer", head), "weight", None)  # an adapted head: its base's
+    embedding_weight = getattr(core.get_input_embeddings(), "weight", None)
     with warnings.catch_warnings():
-        if head is not None and embedding is not None and head.weight is not embedding.weight:
+        if head_weight is not None and embedding_weight is not None and head_weight is not embedding_weight:
             warnings.filterwarnings("ignore", message="Model has `tie_word_embeddings=True`", category=UserWarning)
         yield
 
