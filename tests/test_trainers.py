@@ -136,6 +136,19 @@ def test_same_trainers_run_on_dialogsum_rows(setup):
     assert LocalStore().exists("test/tiny-dialogsum-lora")
 
 
+def test_one_split_for_both_holds_out_the_share_asked_and_never_trains_on_it(setup):
+    """--holdout: comparing recipes on a user's own pairs alone (--train-split and --eval-split the same)."""
+    folder, tmp_path = setup
+    run = lora.main(flags(folder, tmp_path, "test/tiny-holdout-lora", steps=2,
+                          **{"train-split": "train", "eval-split": "train", "holdout": 0.25}))
+    assert run["dataset"]["held_out"] is True and (run["dataset"]["train_n"], run["dataset"]["n"]) == (6, 2)
+    assert run["training"]["n"] == 6 and "held out 2 of 8 dialogues (25%" in run["dataset"]["note"]
+    trained_on = {r["fname"] for r in data.load_dialogues(str(folder), "train")} - {
+        json.loads(x)["fname"] for x in (tmp_path / "results" / "outputs" / f"{run['run_id']}.jsonl").read_text()
+        .splitlines()}
+    assert len(trained_on) == 6  # the two evaluated dialogues are the two left out
+
+
 def test_interpolate_publishes_the_weights_between_the_trained_and_the_start(setup):
     """WiSE-FT: the same seeded run published with --interpolate 0.25 is 0.25 x its trained weights + 0.75 x the
     start's, and its record says so; on a LoRA adapter the merged update is scaled by the same share."""

@@ -167,6 +167,10 @@ class TrainData(EvalData):
     train_split: str = arg("train", "split to train on; when it names the same data as --eval-split (e.g. a single "
                            "file), a seeded tenth of it is held out for evaluation and not trained on")
     train_limit: int | None = arg(None, "train on only the first N rows (None = all; for quick runs)", positive=True)
+    holdout: float = arg(0.1, "when --train-split and --eval-split name the same data, the share of its dialogues "
+                         "held out (seeded) for evaluation and never trained on: e.g. --train-split dev --eval-split "
+                         "dev --holdout 0.2 compares recipes on a fifth of your own pairs. 0 = evaluate on the "
+                         "training dialogues (the record says so)", within="[0, 1)")
 
 
 @dataclasses.dataclass
