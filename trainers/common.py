@@ -193,7 +193,7 @@ def load_train_eval(config, *, fields: str = "dataset") -> tuple[list[dict], lis
         where = None
         return data.load_train_eval(config.dataset, config.train_split, config.eval_split,
                                     train_limit=config.train_limit, eval_limit=config.eval_limit,
-                                    holdout=getattr(config, "holdout", 0.1))
+                                    **({"holdout": config.holdout} if hasattr(config, "holdout") else {}))
     except data.DataError as err:
         if where is None:  # loading failed: the message names the file, which tells the split
             where = "eval_split" if eval_at != train_at and str(eval_at) in str(err) else "train_split"

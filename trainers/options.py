@@ -165,7 +165,7 @@ class TrainData(EvalData):
     """The split a recipe trains on, beside the evaluation split (data.load_train_eval)."""
 
     train_split: str = arg("train", "split to train on; when it names the same data as --eval-split (e.g. a single "
-                           "file), a seeded tenth of it is held out for evaluation and not trained on")
+                           "file), a seeded share of it (--holdout) is held out for evaluation and not trained on")
     train_limit: int | None = arg(None, "train on only the first N rows (None = all; for quick runs)", positive=True)
     holdout: float = arg(0.1, "when --train-split and --eval-split name the same data, the share of its dialogues "
                          "held out (seeded) for evaluation and never trained on: e.g. --train-split dev --eval-split "
