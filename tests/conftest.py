@@ -90,7 +90,8 @@ def repo_path(*parts) -> Path:
 
 
 def publish_tiny_lora(base_dir: Path, tmp_path: Path, base_repo: str = "test/tiny-base",
-                      repo: str = "test/tiny-lora", sharpen: float = 1.0) -> None:
+                      repo: str = "test/tiny-lora", sharpen: float = 1.0,
+                      target_modules: tuple[str, ...] = ("q", "v", "wo", "lm_head")) -> None:
     """Publish the tiny base and a LoRA adapter on it (random non-zero B, so it differs from the base).
 
     `sharpen` scales the base's lm_head: a random tiny model is close to uniform over its vocabulary, a trained one
@@ -110,7 +111,7 @@ def publish_tiny_lora(base_dir: Path, tmp_path: Path, base_repo: str = "test/tin
         base.save_pretrained(base_dir)
         tokenizer.save_pretrained(base_dir)
     LocalStore().publish(base_dir, base_repo)
-    lora = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=["q", "v", "wo", "lm_head"],
+    lora = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=list(target_modules),
                                            task_type=TaskType.SEQ_2_SEQ_LM))
     torch.manual_seed(1)
     for name, p in lora.named_parameters():

@@ -99,3 +99,19 @@ def test_sigterm_stops_ppo_after_the_step_with_a_checkpoint_and_the_same_command
     assert [r["step"] for r in logged] == [1, 2] and all("kl" in r and r["max_steps"] == 4 for r in logged)
     finished = ppo_trainer.main(args)
     assert finished["training"]["resumed_from_step"] == 2 and store.LocalStore().exists("test/stopped")
+
+
+def test_saving_checkpoints_and_the_adapter_asks_no_hub(tiny_model_dir, tmp_store, tmp_path, monkeypatch):
+    """peft's default `save_embedding_layers="auto"` asks the Hub whether the base's config exists (to see whether the
+    vocabulary was resized) whenever the adapter names its base by a store id: offline, a failed network call and two
+    warnings at every checkpoint. PPO never resizes the vocabulary and says so."""
+    from peft.utils import save_and_load
+
+    asked = []
+    monkeypatch.setattr(save_and_load, "check_file_exists_on_hf_hub", lambda *a, **k: asked.append(a))
+    publish_tiny_lora(tiny_model_dir, tmp_path, target_modules=("q", "v", "wo"))  # on lm_head peft would not ask
+    args = ["--policy", "test/tiny-lora", "--dataset", str(write_rows(tmp_path / "data", rows(8))), "--steps", "2",
+            "--batch-size", "4", "--mini-batch-size", "2", "--ppo-epochs", "1", "--max-new-tokens", "6",
+            "--save-steps", "1", "--eval-limit", "2", "--output", "test/quiet", "--checkpoint-dir", str(tmp_path / "c")]
+    ppo_trainer.main(args)
+    assert store.resolve("test/quiet").exists() and asked == []

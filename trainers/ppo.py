@@ -146,7 +146,8 @@ def save_checkpoint(folder: Path, step: int, t: "Training") -> None:
     tmp, old = folder.parent / f".tmp-{folder.name}", folder.parent / f".old-{folder.name}"
     if t.state.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
-        t.model.save_pretrained(tmp / "adapter", selected_adapters=["ppo"], safe_serialization=True)
+        t.model.save_pretrained(tmp / "adapter", selected_adapters=["ppo"], safe_serialization=True,
+                                save_embedding_layers=False)  # see save_final
         torch.save({"step": step, "value_head": t.value_head.state_dict(), "optimizer": t.optimizer.state_dict(),
                     "kl_ctl": t.kl_ctl.state_dict(), "processes": t.state.num_processes}, tmp / "trainer_state.pt")
     t.state.wait_for_everyone()
@@ -486,7 +487,8 @@ def save_final(model, tokenizer, base_ref: str, ckpt: Path, dtype: str = "fp32")
     final = ckpt / "final"
     shutil.rmtree(final, ignore_errors=True)
     with common.adapters_in(model, dtype):
-        model.save_pretrained(final, selected_adapters=["ppo"], safe_serialization=True)
+        # the vocabulary is never resized here; peft's "auto" would ask the Hub for the base's config to find out
+        model.save_pretrained(final, selected_adapters=["ppo"], safe_serialization=True, save_embedding_layers=False)
     final = adapter_files(final)
     adapter_config = json.loads((final / "adapter_config.json").read_text())
     adapter_config["base_model_name_or_path"] = base_ref
