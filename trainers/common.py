@@ -450,7 +450,9 @@ def store_weights(model, folder: Path, dtype: str, base_ref: str | None = None) 
 
     if isinstance(model, PeftModel):
         with adapters_in(model, dtype):
-            model.save_pretrained(folder, safe_serialization=True)
+            # the trainers never resize the vocabulary: peft's "auto" would also store the whole (fp32) output head
+            # in an adapter that targets lm_head, or ask the Hub about the base's config
+            model.save_pretrained(folder, safe_serialization=True, save_embedding_layers=False)
         if base_ref:  # name the base by its store/Hub id, not by the local folder it was loaded from
             import json
 
