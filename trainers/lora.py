@@ -23,7 +23,9 @@ class LoraRecipe(sft.SftRecipe):
     lora_r: int = arg(32, "LoRA rank", positive=True)
     lora_alpha: int = arg(32, "LoRA scaling numerator (scale = alpha / r)", positive=True)
     lora_dropout: float = arg(0.05, "dropout on the LoRA branch", within="[0, 1)")
-    target_modules: list[str] = arg(["q", "v"], "modules that get adapters (space- or comma-separated)")
+    target_modules: list[str] = arg(["q", "v"], "modules that get adapters (space- or comma-separated). "
+                                     "On the demo base and a user's own real pairs the feed-forward layers "
+                                     "(wi_0,wi_1,wo) learn more than q,v at the same speed (docs/TRAINERS.md)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
