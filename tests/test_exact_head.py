@@ -77,7 +77,7 @@ def test_peft_warns_of_weight_tying_only_where_the_head_shares_the_embeddings_te
 
 
 def test_a_published_head_adapter_holds_its_lora_weights_only(tiny_model_dir, tmp_path):
-    """peft's default save of an adapter on lm_head adds the whole fp32 head beside it (7.1 MB against 1.4 MB for a
+    """peft's default save of an adapter on lm_head adds the whole fp32 head beside it (7.1 MB against 1.0 MB for a
     q, v and lm_head adapter on the demo base); the trainers publish the LoRA matrices only, and they load back."""
     from peft import LoraConfig, PeftModel, get_peft_model
     from safetensors import safe_open
