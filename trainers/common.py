@@ -5,6 +5,7 @@ command runs again."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import json
 import os
@@ -57,10 +58,17 @@ def _distributed() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
-def end_distributed() -> None:
+def end_distributed(accelerator=None) -> None:
     """Leave the process group. A worker that exits with it still open can die with SIGABRT (gloo's threads are torn
-    down mid-flight), and the launcher then kills the main process while it evaluates."""
+    down mid-flight), and the launcher then kills the main process while it evaluates. destroy_process_group alone
+    does not close it: a DistributedDataParallel wrapper's reducer holds gloo's process group, threads and all, until
+    the wrapper is collected, which without this happened during interpreter shutdown ("terminate called without an
+    active exception", now and then). So the caller first drops its own references to the wrappers, and accelerate's
+    (`accelerator.free_memory`) go here, while the interpreter is whole."""
     if _distributed():
+        if accelerator is not None:
+            accelerator.free_memory()
+        gc.collect()
         _state().wait_for_everyone()  # all ranks leave together: none tears down its connections mid-collective
         _state().destroy_process_group()
 
@@ -400,7 +408,8 @@ def fit(trainer, ckpt: Path, method: str, run_id: str) -> tuple[str | None, bool
     with dropout.cpu_dropout(trainer.model):  # torch's CPU dropout masks cost a quarter of a demo step
         trainer.train(resume_from_checkpoint=last)
     main_process = trainer.is_world_process_zero()
-    end_distributed()  # training is over: no more collectives
+    trainer.model_wrapped = trainer.model  # the data-parallel wrapper goes with the process group (end_distributed)
+    end_distributed(trainer.accelerator)  # training is over: no more collectives
     if progress.stopped:
         raise SystemExit(stop_exit(trainer.state.global_step, ckpt))
     return last, main_process

@@ -455,8 +455,8 @@ def main(argv: list[str] | None = None) -> dict:
               f"trainable adapter parameters + value head; {split_info['note']}; {state.num_processes} "
               f"process(es) x {config.batch_size} rollouts per step")
     start_step = train(t, config, rows, ckpt, paths.RESULTS_DIR / "logs" / f"{run_id}.jsonl", reward_fn, scorer)
-    state.wait_for_everyone()  # training is over: no more collectives; all ranks leave the group together
-    state.destroy_process_group()
+    t.ddp_model, t.ddp_value_head = t.model, t.value_head  # the data-parallel wrappers go with the process group
+    common.end_distributed(t.accelerator)  # training is over: no more collectives; all ranks leave together
     if not state.is_main_process:
         return {}
     training = training_record(config, t, reward_name, len(rows), split_info, start_step=start_step, watch=watch,
