@@ -26,7 +26,7 @@ from workbench.generation import GenerationSettings
 from workbench.modelset import SLOTS
 
 GOAL = Goal("naive / ours (latency)", ">=", 4)
-# What was tried against a miss, with what it gave (README, Performance), by the precision ours serves
+# What was tried against a miss, with what it gave (docs/PERFORMANCE.md), by the precision ours serves
 TRIED = {
     "fp32": [
         "fp32 decoding steps on oneDNN (modeling.DecodingLinear) instead of MKL's product: 0.86× -> 1.29× the naive "

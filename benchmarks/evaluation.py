@@ -39,7 +39,7 @@ from workbench.modelset import DEFAULT_CONFIG, SLOTS
 GOAL = Goal("naive / ours (time)", ">=", 6)
 ROUGE_TOLERANCE = 0.005
 KEEP_SPEEDUP = 1.5  # issue 18: the CTranslate2 engine stays only if it is this much faster than ours
-# What was tried against a miss, with what it gave (README, Performance), by the precision ours serves
+# What was tried against a miss, with what it gave (docs/PERFORMANCE.md), by the precision ours serves
 TRIED = {
     "fp32": [
         "fp32 decoding steps on oneDNN (modeling.DecodingLinear): 2.89× -> 3.42× the naive path under the AVX2 cap",

@@ -376,7 +376,7 @@ def variant_models(models: str, name: str) -> str:
     return str(path)
 
 GOALS = {"throughput_ratio": 3.0, "p95_s": 2.0}  # batched vs unbatched requests/s, and batched p95
-# What was tried against the p95 miss, with what it gave (README, "Under concurrent load")
+# What was tried against the p95 miss, with what it gave (docs/PERFORMANCE.md, "Under concurrent load")
 TRIED_P95 = [
     "the micro-batcher waits, for at most a quarter of the last batch's time, for that batch's users to come back "
     "(batches had alternated 1, 19, 1, 19): in process 6.7 -> 9.1 requests/s, p50 3.0 -> 2.1 s",

@@ -111,8 +111,8 @@ def assert_made_by_its_recipe(run: dict, recipe: str) -> None:
 def test_committed_preference_run_beside_ppo():
     """Issue 16: ORPO on the committed automatic pairs, LoRA from PPO's start, evaluated like PPO (paired against the
     same start over the whole demo test split): toxicity down with its CI below zero, length held, ROUGE within
-    0.02 of the start. Issue 16 asked ROUGE held within 0.01, which this family misses (ROUGE-1 -0.0173; README,
-    "PPO and preference optimisation from the same start")."""
+    0.02 of the start. Issue 16 asked ROUGE held within 0.01, which this family misses (ROUGE-1 -0.0173;
+    docs/RESULTS.md, "PPO and preference optimisation from the same start")."""
     import datasets
 
     orpo, ppo = latest("orpo"), latest("ppo")

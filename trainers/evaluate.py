@@ -47,7 +47,7 @@ class EvaluateRecipe(options.Scoring, options.SplitData):
                                     "no n-gram of this size twice in a summary (0 = off: plain greedy)",
                                     within="[0, 10]")
     copy_bias: float = arg(0.0, "lean towards the dialogue's own words (workbench.generation.CopyBias; 0 = none, as "
-                           "the app serves; README \"Copy bias\" has what 3 does to the demo family)",
+                           "the app serves; docs/RESULTS.md \"Copy bias\" has what 3 does to the demo family)",
                            within="[0, 20]")
     engine: Literal["torch", "ctranslate2"] = arg("torch", "what generates: PyTorch (+ peft), or a CTranslate2 copy "
                                                   "(optional package; adapters merged into the copy)")

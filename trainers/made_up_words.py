@@ -4,10 +4,10 @@
     python -m trainers.made_up_words --runs results/outputs/full-20261206-190846-8b74c3.jsonl   # a file of outputs
 
 A small summarizer with a small vocabulary spells a word it does not know in pieces, and its copy bias can glue the
-start of one word to the end of another ("divorcesuade"; README, "Word starts only"). Each run's per-example outputs
-(results/outputs/<run>.jsonl) are read and their words (`scoring.letter_words`) looked up in the words of every
-dialogue and reference of the local DialogSum copy (dev and test, `--dataset dialogsum-local`, ../shared; nothing is
-downloaded). Printed per run: the share of made-up words, how many summaries hold one, how many hold a lone letter
+start of one word to the end of another ("divorcesuade"; docs/RESULTS.md, "Word starts only"). Each run's
+per-example outputs (results/outputs/<run>.jsonl) are read and their words (`scoring.letter_words`) looked up in the
+words of every dialogue and reference of the local DialogSum copy (dev and test, `--dataset dialogsum-local`,
+../shared; nothing is downloaded). Printed per run: the share of made-up words, how many summaries hold one, how many hold a lone letter
 (`scoring.lone_letters`: a word begun and not finished, which a lookup of words cannot see), and the commonest made-up
 words. Nothing is written.
 """

@@ -37,8 +37,8 @@ class SftRecipe(options.Tracking, options.Weights, options.Checkpoints, options.
     interpolate: float = arg(1.0, "after training, move every weight back towards the starting model's: "
                              "interpolate x trained + (1 - interpolate) x start (WiSE-FT, Wortsman et al. 2022; a "
                              "LoRA adapter's update is scaled by it). Fine-tunes of a small model on little data keep "
-                             "more of what the start could do (README, \"Interpolated with the start\"). 1 = the "
-                             "trained weights as they are", within="(0, 1]")
+                             "more of what the start could do (docs/RESULTS.md, \"Interpolated with the start\"). "
+                             "1 = the trained weights as they are", within="(0, 1]")
 
 
 # Options that do not change what is trained (evaluation, output, logging): a run may resume with other values.
@@ -158,7 +158,8 @@ def copy_biased_trainer():
             outputs = model(**inputs)
             pad_id = self.processing_class.pad_token_id
             # the bias on every piece of the dialogue, as the family was trained; decoding leaves the pieces inside a
-            # word alone (`model_copy_inner`): trained that way too, fine-tunes scored less (README, "Word starts only")
+            # word alone (`model_copy_inner`): trained that way too, fine-tunes scored less (docs/RESULTS.md, "Word
+            # starts only")
             logits = generation.copy_biased_logits(outputs.logits.float(), inputs["input_ids"],
                                                    inputs["decoder_input_ids"], bias, pad_id,
                                                    generation.model_copy_retell(model),

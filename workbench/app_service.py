@@ -458,7 +458,7 @@ def engine_note(compute_type: str) -> str:
     """What the header says when CTranslate2 serves (`engine: ctranslate2` in the models config)."""
     if compute_type == "float32":
         return "CTranslate2 float32: the same summaries as PyTorch fp32 (tests/test_ct2engine.py)"
-    return f"CTranslate2 {compute_type}: outputs can differ from fp32 (README, Performance: Engine)"
+    return f"CTranslate2 {compute_type}: outputs can differ from fp32 (docs/PERFORMANCE.md, Engine)"
 
 
 def precision_note(precision, results_dir: str | Path, served: dict[str, str] | None = None) -> str:

@@ -109,8 +109,8 @@ def copy_boost(source: torch.Tensor, previous: torch.Tensor, vocab_size: int, bi
     mid-word towards the dialogue's pieces: "divorcesuade". Decoding with word starts alone (the pointer still follows
     a copied word to its end) took such made-up words in the demo family's summaries of DialogSum dev from 1.1% of
     their words to 0.5% (full model) and from 1.5% to 0.4% (LoRA), and ROUGE-1 up. Why training does not: the full
-    recipe trained with it scored less, twice (README, "Word starts only"); trained with the bias on every piece, a
-    model learns to outweigh it on the pieces it must not copy."""
+    recipe trained with it scored less, twice (docs/RESULTS.md, "Word starts only"); trained with the bias on every
+    piece, a model learns to outweigh it on the pieces it must not copy."""
     lengths = match_lengths(source, previous, pad_id, span)
     if last:
         lengths = lengths[:, -1:]
@@ -394,8 +394,8 @@ class CopyBias(LogitsProcessor):
     `GenerationSettings.copy_bias` leans any model further towards its source (0 by default and in the app): added
     at decoding only to the demo family as it was on 2026-12-01, 3 (the best of 1-6 on DialogSum dev) lifted
     ROUGE-1 on DialogSum test (full 0.323 -> 0.342) but lengthened the adapters' summaries by two thirds and, on the
-    demo test split, copied the heated dialogues' insults, undoing PPO's toxicity drop (README, "Copy bias"). Each
-    row reads only its own prompt, so a summary is the same alone and batched."""
+    demo test split, copied the heated dialogues' insults, undoing PPO's toxicity drop (docs/RESULTS.md, "Copy bias").
+    Each row reads only its own prompt, so a summary is the same alone and batched."""
 
     def __init__(self, prompt_ids: torch.Tensor, pad_id: int, bias: float, retell: dict | None = None, span: int = 1,
                  inner: Sequence[int] | None = None):
