@@ -65,3 +65,37 @@ def test_ppo_trainer_with_two_processes(family, tmp_path):
     log = [json.loads(x) for x in (tmp_path / "results" / run["training"]["log_file"]).read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2]
     assert LocalStore().exists("test/ddp-ppo")
+
+
+def test_the_other_trainers_with_two_processes_publish_once(family, tmp_path):
+    """Pretraining, the reward model and ORPO under torchrun: before, every process went on to publish after
+    training (pretraining, the reward model), or the workers left the process group before ORPO's held-out
+    evaluation gathered from them and the run failed."""
+    from workbench import corpus, preferences
+    from workbench.io import atomic_write_jsonl
+
+    for row in rows(8):
+        preferences.record_vote("test/ddp-prefs", dialogue=row["dialogue"], prompt=f"Summarize: {row['dialogue']}",
+                                outputs={"a": ("m/ref", "r1", row["summary"]),
+                                         "b": ("m/rude", "r2", "You idiot, " + row["summary"])},
+                                best="a", voter="test")
+    atomic_write_jsonl(tmp_path / "pairs.jsonl", corpus.preference_pairs(40, seed=3))
+    runs = {  # the run ids begin with the method the record names: pretraining makes a "base"
+        "base": ["--dataset", str(family), "--output", "test/ddp-base", "--max-steps", "2", "--batch-size", "2",
+                     "--vocab-size", "300", "--extra-dialogues", "0", "--eval-limit", "2", "--max-new-tokens", "3"],
+        "reward": ["--pairs", str(tmp_path / "pairs.jsonl"), "--tokenizer", "test/tiny-base", "--output",
+                   "test/ddp-reward", "--hidden-size", "32", "--layers", "1", "--max-steps", "4", "--batch-size", "4"],
+        "orpo": ["--policy", "test/tiny-lora", "--preferences", "test/ddp-prefs", "--dataset", str(family),
+                 "--max-steps", "2", "--batch-size", "2", "--max-new-tokens", "6", "--eval-batch-size", "8",
+                 "--precision", "fp32", "--held-out", "0.25", "--output", "test/ddp-orpo"],
+    }
+    for method, args in runs.items():
+        module = {"base": "trainers.pretrain", "orpo": "trainers.preference"}.get(method, f"trainers.{method}")
+        out = torchrun(module, [*args, "--checkpoint-dir", str(tmp_path / f"ckpt-{method}")], tmp_path)
+        assert out.returncode == 0, (method, out.stderr[-3000:])
+        assert out.stderr.count(f"{REPORT} 0") == 2, (method, out.stderr[-3000:])
+        assert len(list((tmp_path / "results").glob(f"{method}-*.json"))) == 1, method  # the main process alone
+        output = args[args.index("--output") + 1]
+        assert len(LocalStore().revisions(output)) == 1, method
+    orpo = results.read(next((tmp_path / "results").glob("orpo-*.json")))
+    assert orpo["training"]["held_out"]["n_pairs"] == 2  # evaluated by both processes together, recorded once

@@ -393,11 +393,12 @@ def trainer_arguments(config, ckpt: Path, run_id: str = "", *, args_class=None, 
         dataloader_num_workers=0, **recipe)
 
 
-def fit(trainer, ckpt: Path, method: str, run_id: str) -> tuple[str | None, bool]:
+def fit(trainer, ckpt: Path, method: str, run_id: str) -> str | None:
     """Train, resuming from the newest complete checkpoint in `ckpt`, with live progress for the Train tab and a
     clean stop on SIGTERM (trainers.callbacks: a checkpoint is written and the process exits with the stop code; a
     partial model is neither evaluated nor published). On a CPU it trains with workbench.dropout's cheap masks.
-    Returns (the checkpoint resumed from, main process?)."""
+    Returns the checkpoint resumed from. Under torchrun every process is still in the process group afterwards, so
+    that a collective evaluation (e.g. Trainer.evaluate) can follow; then `leave(trainer)`."""
     from trainers.callbacks import ProgressCallback, progress_path, stop_exit
 
     progress = ProgressCallback(progress_path(ckpt))
@@ -407,12 +408,20 @@ def fit(trainer, ckpt: Path, method: str, run_id: str) -> tuple[str | None, bool
         print(f"[{method}] resuming from {last} (run {run_id})")
     with dropout.cpu_dropout(trainer.model):  # torch's CPU dropout masks cost a quarter of a demo step
         trainer.train(resume_from_checkpoint=last)
+    if progress.stopped:
+        leave(trainer)
+        raise SystemExit(stop_exit(trainer.state.global_step, ckpt))
+    return last
+
+
+def leave(trainer) -> bool:
+    """Training and its collectives are over: every process lets go of the data-parallel wrapper and leaves the
+    process group (end_distributed). Returns whether this is the main process, the one that goes on to save,
+    evaluate and publish once; the others are done."""
     main_process = trainer.is_world_process_zero()
     trainer.model_wrapped = trainer.model  # the data-parallel wrapper goes with the process group (end_distributed)
-    end_distributed(trainer.accelerator)  # training is over: no more collectives
-    if progress.stopped:
-        raise SystemExit(stop_exit(trainer.state.global_step, ckpt))
-    return last, main_process
+    end_distributed(trainer.accelerator)
+    return main_process
 
 
 def save_final(model, tokenizer, ckpt: Path, dtype: str, base_ref: str | None = None) -> Path:

@@ -230,8 +230,10 @@ def main(argv: list[str] | None = None) -> dict:
     model, tokenizer, base_ref, policy_folder = load_policy(config, common.device())
     trainer = trainer_for(config, model, tokenizer, train, held, ckpt)
     with generation.training_with_copy_bias(model, tokenizer.pad_token_id):  # trl's losses read the biased logits
-        last, _ = common.fit(trainer, ckpt, config.method, run_id)
-        held_metrics = held_out_metrics(trainer, held)
+        last = common.fit(trainer, ckpt, config.method, run_id)
+        held_metrics = held_out_metrics(trainer, held)  # every process: a collective evaluation under torchrun
+    if not common.leave(trainer):
+        return {}  # data-parallel workers are done; the main process evaluates and publishes once
     final = common.save_final(trainer.model, tokenizer, ckpt, config.save_dtype, base_ref=base_ref)
     counted = modeling.count_parameters(trainer.model)
     params = {k: counted[k] for k in ("total", "trainable", "trainable_share")}

@@ -275,7 +275,9 @@ def main(argv: list[str] | None = None) -> dict:
     trainer = Seq2SeqTrainer(model=model, args=training_arguments(config, ckpt, run_id),
                              train_dataset=dataset,
                              data_collator=PretrainCollator(tokenizer, config, config.seed))
-    last, _ = common.fit(trainer, ckpt, "pretrain", run_id)
+    last = common.fit(trainer, ckpt, "pretrain", run_id)
+    if not common.leave(trainer):
+        return {}  # data-parallel workers are done; the main process finishes, evaluates and publishes once
     finish_accuracy = None
     if config.copy_finish_steps:  # after the checkpoints: a resumed run repeats it from the same start and seed
         finish_accuracy = copy_warmup(trainer.model, len(tokenizer) - modeling.SENTINELS, config.copy_finish_steps,

@@ -22,6 +22,8 @@ import random
 import sys
 from pathlib import Path
 
+import torch
+
 from trainers import common, options
 from trainers.options import ConfigError, arg
 from workbench import modeling, paths, results, scoring, store
@@ -170,6 +172,8 @@ def main(argv: list[str] | None = None) -> dict:
     ckpt, run_id = common.start_checkpoints(config, "reward", NOT_TRAINING,
                                             [f"{p['chosen']}\n{p['rejected']}" for p in train_pairs])
     trainer = train(config, model, tokenizer, train_pairs, ckpt)
+    if not common.leave(trainer):
+        return {}  # data-parallel workers are done; the main process evaluates and publishes once
     final = common.save_final(trainer.model, tokenizer, ckpt, config.save_dtype)
     atomic_write_jsonl(paths.RESULTS_DIR / "logs" / f"{run_id}.jsonl",
                        common.log_history_rows(trainer.state.log_history))
@@ -193,6 +197,7 @@ def train(config: RewardRecipe, model, tokenizer, train_pairs: list[dict], ckpt:
         output_dir=str(ckpt), max_steps=config.max_steps, per_device_train_batch_size=config.batch_size,
         learning_rate=config.learning_rate, max_length=config.max_length, seed=config.seed, logging_steps=25,
         save_steps=100, save_total_limit=1, report_to=[], bf16=False, disable_dropout=True,
+        use_cpu=not torch.cuda.is_available(),  # data-parallel on CPUs under torchrun too (gloo), as the others train
     )
     trainer = RewardTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(train_pairs),
                             processing_class=tokenizer)

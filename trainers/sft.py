@@ -78,8 +78,8 @@ def run(config: SftRecipe, method: str, prepare: Callable, describe: Callable[[o
           f"({100 * params['trainable_share']:.2f}%); {len(s.train_rows)} training rows, {len(s.eval_rows)} "
           f"evaluation rows ({s.split_info['note']})")
     trainer = build_trainer(config, model, s)
-    last, main_process = common.fit(trainer, s.ckpt, method, s.run_id)
-    if not main_process:
+    last = common.fit(trainer, s.ckpt, method, s.run_id)
+    if not common.leave(trainer):
         return {}  # data-parallel workers are done; the main process evaluates and publishes once
     interpolate_to_start(trainer.model, s.source, config.interpolate)
     final = common.save_final(trainer.model, s.tokenizer, s.ckpt, config.save_dtype, base_ref=config.model)
