@@ -48,3 +48,42 @@ def test_sigterm_checkpoints_stops_without_publishing_and_the_same_command_resum
     assert finished["training"]["resumed_from"] == "checkpoint-2" and finished["training"]["steps"] == 4
     assert LocalStore().exists("test/stopped")
     assert [r["step"] for r in read_progress(progress_path(ckpt)) if r.get("event") == "log"] == [1, 2, 3, 4]
+
+
+def test_the_reward_model_stops_and_resumes_as_the_other_recipes_do(tiny_model_dir, tmp_store, tmp_path,
+                                                                     monkeypatch):
+    """The reward recipe trains through common.fit like the others: before, a Train-tab run of it wrote no progress
+    and a Stop ended it without a checkpoint of that moment."""
+    from trainers import reward
+    from workbench import corpus
+    from workbench.io import atomic_write_jsonl
+
+    LocalStore().publish(tiny_model_dir, "test/tiny-base")
+    atomic_write_jsonl(tmp_path / "pairs.jsonl", corpus.preference_pairs(40, seed=3))
+    ckpt = tmp_path / "runs" / "reward"
+    command = ["--pairs", str(tmp_path / "pairs.jsonl"), "--tokenizer", "test/tiny-base", "--output", "test/reward",
+               "--hidden-size", "32", "--layers", "1", "--max-steps", "4", "--batch-size", "4",
+               "--checkpoint-dir", str(ckpt)]
+    original = transformers.Trainer.training_step
+    calls = {"n": 0}
+
+    def signalled(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(transformers.Trainer, "training_step", signalled)
+        with pytest.raises(SystemExit) as stopped:
+            reward.main(command)
+    assert stopped.value.code == STOPPED_EXIT_CODE
+    assert sorted(p.name for p in ckpt.glob("checkpoint-*")) == ["checkpoint-2"]
+    assert not LocalStore().exists("test/reward")
+    end = read_progress(progress_path(ckpt))[-1]
+    assert end["event"] == "end" and end["stopped"] is True and end["step"] == 2 and end["max_steps"] == 4
+
+    finished = reward.main(command)
+    assert finished["training"]["steps"] == 4 and LocalStore().exists("test/reward")
+    assert read_progress(progress_path(ckpt))[-1] | {"elapsed_s": 0, "time": 0} == {
+        "event": "end", "step": 4, "max_steps": 4, "stopped": False, "elapsed_s": 0, "time": 0}

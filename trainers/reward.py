@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> dict:
     model = build_reward_model(len(tokenizer), config)
     ckpt, run_id = common.start_checkpoints(config, "reward", NOT_TRAINING,
                                             [f"{p['chosen']}\n{p['rejected']}" for p in train_pairs])
-    trainer = train(config, model, tokenizer, train_pairs, ckpt)
+    trainer = train(config, model, tokenizer, train_pairs, ckpt, run_id)
     if not common.leave(trainer):
         return {}  # data-parallel workers are done; the main process evaluates and publishes once
     final = common.save_final(trainer.model, tokenizer, ckpt, config.save_dtype)
@@ -188,8 +188,9 @@ def main(argv: list[str] | None = None) -> dict:
     return run
 
 
-def train(config: RewardRecipe, model, tokenizer, train_pairs: list[dict], ckpt: Path):
-    """trl's RewardTrainer on the training pairs, resumed from the newest complete checkpoint."""
+def train(config: RewardRecipe, model, tokenizer, train_pairs: list[dict], ckpt: Path, run_id: str):
+    """trl's RewardTrainer on the training pairs, through `common.fit` as the other recipes train: resumed from the
+    newest complete checkpoint, with live progress for the Train tab and a clean stop on SIGTERM."""
     import datasets
     from trl import RewardConfig, RewardTrainer
 
@@ -201,7 +202,7 @@ def train(config: RewardRecipe, model, tokenizer, train_pairs: list[dict], ckpt:
     )
     trainer = RewardTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(train_pairs),
                             processing_class=tokenizer)
-    trainer.train(resume_from_checkpoint=common.last_checkpoint(ckpt))
+    common.fit(trainer, ckpt, "reward", run_id)
     return trainer
 
 
