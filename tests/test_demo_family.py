@@ -156,9 +156,9 @@ def test_model_cards_name_their_base(repo):
 
 # Issue 14's targets (full ROUGE-1 >= 0.36 / ROUGE-2 >= 0.12, LoRA >= 0.33 / 0.10, degenerate and toxic outputs
 # <= 1% per model) are NOT all met by the committed family: with the served decoding (no 3-gram twice, 20 tokens at
-# least, the copy bias on word starts alone) full 0.359 / 0.124 misses ROUGE-1; LoRA 0.339 / 0.108 meets both; no
-# summary loops, and 4, 1 and 5 of the full model's, LoRA's and PPO's 500 summaries score toxicity >= 0.5 (the 1% bar
-# is met). The README says so.
+# least, the copy bias on word starts alone, and for the full model no 2-gram twice) full 0.357 / 0.123 misses
+# ROUGE-1; LoRA 0.339 / 0.108 meets both; no summary loops, and 3, 1 and 5 of the full model's, LoRA's and PPO's 500
+# summaries score toxicity >= 0.5 (the 1% bar is met). The README says so.
 # Asserted here is what holds and could regress.
 
 
@@ -212,7 +212,7 @@ def test_the_adapted_models_read_real_dialogues_beyond_the_base(method):
 def test_the_committed_family_beats_the_one_line_baseline_on_real_dialogues():
     """Issue 14's bars that the committed family meets on the 500 DialogSum test dialogues: LoRA ROUGE-1 >= 0.33 and
     ROUGE-2 >= 0.10, the full model's ROUGE-2 >= 0.12, and the full model above the one-line baseline in both (by
-    about the CI's half-width: 0.359 / 0.124 against 0.346 / 0.113). The full model's ROUGE-1 bar, 0.36, is not met."""
+    about the CI's half-width: 0.357 / 0.123 against 0.346 / 0.113). The full model's ROUGE-1 bar, 0.36, is not met."""
     baseline, full, lora = latest_real("baseline", "baseline/lead"), latest_real("full"), latest_real("lora")
     score = lambda run, key: run["metrics"][key]["mean"]  # noqa: E731
     assert score(lora, "rouge1") >= 0.33 and score(lora, "rouge2") >= 0.10 and score(full, "rouge2") >= 0.12

@@ -30,16 +30,23 @@ class FullRecipe(sft.SftRecipe):
                                 "dialogue (workbench.generation.match_lengths): 1 follows every place the last token "
                                 "occurs, more only the places that match the most of them. None = the starting "
                                 "model's (1 if it has none)", within="[1, 16]")
+    no_repeat_ngram_size: int | None = arg(None, "no n-gram of this size twice in the trained model's summaries, kept "
+                                           "in its generation_config (as Hub summarizers carry one) and applied "
+                                           "wherever the settings ask for a larger one or none "
+                                           "(workbench.generation.model_no_repeat_ngram_size). None = the "
+                                           "workbench's setting alone (3)", within="[1, 10]")
 
 
 def prepare(model, config: FullRecipe):
     for p in model.parameters():
         p.requires_grad_(True)
+    if config.no_repeat_ngram_size is not None:  # decoding only: the training is the same with or without it
+        model.generation_config.no_repeat_ngram_size = config.no_repeat_ngram_size
     return model  # the copy bias, if any, is set by sft.run (it needs the tokenizer)
 
 
 def describe(config: FullRecipe) -> dict:
-    chosen = ("copy_bias", "copy_span", "min_new_tokens")
+    chosen = ("copy_bias", "copy_span", "min_new_tokens", "no_repeat_ngram_size")
     return {k: getattr(config, k) for k in chosen if getattr(config, k) is not None}
 
 

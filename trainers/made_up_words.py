@@ -1,7 +1,7 @@
 """How many of a run's summary words are made up: words that no DialogSum dialogue or summary has.
 
-    python -m trainers.made_up_words --runs full-20261206-190846-8b74c3 lora-20261206-190904-6900f8
-    python -m trainers.made_up_words --runs results/outputs/full-20261206-190846-8b74c3.jsonl   # a file of outputs
+    python -m trainers.made_up_words --runs full-20261207-080755-05a019 lora-20261206-190904-6900f8
+    python -m trainers.made_up_words --runs results/outputs/full-20261207-080755-05a019.jsonl   # a file of outputs
 
 A small summarizer with a small vocabulary spells a word it does not know in pieces, and its copy bias can glue the
 start of one word to the end of another ("divorcesuade"; docs/RESULTS.md, "Word starts only"). Each run's

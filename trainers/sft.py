@@ -44,7 +44,7 @@ class SftRecipe(options.Tracking, options.Weights, options.Checkpoints, options.
 # Options that do not change what is trained (evaluation, output, logging): a run may resume with other values.
 NOT_TRAINING = frozenset({"output", "push_to_hub", "checkpoint_dir", "fresh", "eval_split", "eval_limit", "interpolate",
                           "eval_batch_size", "max_new_tokens", "toxicity", "logging_steps", "save_steps", "save_dtype",
-                          "report_to"})
+                          "report_to", "no_repeat_ngram_size"})
 
 
 @dataclasses.dataclass

@@ -14,7 +14,7 @@ from typing import Any
 
 from workbench import paths, prompts, results, scoring
 from workbench.generation import (GenerationSettings, generate, model_copy_bias, model_copy_inner,
-                                  model_min_new_tokens)
+                                  model_min_new_tokens, model_no_repeat_ngram_size)
 from workbench.io import atomic_write_jsonl
 
 
@@ -73,14 +73,16 @@ def eval_prompts(rows: Sequence[dict]) -> list[str]:
 
 def carried_decoding(model) -> dict:
     """What a model carries into every decoding beside the settings, as a run record's generation names it: its copy
-    bias (`model_copy_bias`; on word starts alone where it leaves the pieces inside a word, `model_copy_inner`) and
-    its minimum length (`model_min_new_tokens`), each only where it has one."""
+    bias (`model_copy_bias`; on word starts alone where it leaves the pieces inside a word, `model_copy_inner`), its
+    minimum length (`model_min_new_tokens`) and its no-repeat n-gram size (`model_no_repeat_ngram_size`), each only
+    where it has one."""
     if model is None:  # a rule-based baseline
         return {}
-    bias, floor = model_copy_bias(model), model_min_new_tokens(model)
+    bias, floor, no_repeat = model_copy_bias(model), model_min_new_tokens(model), model_no_repeat_ngram_size(model)
     starts = bool(bias and model_copy_inner(model))
     return {**({"model_copy_bias": bias} if bias else {}), **({"model_copy_word_starts": True} if starts else {}),
-            **({"model_min_new_tokens": floor} if floor else {})}
+            **({"model_min_new_tokens": floor} if floor else {}),
+            **({"model_no_repeat_ngram_size": no_repeat} if no_repeat else {})}
 
 
 def evaluate(model, tokenizer, rows: Sequence[dict], run: RunInfo, *,

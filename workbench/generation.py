@@ -346,6 +346,21 @@ def set_model_min_new_tokens(model, value: int) -> None:
         model.generation_config.min_new_tokens = value or None
 
 
+def model_no_repeat_ngram_size(model) -> int:
+    """The no-repeat n-gram size a model carries as its own, in its generation_config (as Hub summarizers carry one:
+    facebook/bart-large-cnn 3); 0 for none. A peft model's is its base's: every adapter on it decodes with it.
+    `generate` applies the stricter of it and the settings' (`stricter_no_repeat`), as it applies a model's own
+    minimum length whatever the settings ask for."""
+    if isinstance(getattr(model, "peft_config", None), dict) and hasattr(model, "get_base_model"):
+        model = model.get_base_model()
+    return int(getattr(getattr(model, "generation_config", None), "no_repeat_ngram_size", None) or 0)
+
+
+def stricter_no_repeat(*sizes: int) -> int:
+    """The smallest of the no-repeat n-gram sizes that are set (a smaller n bans more); 0 where none is."""
+    return min((n for n in sizes if n), default=0)
+
+
 def with_model_floor(settings: GenerationSettings, model, adapter: str | None = None) -> GenerationSettings:
     """`settings` with the minimum length raised to the model's (or its adapter's) own (`model_min_new_tokens`, at
     most max_new_tokens)."""
@@ -488,6 +503,7 @@ def generate(
         return []
     limit = max_input_tokens or model_input_limit(tokenizer)
     floors = row_floors(model, settings, adapter_names, len(prompts))
+    no_repeat = stricter_no_repeat(settings.no_repeat_ngram_size, model_no_repeat_ngram_size(model))
     device = next(model.parameters()).device
     lengths = [len(ids) for ids in encode(tokenizer, list(prompts), truncation=True, max_length=limit).input_ids]
     order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
@@ -507,7 +523,8 @@ def generate(
             "logits_processor", LogitsProcessorList())
         # every row's minimum, passed explicitly so that a base's own generation_config cannot override an
         # adapter's: the smallest for the whole batch, and a row processor where rows need more than that
-        kwargs = {**settings.to_kwargs(), "min_new_tokens": min(floors[i] for i in batch)}
+        kwargs = {**settings.to_kwargs(), "min_new_tokens": min(floors[i] for i in batch),
+                  "no_repeat_ngram_size": no_repeat}
         if len({floors[i] for i in batch}) > 1:
             processors.append(RowMinNewTokens([floors[i] for i in batch], model_eos_id(model, tokenizer)))
         if processors:

@@ -111,6 +111,7 @@ class Generation(_Closed):
     model_copy_word_starts: bool | None = None
     min_new_tokens: int | None = None
     model_min_new_tokens: int | None = None  # the model's own minimum (generation_config), applied over min_new_tokens
+    model_no_repeat_ngram_size: int | None = None  # the model's own (generation_config), the stricter one applies
     prompt: str | None = None
     batch_size: int | None = None
     dtype: str | None = None
