@@ -7,26 +7,27 @@ from workbench import generation, modeling
 from workbench.generation import GenerationSettings
 
 
-class EosFirst(torch.nn.Module):
-    """An output head that makes the end of the summary the best token at every step."""
+class OneToken(torch.nn.Module):
+    """An output head that makes one token the best at every step (the end of the summary: the model stops at once;
+    any other: it repeats that token)."""
 
-    def __init__(self, head, eos: int):
+    def __init__(self, head, token: int):
         super().__init__()
-        self.head, self.eos = head, eos
+        self.head, self.token = head, token
 
     def forward(self, hidden):
         logits = self.head(hidden)
-        logits[..., self.eos] += 1000.0
+        logits[..., self.token] += 1000.0
         return logits
 
 
-def new_tokens_written(model, tokenizer, settings: GenerationSettings) -> list[int]:
-    """How many tokens `generation.generate` had the model write for two prompts (the decoder start not counted)."""
+def written_ids(model, tokenizer, settings: GenerationSettings) -> list[list[int]]:
+    """The token ids `generation.generate` had the model write for two prompts (the decoder start left out)."""
     seen, original = [], model.generate
 
     def spy(**kwargs):
         out = original(**kwargs)
-        seen.extend((row != tokenizer.pad_token_id).sum().item() for row in out[:, 1:])
+        seen.extend(row[1:] for row in out.tolist())
         return out
 
     model.generate = spy
@@ -34,12 +35,17 @@ def new_tokens_written(model, tokenizer, settings: GenerationSettings) -> list[i
     return seen
 
 
+def new_tokens_written(model, tokenizer, settings: GenerationSettings) -> list[int]:
+    """How many tokens `generation.generate` had the model write for two prompts (the decoder start not counted)."""
+    return [sum(t != tokenizer.pad_token_id for t in row) for row in written_ids(model, tokenizer, settings)]
+
+
 def test_a_model_that_carries_a_minimum_length_writes_at_least_that_many_tokens(tiny_model_dir):
     from peft import LoraConfig, get_peft_model
 
     tokenizer = modeling.load_tokenizer(tiny_model_dir)
     model = modeling.load_model(tiny_model_dir).eval()
-    model.lm_head = EosFirst(model.lm_head, tokenizer.eos_token_id)
+    model.lm_head = OneToken(model.lm_head, tokenizer.eos_token_id)
     assert generation.model_min_new_tokens(model) == 0
     assert new_tokens_written(model, tokenizer, GenerationSettings(max_new_tokens=8)) == [1, 1]  # the end at once
 
@@ -68,7 +74,7 @@ def test_an_adapter_carries_its_own_minimum_and_a_mixed_batch_holds_each_row_to_
 
     tokenizer = modeling.load_tokenizer(tiny_model_dir)
     base = modeling.load_model(tiny_model_dir).eval()
-    base.lm_head = EosFirst(base.lm_head, tokenizer.eos_token_id)
+    base.lm_head = OneToken(base.lm_head, tokenizer.eos_token_id)
     adapted = get_peft_model(base, LoraConfig(r=2, target_modules=["q", "v"], task_type="SEQ_2_SEQ_LM"))
     generation.set_model_min_new_tokens(adapted, 4)  # the adapter's own; the base keeps none
     assert generation.model_min_new_tokens(adapted) == 4
@@ -83,7 +89,7 @@ def test_an_adapter_carries_its_own_minimum_and_a_mixed_batch_holds_each_row_to_
     assert modeling.read_adapter_min_new_tokens(tmp_path / "none") == 0
 
     base = modeling.load_model(tiny_model_dir).eval()
-    base.lm_head = EosFirst(base.lm_head, tokenizer.eos_token_id)
+    base.lm_head = OneToken(base.lm_head, tokenizer.eos_token_id)
     base.generation_config.min_new_tokens = 2  # a base that carries a minimum of its own
     model = modeling.load_adapters(base, {"four": tmp_path / "four", "none": tmp_path / "none"})
     assert modeling.read_adapter_min_new_tokens(tiny_model_dir) is None

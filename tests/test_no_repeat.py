@@ -1,38 +1,16 @@
 """A model's own no-repeat n-gram size (generation_config.no_repeat_ngram_size, as Hub summarizers carry one): every
 path that generates applies the stricter of it and the settings', and a run record names it."""
 
-import torch
-
+from tests.test_min_length import OneToken, written_ids
 from workbench import evaluation, generation, modeling
 from workbench.generation import GenerationSettings
-
-
-class OneToken(torch.nn.Module):
-    """An output head that makes one token the best at every step: left alone, the model repeats it."""
-
-    def __init__(self, head, token: int):
-        super().__init__()
-        self.head, self.token = head, token
-
-    def forward(self, hidden):
-        logits = self.head(hidden)
-        logits[..., self.token] += 1000.0
-        return logits
 
 
 def repeated_pairs(model, tokenizer, settings: GenerationSettings, token: int) -> list[int]:
     """For two prompts, how often the summary `generation.generate` had the model write holds `token` twice in a
     row."""
-    seen, original = [], model.generate
-
-    def spy(**kwargs):
-        out = original(**kwargs)
-        seen.extend(sum(1 for a, b in zip(row[1:], row[2:]) if a == b == token) for row in out.tolist())
-        return out
-
-    model.generate = spy
-    generation.generate(model, tokenizer, ["#Person1#: Hi.\n#Person2#: Hello.", "#Person1#: Bye."], settings)
-    return seen
+    return [sum(1 for a, b in zip(row, row[1:]) if a == b == token)
+            for row in written_ids(model, tokenizer, settings)]
 
 
 def test_a_model_that_carries_a_no_repeat_size_never_writes_that_ngram_twice(tiny_model_dir):
