@@ -7,9 +7,9 @@ A small summarizer with a small vocabulary spells a word it does not know in pie
 start of one word to the end of another ("divorcesuade"; docs/RESULTS.md, "Word starts only"). Each run's
 per-example outputs (results/outputs/<run>.jsonl) are read and their words (`scoring.letter_words`) looked up in the
 words of every dialogue and reference of the local DialogSum copy (dev and test, `--dataset dialogsum-local`,
-../shared; nothing is downloaded). Printed per run: the share of made-up words, how many summaries hold one, how many hold a lone letter
-(`scoring.lone_letters`: a word begun and not finished, which a lookup of words cannot see), and the commonest made-up
-words. Nothing is written.
+../shared; nothing is downloaded). Printed per run: the share of made-up words, how many summaries hold one, how
+many hold a lone letter (`scoring.lone_letters`: a word begun and not finished, which a lookup of words cannot see),
+and the commonest made-up words. Nothing is written.
 """
 
 from __future__ import annotations

@@ -145,7 +145,8 @@ def build_inputs(service: WorkbenchService):
         with gr.Column(scale=2, min_width=420, elem_id="compare-settings"):
             decoding = gr.Radio(list(inputs.DECODING), value="greedy", label="Decoding", elem_id="compare-decoding",
                                 info=f"No {GenerationSettings.no_repeat_ngram_size}-gram appears twice in a summary "
-                                     f"(small models otherwise loop).")
+                                     "(small models otherwise loop); a model that carries a stricter rule of its "
+                                     "own keeps it.")
             with gr.Row():
                 max_new = gr.Slider(*inputs.GEN_RANGES["max_new_tokens"], value=64, step=1, label="Max new tokens",
                                     min_width=200)
