@@ -36,8 +36,6 @@ class PretrainRecipe(options.Weights, options.Checkpoints, options.TrainerOption
                             within="[0, 1]")
     free_share: float = arg(0.0, "share of the open-vocabulary extra dialogues in free word order "
                             "(workbench.opencorpus.free_sentence)", within="[0, 1]")
-    chat_dialogues: int = arg(0, "windows of real conversations to pretrain on as well (workbench.chatcorpus: the "
-                              "BYU Chit-Chat corpus, 17,269 windows in all; 0 = none)", within="[0, inf)")
     # the tokenizer and the objective
     vocab_size: int = arg(4000, "tokenizer vocabulary size, including the 100 sentinels", within="[300, inf)")
     max_length: int = arg(160, "tokens of dialogue per example (a random window of longer dialogues)", positive=True)
@@ -214,11 +212,10 @@ def copy_warmup(model, vocab: int, steps: int, *, seed: int, batch_size: int = 3
 # ------------------------------------------------------------------------------------------------ recipe
 
 
-def pretraining_dialogues(config: PretrainRecipe, rows: list[dict]) -> dict[str, list[str]]:
-    """What the base reads, by source: the dialogues of the training split ("split"), `extra_dialogues` synthetic
-    ones ("extra"; demo dataset by default) that differ from every dialogue of the dataset's validation and test
-    splits, and `chat_dialogues` windows of real conversations ("chat")."""
-    sources = {"split": [r["dialogue"] for r in rows], "extra": [], "chat": []}
+def pretraining_dialogues(config: PretrainRecipe, rows: list[dict]) -> list[str]:
+    """The dialogues of the training split, plus `extra_dialogues` synthetic ones (demo dataset by default) that
+    differ from every dialogue of the dataset's validation and test splits."""
+    dialogues = [r["dialogue"] for r in rows]
     extra = config.extra_dialogues if config.extra_dialogues is not None else (20000 if config.dataset == "demo" else 0)
     if extra:
         from workbench import corpus
@@ -229,13 +226,9 @@ def pretraining_dialogues(config: PretrainRecipe, rows: list[dict]) -> dict[str,
                 held_out |= {r["dialogue"] for r in common.load_rows(config.dataset, split)}
             except data.DataError:  # a dataset without that split has nothing to hold out
                 pass
-        sources["extra"] = corpus.extra_dialogues(extra, seed=config.seed + 1, exclude=held_out | set(sources["split"]),
-                                                  open_share=config.open_share, free_share=config.free_share)
-    if config.chat_dialogues:
-        from workbench import chatcorpus
-
-        sources["chat"] = chatcorpus.chat_dialogues(config.chat_dialogues, seed=config.seed + 2)
-    return sources
+        dialogues += corpus.extra_dialogues(extra, seed=config.seed + 1, exclude=held_out | set(dialogues),
+                                            open_share=config.open_share, free_share=config.free_share)
+    return dialogues
 
 
 # Options that do not change what is trained (evaluation, output, logging): a run may resume with other values.
@@ -262,11 +255,10 @@ def main(argv: list[str] | None = None) -> dict:
     scorer = toxicity.load_scorer(config.toxicity)
     ckpt, run_id = common.start_checkpoints(config, "pretrain", NOT_TRAINING, [r["dialogue"] for r in rows],
                                             run_method="base")  # its tokenizer and checkpoints come from these
-    sources = pretraining_dialogues(config, rows)
-    texts = [text for source in sources.values() for text in source]
+    texts = pretraining_dialogues(config, rows)
     tokenizer = pretraining_tokenizer(texts, ckpt, config.vocab_size)
-    print(f"[pretrain] tokenizer: {len(tokenizer)} tokens; {len(texts)} dialogues ({len(rows)} from "
-          f"{config.dataset}/{config.split}, {len(sources['extra'])} extra, {len(sources['chat'])} real conversations)")
+    print(f"[pretrain] tokenizer: {len(tokenizer)} tokens; {len(texts)} dialogues "
+          f"({len(rows)} from {config.dataset}/{config.split}, {len(texts) - len(rows)} extra)")
     model = modeling.build_model(modeling.demo_config(len(tokenizer)), seed=config.seed)
     if config.copy_prior:
         modeling.add_copy_prior(model, config.copy_prior, context=config.copy_context)
@@ -301,7 +293,7 @@ def main(argv: list[str] | None = None) -> dict:
     training = common.training_record(
         config, trainer, "pretrain", watch=watch, run_id=run_id, resumed_from=last,
         objective="span corruption + prefix LM on dialogues only", dataset=config.dataset, split=config.split,
-        n=len(rows), extra_dialogues=len(sources["extra"]), chat_dialogues=len(sources["chat"]), vocab_size=len(tokenizer),
+        n=len(rows), extra_dialogues=len(texts) - len(rows), vocab_size=len(tokenizer),
         architecture=modeling.DEMO_ARCHITECTURE,
         copy={"prior": config.copy_prior, "context": config.copy_context, "warmup_steps": config.copy_warmup_steps,
               "warmup_source": config.copy_warmup_source, "finish_steps": config.copy_finish_steps,
